@@ -1,0 +1,89 @@
+"""Refuse bad input early, in one line that names the key, the value and the fix.
+
+Components validate their own arguments where they enter (constructors raise `ConfigError`);
+`check_config` covers the top-level keys and the trainer before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+KNOWN_HEADS = ("auto", "sigmoid", "softmax", "multilabel")
+PRECISIONS = (
+    "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
+    "transformer-engine", "transformer-engine-float16",
+)  # fmt: skip
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+class ConfigError(ValueError):
+    """A user's input that cannot work; the message is shown as one line, without a traceback."""
+
+
+def instantiate_checked(node: DictConfig, **kwargs: Any) -> Any:
+    """Hydra's `instantiate` (containers passed as plain lists/dicts), re-raising a constructor's
+    `ConfigError` as itself rather than wrapped in Hydra's `InstantiationException`."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
+
+
+def require(condition: bool, key: str, value: Any, fix: str) -> None:
+    """Raise `ConfigError("<key>=<value> is not valid: <fix>")` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is not valid: {fix}")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_int(key: str, value: Any, minimum: int) -> None:
+    require(is_int(value) and value >= minimum, key, value, f"use a whole number >= {minimum}")
+
+
+def require_fraction(key: str, value: Any, *, low_open: bool, high_open: bool) -> None:
+    """A number in [0, 1], with either end excluded where `*_open` says so."""
+    ok = is_number(value) and (value > 0 if low_open else value >= 0)
+    ok = ok and (value < 1 if high_open else value <= 1)
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    require(ok, key, value, f"use a number in {interval}")
+
+
+def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    require(value in choices, key, value, f"use one of {', '.join(choices)}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks of the top-level keys and the trainer; data, head, loss and model check themselves."""
+    require_int("seed", cfg.seed, 0)
+    require_fraction("threshold", cfg.threshold, low_open=True, high_open=True)
+    require_choice("head", cfg.head.name, KNOWN_HEADS)
+    optimizer = cfg.optimizer
+    require(is_number(optimizer.get("lr")) and optimizer.lr > 0, "optimizer.lr", optimizer.get("lr"),
+            "use a learning rate > 0, e.g. optimizer.lr=1e-3")  # fmt: skip
+    weight_decay = optimizer.get("weight_decay", 0.0)
+    require(is_number(weight_decay) and weight_decay >= 0, "optimizer.weight_decay", weight_decay,
+            "use a number >= 0")  # fmt: skip
+    trainer = cfg.trainer
+    require(is_int(trainer.max_epochs) and (trainer.max_epochs >= 1 or trainer.max_epochs == -1),
+            "trainer.max_epochs", trainer.max_epochs, "use a whole number >= 1")  # fmt: skip
+    require_choice("trainer.precision", str(trainer.precision), PRECISIONS)
+    require_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)
+    devices = trainer.devices
+    require(devices == "auto" or (is_int(devices) and (devices >= 1 or devices == -1)),
+            "trainer.devices", devices, "use auto, -1 or a whole number >= 1")  # fmt: skip

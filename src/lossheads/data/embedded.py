@@ -1,0 +1,54 @@
+"""Real datasets that ship inside scikit-learn: no download, so they work offline and in CI."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lossheads.data.base import ArrayDataModule, LabeledArrays
+
+
+class BreastCancer(ArrayDataModule):
+    """Wisconsin breast cancer: 569 samples, 30 features, binary. Label 1 = malignant (37%):
+    scikit-learn codes benign as 1, flipped here so that the positive class is the one to detect."""
+
+    name = "breast_cancer"
+
+    def load(self) -> LabeledArrays:
+        from sklearn.datasets import load_breast_cancer
+
+        features, labels = load_breast_cancer(return_X_y=True)
+        return LabeledArrays(features, 1 - labels, "binary", 2)
+
+
+class Digits(ArrayDataModule):
+    """8x8 handwritten digits: 1797 samples, 64 pixel features, 10 classes."""
+
+    name = "digits"
+
+    def load(self) -> LabeledArrays:
+        from sklearn.datasets import load_digits
+
+        features, labels = load_digits(return_X_y=True)
+        return LabeledArrays(features, labels, "multiclass", 10)
+
+
+DIGIT_LABELS = {
+    "even": {0, 2, 4, 6, 8},
+    "at_least_5": {5, 6, 7, 8, 9},
+    "prime": {2, 3, 5, 7},
+    "closed_loop": {0, 4, 6, 8, 9},
+}
+
+
+class DigitsMultilabel(ArrayDataModule):
+    """The digit images with four yes/no labels per image, a real multi-label task:
+    is even, is >= 5, is prime, has a closed loop (0, 4, 6, 8, 9)."""
+
+    name = "digits_multilabel"
+
+    def load(self) -> LabeledArrays:
+        from sklearn.datasets import load_digits
+
+        features, digits = load_digits(return_X_y=True)
+        labels = np.stack([np.isin(digits, sorted(s)) for s in DIGIT_LABELS.values()], axis=1)
+        return LabeledArrays(features, labels.astype(np.float32), "multilabel", len(DIGIT_LABELS))

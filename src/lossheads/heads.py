@@ -1,0 +1,121 @@
+"""Heads turn the network's logits into probabilities and predictions: the head owns the prediction rule.
+
+On binary data the sigmoid head and the two-way softmax head hand the metrics the same thing (the
+positive-class probability and a 0/1 prediction), so the two are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lossheads.check import ConfigError
+
+Task = Literal["binary", "multiclass", "multilabel"]
+
+
+class Head:
+    """Base: `name`, the number of logits the network must output, and the prediction rule."""
+
+    name: str = ""
+    tasks: tuple[str, ...] = ()
+
+    def __init__(self, num_logits: int, threshold: float = 0.5) -> None:
+        self.num_logits = num_logits
+        self.threshold = threshold
+
+    def logits(self, output: Tensor) -> Tensor:
+        """The network's output in the shape the loss expects."""
+        return output
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """What score-based metrics (AUROC, AP, ECE) get: (N,) on binary data, else (N, C)."""
+        raise NotImplementedError
+
+    def predict(self, logits: Tensor) -> Tensor:
+        """What label-based metrics (acc, precision, recall, F1) get: integer labels."""
+        raise NotImplementedError
+
+    def metric_target(self, targets: Tensor) -> Tensor:
+        """Integer targets for the metrics; class-probability targets count as their argmax."""
+        if targets.is_floating_point() and targets.ndim == 2 and self.name == "softmax":
+            return targets.argmax(dim=1)
+        return targets.long()
+
+
+class SigmoidHead(Head):
+    """One logit z per sample: p = sigmoid(z), predict p >= threshold."""
+
+    name = "sigmoid"
+    tasks = ("binary",)
+
+    def logits(self, output: Tensor) -> Tensor:
+        return output.squeeze(-1)
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits.float())
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return (self.probabilities(logits) >= self.threshold).long()
+
+
+class SoftmaxHead(Head):
+    """C logits: p = softmax(z), predict argmax. With C = 2 this is the two-way softmax,
+    whose p1 = sigmoid(z1 - z0); the metrics then get p1, as from the sigmoid head."""
+
+    name = "softmax"
+    tasks = ("binary", "multiclass")
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        probs = torch.softmax(logits.float(), dim=-1)
+        return probs[..., 1] if self.num_logits == 2 else probs
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return logits.argmax(dim=-1)
+
+
+class MultilabelHead(Head):
+    """One logit per label: p = sigmoid(z) per label, predict p >= threshold per label."""
+
+    name = "multilabel"
+    tasks = ("multilabel",)
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits.float())
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return (self.probabilities(logits) >= self.threshold).long()
+
+
+HEADS: dict[str, type[Head]] = {h.name: h for h in (SigmoidHead, SoftmaxHead, MultilabelHead)}
+
+
+def resolve_head_name(name: str, loss_name: str, loss_heads: tuple[str, ...], task: Task) -> str:
+    """`auto` follows the data (multi-label -> multilabel, multi-class -> softmax) and, on binary
+    data, the loss (its first listed head); then refuse a head that does not fit the data or the loss."""
+    if name == "auto":
+        by_task = {"multilabel": "multilabel", "multiclass": "softmax"}
+        name = by_task.get(task, loss_heads[0])
+    head_cls = HEADS[name]
+    if task not in head_cls.tasks:
+        fitting = [h for h, c in HEADS.items() if task in c.tasks and h in loss_heads]
+        fix = f"use head={fitting[0]}" if fitting else "use head=auto"
+        raise ConfigError(f"head={name} does not fit {task} data: {fix}")
+    if name not in loss_heads:
+        losses_for_head = {
+            "sigmoid": "loss=bce_logits or loss=bce",
+            "multilabel": "loss=bce_logits or loss=bce",
+            "softmax": "loss=ce",
+        }[name]
+        other_head = next((h for h in loss_heads if task in HEADS[h].tasks), None)
+        fix = f"use head={other_head} or {losses_for_head}" if other_head else f"use {losses_for_head}"
+        raise ConfigError(f"loss={loss_name} needs head={'|'.join(loss_heads)}, got head={name}: {fix}")
+    return name
+
+
+def build_head(name: str, num_classes: int, threshold: float = 0.5) -> Head:
+    """`num_classes` is the number of labels on multi-label data; a sigmoid head has one logit."""
+    num_logits = 1 if name == "sigmoid" else num_classes
+    return HEADS[name](num_logits, threshold)

@@ -1,0 +1,139 @@
+"""One run: check the config, build data -> head -> loss -> net -> module, fit, test, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer, seed_everything
+from omegaconf import DictConfig, OmegaConf
+
+from lossheads.check import ConfigError, check_config, instantiate_checked
+from lossheads.data import ArrayDataModule
+from lossheads.heads import build_head, resolve_head_name
+from lossheads.losses import build_loss
+from lossheads.module import ClassifierModule
+
+EXIT_BAD_INPUT = 2
+
+
+def build_trainer(cfg: DictConfig) -> Trainer:
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    try:
+        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    except (InstantiationException, MisconfigurationException, ValueError) as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"trainer: {str(cause).splitlines()[0]}: fix the trainer.* overrides") from exc
+
+
+def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
+    """Everything a run needs, every input checked, before any training starts."""
+    check_config(cfg)
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data)
+    datamodule.setup()
+    loss_class = get_class(cfg.loss._target_)
+    head_name = resolve_head_name(cfg.head.name, loss_class.name, loss_class.heads, datamodule.task)
+    head = build_head(head_name, datamodule.num_classes, cfg.threshold)
+    loss = build_loss(cfg.loss, head, datamodule.train_targets)
+    torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
+    net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
+    module = ClassifierModule(net, head, loss, instantiate(cfg.optimizer), datamodule.task, datamodule.num_classes)
+    return datamodule, module
+
+
+def logged(trainer: Trainer, prefix: str) -> dict[str, float]:
+    """The last values the module logged under `prefix` (callback_metrics is reset by the next stage)."""
+    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(prefix)}
+
+
+def write_metrics(path: Path, record: dict[str, Any]) -> None:
+    """Write to a temporary name and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
+    tmp.replace(path)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, test and record one configuration; returns what metrics.json holds."""
+    datamodule, module = build(cfg)
+    trainer = build_trainer(cfg)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = logged(trainer, "val/")
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics.update(logged(trainer, "test/"))
+    record = {
+        "head": module.head.name,
+        "loss": module.loss.name,
+        "data": datamodule.name,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        **metrics,
+    }
+    write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
+    if trainer.logger is not None and hasattr(trainer.logger, "log_hyperparams"):
+        params = {k: v for k, v in record.items() if "/" not in k}
+        params.update(flat_overrides(cfg))
+        trainer.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
+    return record
+
+
+def flat_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """Scalar hyperparameters of the groups users sweep, flattened to dotted keys for the hparams tab."""
+    flat: dict[str, Any] = {}
+    for group in ("loss", "model", "optimizer", "data"):
+        node = OmegaConf.to_container(cfg[group], resolve=True)
+        for key, value in node.items():
+            if key != "_target_" and (value is None or isinstance(value, (int, float, str, bool, list))):
+                flat[f"{group}.{key}"] = str(value) if isinstance(value, list) or value is None else value
+    return flat
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a tree, one branch per group (as lightning-hydra-template prints it)."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, node in cfg.items():
+        text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else str(node)
+        tree.add(str(key)).add(Syntax(text, "yaml"))
+    rich_print(tree)
+
+
+def quiet_lightning() -> None:
+    """Lightning logs through its own console handler and the root logger, which Hydra also
+    prints and writes to the run's train.log: drop Lightning's handler so each line shows once."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Entry point behind `python train.py`: a bad input is one line on stderr and exit code 2."""
+    quiet_lightning()
+    try:
+        if cfg.get("print_config", True):
+            print_config(cfg)
+        return run(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,64 @@
+"""Compose the real Hydra config (as `python train.py` would) and run it in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+QUICK = ["trainer.max_epochs=1", "print_config=false", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python train.py OVERRIDES` would run, with its run folder at `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def train(tmp_path: Path):
+    """Run one configuration in-process; returns its metrics.json as a dict."""
+    from lossheads.train import run
+
+    def _train(*overrides: str, quick: bool = True, folder: str = "run") -> dict[str, Any]:
+        output_dir = tmp_path / folder
+        cfg = compose_config([*(QUICK if quick else []), *overrides], output_dir)
+        run(cfg)
+        return json.loads((output_dir / "metrics.json").read_text())
+
+    return _train
+
+
+@pytest.fixture
+def config(tmp_path: Path):
+    return lambda *overrides: compose_config(list(overrides), tmp_path / "run")
+
+
+def run_train_py(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess, as a user types it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -1,0 +1,137 @@
+"""Whole runs through the real Hydra config: every valid pair trains, every bad input is refused."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_config, run_train_py
+from lossheads.check import ConfigError
+from lossheads.train import run
+
+METRICS = ("acc", "precision", "recall", "f1", "auroc", "ap", "ece", "loss")
+SMALL_SYNTHETIC = ["data.n_samples=300"]
+
+
+def write_csv(path: Path) -> str:
+    rows = [f"{i % 5},{(i * 7) % 11},{i % 2}" for i in range(120)]
+    path.write_text("\n".join(["a,b,label", *rows]) + "\n")
+    return str(path)
+
+
+VALID = [
+    (data, head, loss)
+    for data, pairs in {
+        "breast_cancer": [("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("softmax", "ce")],
+        "synthetic_binary": [("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("softmax", "ce")],
+        "csv": [("sigmoid", "bce_logits"), ("softmax", "ce")],
+        "digits": [("softmax", "ce")],
+        "synthetic_multiclass": [("softmax", "ce")],
+        "digits_multilabel": [("multilabel", "bce"), ("multilabel", "bce_logits")],
+        "synthetic_multilabel": [("multilabel", "bce"), ("multilabel", "bce_logits")],
+    }.items()
+    for head, loss in pairs
+]
+
+
+@pytest.mark.parametrize(("data", "head", "loss"), VALID)
+def test_every_valid_pair_trains_and_writes_metrics(train, tmp_path, data, head, loss):
+    extra = SMALL_SYNTHETIC if data.startswith("synthetic") else []
+    if data == "csv":
+        extra = [f"data.path={write_csv(tmp_path / 'data.csv')}"]
+    metrics = train(f"data={data}", f"head={head}", f"loss={loss}", *extra)
+    assert (metrics["head"], metrics["loss"], metrics["data"], metrics["seed"]) == (head, loss, data, 42)
+    for stage in ("val", "test"):
+        for name in METRICS:
+            assert 0.0 <= metrics[f"{stage}/{name}"] < 10.0, f"{stage}/{name}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["head=sigmoid", "loss=ce"], "loss=ce needs head=softmax, got head=sigmoid"),
+        (["head=softmax", "loss=bce_logits"], "got head=softmax: use head=sigmoid or loss=ce"),
+        (["data=digits_multilabel", "head=multilabel", "loss=ce"], "use loss=bce_logits or loss=bce"),
+        (["data=digits", "head=sigmoid", "loss=bce_logits"], "head=sigmoid does not fit multiclass data"),
+        (["loss.pos_weight=[1.0,2.0]"], "loss.pos_weight=[1.0, 2.0] is not valid: give one number, a list of 1"),
+        (["loss.pos_weight=-2"], "loss.pos_weight=-2 is not valid"),
+        (["data=digits", "loss=ce", "loss.weight=[1.0,2.0]"], "loss.weight=[1.0, 2.0] is not valid: give a list of 10"),
+        (["threshold=1.5"], "threshold=1.5 is not valid: use a number in (0, 1)"),
+        (["threshold=0"], "threshold=0 is not valid"),
+        (["optimizer.lr=0"], "optimizer.lr=0 is not valid"),
+        (["trainer.precision=17"], "trainer.precision='17' is not valid"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not valid"),
+        (["model.hidden=[64,0]"], "model.hidden=[64, 0] is not valid"),
+        (["model.dropout=1.0"], "model.dropout=1.0 is not valid"),
+        (["data=synthetic_binary", "data.pos_fraction=0"], "data.pos_fraction=0 is not valid"),
+        (["data=csv"], "data.path=None is not valid: give the CSV file"),
+        (["seed=-1"], "seed=-1 is not valid"),
+    ],
+)
+def test_bad_input_is_refused_before_training(tmp_path, overrides, message):
+    cfg = compose_config(["print_config=false", *overrides], tmp_path / "run")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bce_and_bce_logits_train_to_the_same_val_loss(train):
+    bce = train("loss=bce", "trainer.max_epochs=3", folder="bce")
+    fused = train("loss=bce_logits", "trainer.max_epochs=3", folder="fused")
+    assert bce["val/loss"] == pytest.approx(fused["val/loss"], abs=1e-4)
+    assert bce["val/acc"] == fused["val/acc"]
+
+
+def test_pos_weight_auto_raises_recall_on_imbalanced_data(train):
+    data = ["data=synthetic_binary", "data.pos_fraction=0.1", "data.n_samples=1000", "trainer.max_epochs=3"]
+    plain = train(*data, folder="plain")
+    weighted = train(*data, "loss.pos_weight=auto", folder="weighted")
+    assert weighted["val/recall"] > plain["val/recall"]
+
+
+def test_default_run_reaches_0_9_val_accuracy_and_logs_to_tensorboard(train, tmp_path):
+    metrics = train(quick=False)
+    assert metrics["epochs"] == 20
+    assert metrics["val/acc"] >= 0.9 and metrics["test/acc"] >= 0.9
+    tags = set()
+    for events in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    expected = {f"{stage}/{name}" for stage in ("val", "test") for name in METRICS} | {"train/loss", "train/acc"}
+    assert expected <= tags
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((tmp_path / "run" / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+
+
+def test_train_py_writes_a_complete_run_folder(tmp_path):
+    result = run_train_py("trainer.max_epochs=2", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = tmp_path / "run"
+    assert (folder / ".hydra" / "config.yaml").is_file()
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["head"] == "sigmoid" and metrics["loss"] == "bce_logits" and metrics["epochs"] == 2
+    assert "─ data" in result.stdout or "data" in result.stdout  # the config tree is printed first
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["head=sigmoid", "loss=ce"], "error: loss=ce needs head=softmax, got head=sigmoid: use head=softmax"),
+        (["data=csv", "data.path=missing.csv"], "error: data.path='missing.csv' is not valid: no such file"),
+    ],
+)
+def test_train_py_refuses_bad_input_in_one_line_with_exit_2(tmp_path, overrides, message):
+    result = run_train_py(*overrides, "hydra.run.dir=run", "print_config=false", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message)
+    assert not (tmp_path / "run" / "metrics.json").exists()
