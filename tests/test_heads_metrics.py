@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torchmetrics.classification import BinaryAccuracy
 
 from lossheads.check import ConfigError
-from lossheads.heads import build_head, resolve_head_name
+from lossheads.heads import build_head
+from lossheads.losses import LOSSES, resolve_head_name
 from lossheads.metrics import HeadMetrics
-
-BCE_HEADS = ("sigmoid", "multilabel")
 
 
 def test_two_way_softmax_equals_sigmoid_of_the_logit_difference():
@@ -68,30 +69,36 @@ def test_multilabel_calibration_error_pools_labels():
 
 
 @pytest.mark.parametrize(
-    ("head", "loss", "heads", "task", "expected"),
+    ("head", "loss", "task", "expected"),
     [
-        ("auto", "bce_logits", BCE_HEADS, "binary", "sigmoid"),
-        ("auto", "ce", ("softmax",), "binary", "softmax"),
-        ("auto", "ce", ("softmax",), "multiclass", "softmax"),
-        ("auto", "bce", BCE_HEADS, "multilabel", "multilabel"),
-        ("softmax", "ce", ("softmax",), "binary", "softmax"),
+        ("auto", "bce_logits", "binary", "sigmoid"),
+        ("auto", "ce", "binary", "softmax"),
+        ("auto", "ce", "multiclass", "softmax"),
+        ("auto", "bce", "multilabel", "multilabel"),
+        ("softmax", "ce", "binary", "softmax"),
+        ("auto", "focal", "binary", "sigmoid"),
+        ("auto", "focal", "multiclass", "softmax"),
+        ("auto", "mse", "binary", "softmax"),
+        ("auto", "multilabel_soft_margin", "multilabel", "multilabel"),
     ],
 )
-def test_auto_head_follows_loss_and_data(head, loss, heads, task, expected):
-    assert resolve_head_name(head, loss, heads, task) == expected
+def test_auto_head_follows_loss_and_data(head, loss, task, expected):
+    assert resolve_head_name(head, LOSSES[loss], task) == expected
 
 
 @pytest.mark.parametrize(
-    ("head", "loss", "heads", "task", "message"),
+    ("head", "loss", "task", "message"),
     [
-        ("sigmoid", "ce", ("softmax",), "binary", "loss=ce needs head=softmax, got head=sigmoid: use head=softmax"),
-        ("softmax", "bce_logits", BCE_HEADS, "binary", "got head=softmax: use head=sigmoid or loss=ce"),
-        ("multilabel", "ce", ("softmax",), "multilabel", "use loss=bce_logits or loss=bce"),
-        ("sigmoid", "bce_logits", BCE_HEADS, "multiclass", "head=sigmoid does not fit multiclass data"),
-        ("auto", "bce_logits", BCE_HEADS, "multiclass", "use loss=ce"),
-        ("multilabel", "bce", BCE_HEADS, "binary", "head=multilabel does not fit binary data: use head=sigmoid"),
+        ("sigmoid", "ce", "binary", "loss=ce needs head=softmax, got head=sigmoid: use head=softmax or loss=bce|"),
+        ("softmax", "bce_logits", "binary", "got head=softmax: use head=sigmoid or loss=ce|focal|nll|mse"),
+        ("multilabel", "ce", "multilabel", "use loss=bce|bce_logits|focal|multilabel_soft_margin|mse"),
+        ("sigmoid", "bce_logits", "multiclass", "head=sigmoid does not fit multiclass data"),
+        ("auto", "bce_logits", "multiclass", "use loss=ce|focal|nll|mse"),
+        ("multilabel", "bce", "binary", "head=multilabel does not fit binary data: use head=sigmoid"),
+        ("sigmoid", "nll", "binary", "loss=nll needs head=softmax"),
+        ("sigmoid", "multilabel_soft_margin", "binary", "needs head=multilabel, got head=sigmoid: use loss=bce|"),
     ],
 )
-def test_bad_head_loss_data_combinations_are_refused(head, loss, heads, task, message):
-    with pytest.raises(ConfigError, match=message):
-        resolve_head_name(head, loss, heads, task)
+def test_bad_head_loss_data_combinations_are_refused(head, loss, task, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_head_name(head, LOSSES[loss], task)

@@ -154,3 +154,72 @@ def test_bad_loss_options_are_refused_with_the_key_and_the_fix(config, overrides
     head = build_head("softmax" if cfg.loss._target_.endswith("CrossEntropy") else "multilabel", 3)
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_loss(cfg.loss, head, Y)
+
+
+def test_multilabel_soft_margin_is_bce_logits_averaged_over_labels(config):
+    logits = torch.randn(16, 3, generator=torch.Generator().manual_seed(2)) * 3
+    targets = (torch.rand(16, 3, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    margin = make_loss(config, "multilabel_soft_margin")(logits, targets)
+    assert margin.item() == pytest.approx(make_loss(config, "bce_logits")(logits, targets).item(), abs=1e-6)
+    assert margin.item() == pytest.approx(nn.MultiLabelSoftMarginLoss()(logits, targets).item(), abs=1e-6)
+
+
+def torchvision_sigmoid_focal(logits, targets, alpha: float, gamma: float):
+    """torchvision.ops.sigmoid_focal_loss, written out by hand (mean reduction)."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean()
+
+
+def test_focal_matches_torchvision_and_reduces_to_bce_logits_and_ce(config):
+    logits = torch.tensor([[3.0, -0.5, 0.2], [-2.0, 1.5, 0.0], [0.7, -3.0, 4.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    focal = make_loss(config, "focal", "loss.gamma=2.0", "loss.alpha=0.25")(logits, targets)
+    assert focal.item() == pytest.approx(torchvision_sigmoid_focal(logits, targets, 0.25, 2.0).item(), abs=1e-6)
+    plain = make_loss(config, "focal", "loss.gamma=0", "loss.alpha=-1")(logits, targets)
+    assert plain.item() == pytest.approx(make_loss(config, "bce_logits")(logits, targets).item(), abs=1e-6)
+
+    labels = torch.tensor([0, 2, 1])
+    softmax_focal = make_loss(config, "focal", "loss.gamma=0", head="softmax", targets=labels)
+    ce = make_loss(config, "ce", head="softmax", targets=labels)
+    assert softmax_focal(logits, labels).item() == pytest.approx(ce(logits, labels).item(), abs=1e-6)
+    sharp = make_loss(config, "focal", "loss.gamma=2", head="softmax", targets=labels)(logits, labels)
+    p_y = torch.softmax(logits, 1)[torch.arange(3), labels]
+    assert sharp.item() == pytest.approx((-((1 - p_y) ** 2) * p_y.log()).mean().item(), abs=1e-6)
+
+
+def test_square_loss_agrees_with_mse_on_the_worked_inputs(config):
+    x = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    y = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert nn.L1Loss()(x, y).item() == 1.0 and nn.SmoothL1Loss()(x, y).item() == 0.625
+    square = make_loss(config, "mse", head="softmax", num_classes=2, targets=y)
+    assert square(x, y).item() == nn.MSELoss()(x, y).item() == 1.5
+
+
+def test_square_loss_uses_one_hot_targets_on_logits_or_probabilities(config):
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    labels = torch.tensor([0, 1])
+    one_hot = F.one_hot(labels, 3).float()
+    on_logits = make_loss(config, "mse", head="softmax", targets=labels)(logits, labels)
+    assert on_logits.item() == pytest.approx(F.mse_loss(logits, one_hot).item(), abs=1e-6)
+    on_probs = make_loss(config, "mse", "loss.on=probs", head="softmax", targets=labels)(logits, labels)
+    assert on_probs.item() == pytest.approx(F.mse_loss(torch.softmax(logits, 1), one_hot).item(), abs=1e-6)
+    binary, z = torch.tensor([1, 0]), torch.tensor([0.3, -1.0])
+    sigmoid = make_loss(config, "mse", "loss.on=probs", head="sigmoid", num_classes=2, targets=binary)
+    assert sigmoid(z, binary).item() == pytest.approx(F.mse_loss(torch.sigmoid(z), binary.float()).item(), abs=1e-6)
+    # on the logits, 0/1 labels become -1/+1: z = 0 (p = 0.5) is the boundary, as for the p >= 0.5 rule
+    signed = make_loss(config, "mse", head="sigmoid", num_classes=2, targets=binary)
+    assert signed(z, binary).item() == pytest.approx(F.mse_loss(z, torch.tensor([1.0, -1.0])).item(), abs=1e-6)
+
+
+def test_bce_label_smoothing_moves_targets_toward_one_half(config):
+    logits = torch.tensor([[1.0, -2.0, 0.5]])
+    targets = torch.tensor([[1.0, 0.0, 1.0]])
+    for name in ("bce", "bce_logits"):
+        smoothed = make_loss(config, name, "loss.label_smoothing=0.2")(logits, targets)
+        by_hand = F.binary_cross_entropy_with_logits(logits, torch.tensor([[0.9, 0.1, 0.9]]))
+        assert smoothed.item() == pytest.approx(by_hand.item(), abs=1e-6)

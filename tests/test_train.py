@@ -26,12 +26,27 @@ def write_csv(path: Path) -> str:
 VALID = [
     (data, head, loss)
     for data, pairs in {
-        "breast_cancer": [("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("softmax", "ce")],
+        "breast_cancer": [
+            ("sigmoid", "bce"),
+            ("sigmoid", "bce_logits"),
+            ("softmax", "ce"),
+            ("sigmoid", "focal"),
+            ("softmax", "focal"),
+            ("softmax", "nll"),
+            ("softmax", "mse"),
+            ("sigmoid", "mse"),
+        ],
         "synthetic_binary": [("sigmoid", "bce"), ("sigmoid", "bce_logits"), ("softmax", "ce")],
         "csv": [("sigmoid", "bce_logits"), ("softmax", "ce")],
-        "digits": [("softmax", "ce")],
+        "digits": [("softmax", "ce"), ("softmax", "nll"), ("softmax", "focal"), ("softmax", "mse")],
         "synthetic_multiclass": [("softmax", "ce")],
-        "digits_multilabel": [("multilabel", "bce"), ("multilabel", "bce_logits")],
+        "digits_multilabel": [
+            ("multilabel", "bce"),
+            ("multilabel", "bce_logits"),
+            ("multilabel", "focal"),
+            ("multilabel", "multilabel_soft_margin"),
+            ("multilabel", "mse"),
+        ],
         "synthetic_multilabel": [("multilabel", "bce"), ("multilabel", "bce_logits")],
     }.items()
     for head, loss in pairs
@@ -55,7 +70,10 @@ def test_every_valid_pair_trains_and_writes_metrics(train, tmp_path, data, head,
     [
         (["head=sigmoid", "loss=ce"], "loss=ce needs head=softmax, got head=sigmoid"),
         (["head=softmax", "loss=bce_logits"], "got head=softmax: use head=sigmoid or loss=ce"),
-        (["data=digits_multilabel", "head=multilabel", "loss=ce"], "use loss=bce_logits or loss=bce"),
+        (
+            ["data=digits_multilabel", "head=multilabel", "loss=ce"],
+            "got head=multilabel: use loss=bce|bce_logits|focal|",
+        ),
         (["data=digits", "head=sigmoid", "loss=bce_logits"], "head=sigmoid does not fit multiclass data"),
         (["loss.pos_weight=[1.0,2.0]"], "loss.pos_weight=[1.0, 2.0] is not valid: give one number, a list of 1"),
         (["loss.pos_weight=-2"], "loss.pos_weight=-2 is not valid"),
@@ -85,6 +103,12 @@ def test_bce_and_bce_logits_train_to_the_same_val_loss(train):
     fused = train("loss=bce_logits", "trainer.max_epochs=3", folder="fused")
     assert bce["val/loss"] == pytest.approx(fused["val/loss"], abs=1e-4)
     assert bce["val/acc"] == fused["val/acc"]
+
+
+def test_nll_after_log_softmax_trains_exactly_like_ce(train):
+    ce = train("data=digits", "loss=ce", "trainer.max_epochs=2", folder="ce")
+    nll = train("data=digits", "loss=nll", "trainer.max_epochs=2", folder="nll")
+    assert nll["val/loss"] == pytest.approx(ce["val/loss"], abs=1e-4)
 
 
 def test_pos_weight_auto_raises_recall_on_imbalanced_data(train):

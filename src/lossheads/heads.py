@@ -11,8 +11,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lossheads.check import ConfigError
-
 Task = Literal["binary", "multiclass", "multilabel"]
 
 
@@ -90,29 +88,6 @@ class MultilabelHead(Head):
 
 
 HEADS: dict[str, type[Head]] = {h.name: h for h in (SigmoidHead, SoftmaxHead, MultilabelHead)}
-
-
-def resolve_head_name(name: str, loss_name: str, loss_heads: tuple[str, ...], task: Task) -> str:
-    """`auto` follows the data (multi-label -> multilabel, multi-class -> softmax) and, on binary
-    data, the loss (its first listed head); then refuse a head that does not fit the data or the loss."""
-    if name == "auto":
-        by_task = {"multilabel": "multilabel", "multiclass": "softmax"}
-        name = by_task.get(task, loss_heads[0])
-    head_cls = HEADS[name]
-    if task not in head_cls.tasks:
-        fitting = [h for h, c in HEADS.items() if task in c.tasks and h in loss_heads]
-        fix = f"use head={fitting[0]}" if fitting else "use head=auto"
-        raise ConfigError(f"head={name} does not fit {task} data: {fix}")
-    if name not in loss_heads:
-        losses_for_head = {
-            "sigmoid": "loss=bce_logits or loss=bce",
-            "multilabel": "loss=bce_logits or loss=bce",
-            "softmax": "loss=ce",
-        }[name]
-        other_head = next((h for h in loss_heads if task in HEADS[h].tasks), None)
-        fix = f"use head={other_head} or {losses_for_head}" if other_head else f"use {losses_for_head}"
-        raise ConfigError(f"loss={loss_name} needs head={'|'.join(loss_heads)}, got head={name}: {fix}")
-    return name
 
 
 def build_head(name: str, num_classes: int, threshold: float = 0.5) -> Head:

@@ -6,16 +6,18 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from lossheads.check import ConfigError, instantiate_checked, require, require_choice, require_fraction
-from lossheads.heads import Head
+from lossheads.check import ConfigError, instantiate_checked, is_number, require, require_choice, require_fraction
+from lossheads.heads import HEADS, Head, Task
 
 REDUCTIONS = ("mean", "sum", "none")
 Weight = float | Sequence[float] | None
@@ -72,19 +74,31 @@ class _LogitLoss(nn.Module):
 
 class _BinaryLoss(_LogitLoss):
     """Base of the per-logit binary losses: `weight` rescales each element, `pos_weight` the positives,
-    broadcast over the last (label) dimension as in `BCEWithLogitsLoss`."""
+    broadcast over the last (label) dimension as in `BCEWithLogitsLoss`. `label_smoothing` = e moves
+    each target toward 0.5, as Keras does: y' = y (1 - e) + e / 2."""
 
     heads = ("sigmoid", "multilabel")
 
     def __init__(
-        self, num_logits: int, weight: Weight = None, pos_weight: Weight = None, reduction: str = "mean"
+        self,
+        num_logits: int,
+        weight: Weight = None,
+        pos_weight: Weight = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(reduction)
+        require_fraction("loss.label_smoothing", label_smoothing, low_open=False, high_open=True)
+        self.label_smoothing = float(label_smoothing)
         self.register_buffer("weight", as_weight_tensor("loss.weight", weight, num_logits, per_element=True))
         pos = as_weight_tensor("loss.pos_weight", pos_weight, num_logits, per_element=True)
         require(pos is None or pos.ndim <= 1 and bool((pos > 0).all()), "loss.pos_weight", pos_weight,
                 "give one number > 0, or one per label")  # fmt: skip
         self.register_buffer("pos_weight", pos)
+
+    def smooth(self, targets: Tensor, dtype: torch.dtype) -> Tensor:
+        targets = targets.to(dtype)
+        return targets * (1 - self.label_smoothing) + self.label_smoothing / 2 if self.label_smoothing else targets
 
 
 class BCEOnProbabilities(_BinaryLoss):
@@ -100,7 +114,7 @@ class BCEOnProbabilities(_BinaryLoss):
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
             probs = torch.sigmoid(logits.float())
-            targets = targets.float()
+            targets = self.smooth(targets, torch.float32)
             if self.pos_weight is None:
                 loss = F.binary_cross_entropy(probs, targets, self.weight, reduction=self.reduction)
                 return self._finish(loss)
@@ -122,7 +136,7 @@ class BCEWithLogits(_BinaryLoss):
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         loss = F.binary_cross_entropy_with_logits(
             logits,
-            targets.to(logits.dtype),
+            self.smooth(targets, logits.dtype),
             weight=self.weight,
             pos_weight=self.pos_weight,
             reduction=self.reduction,
@@ -130,7 +144,15 @@ class BCEWithLogits(_BinaryLoss):
         return self._finish(loss)
 
 
-class CrossEntropy(_LogitLoss):
+class _ClassWeightedLoss(_LogitLoss):
+    """Base of the losses whose `weight` is one number per class (or per label)."""
+
+    def __init__(self, num_logits: int, weight: Weight = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", as_weight_tensor("loss.weight", weight, num_logits, per_element=False))
+
+
+class CrossEntropy(_ClassWeightedLoss):
     """`ce`: `nn.CrossEntropyLoss`: l = -w_y (z_y - log sum_c exp z_c) for class-index targets (N,),
     or -sum_c w_c q_c log softmax(z)_c for class-probability targets (N, C).
 
@@ -147,8 +169,7 @@ class CrossEntropy(_LogitLoss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(reduction)
-        self.register_buffer("weight", as_weight_tensor("loss.weight", weight, num_logits, per_element=False))
+        super().__init__(num_logits, weight, reduction)
         require_fraction("loss.label_smoothing", label_smoothing, low_open=False, high_open=True)
         self.label_smoothing = float(label_smoothing)
 
@@ -165,6 +186,123 @@ class CrossEntropy(_LogitLoss):
         return self._finish(loss)
 
 
+class Focal(_LogitLoss):
+    """`focal` (Lin et al., 2017), down-weighting easy examples by (1 - p_t)^gamma.
+
+    Sigmoid/multilabel heads, torchvision's `sigmoid_focal_loss`: l = -a_t (1 - p_t)^g log p_t with
+    p_t = p if y = 1 else 1 - p and a_t = a y + (1 - a)(1 - y); alpha < 0 disables a_t.
+    Softmax heads: l = -sum_c q_c (1 - p_c)^g log p_c with p = softmax(z) and q the one-hot (or
+    probability) target; alpha does not apply there. gamma = 0 (alpha < 0) gives bce_logits / ce.
+    """
+
+    name = "focal"
+    heads = ("sigmoid", "multilabel", "softmax")
+
+    def __init__(
+        self, num_logits: int, head: str, gamma: float = 2.0, alpha: float = 0.25, reduction: str = "mean"
+    ) -> None:
+        super().__init__(reduction)
+        require(is_number(gamma) and gamma >= 0, "loss.gamma", gamma, "use a number >= 0, e.g. 2")
+        require(is_number(alpha) and alpha <= 1, "loss.alpha", alpha, "use a number in [0, 1], or < 0 to disable")
+        self.softmax_form = head == "softmax"
+        self.gamma, self.alpha = float(gamma), float(alpha)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.softmax_form:
+            log_probs = torch.log_softmax(logits, dim=-1)
+            q = targets.to(logits.dtype) if targets.is_floating_point() else one_hot(targets, logits)
+            loss = -(q * (1 - log_probs.exp()) ** self.gamma * log_probs).sum(dim=-1)
+            return apply_reduction(loss, self.reduction)
+        targets = targets.to(logits.dtype)
+        probs = torch.sigmoid(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p_t = probs * targets + (1 - probs) * (1 - targets)
+        loss = loss * (1 - p_t) ** self.gamma
+        if self.alpha >= 0:
+            loss = loss * (self.alpha * targets + (1 - self.alpha) * (1 - targets))
+        return apply_reduction(loss, self.reduction)
+
+
+class NLLOnLogSoftmax(_ClassWeightedLoss):
+    """`nll`: `nn.LogSoftmax` then `nn.NLLLoss`: l = -w_y log softmax(z)_y, the two steps that
+    CrossEntropyLoss fuses; kept to show they are the same. Class-index targets only."""
+
+    name = "nll"
+    heads = ("softmax",)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        log_probs = F.log_softmax(logits, dim=-1)
+        return self._finish(F.nll_loss(log_probs, targets.long(), weight=self.weight, reduction=self.reduction))
+
+
+class MultiLabelSoftMargin(_ClassWeightedLoss):
+    """`multilabel_soft_margin`: `nn.MultiLabelSoftMarginLoss`: per sample, the mean over labels of
+    -w_l [y log sigmoid(z) + (1 - y) log sigmoid(-z)]: bce_logits with its mean taken over labels."""
+
+    name = "multilabel_soft_margin"
+    heads = ("multilabel",)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        loss = F.multilabel_soft_margin_loss(
+            logits, targets.to(logits.dtype), weight=self.weight, reduction=self.reduction
+        )
+        return self._finish(loss)
+
+
+class SquareLoss(_LogitLoss):
+    """`mse`: square loss (Hui & Belkin, ICLR 2021): `nn.MSELoss` between the targets and the logits
+    (`on=logits`, as in the paper) or the probabilities (`on=probs`). Targets: one-hot (or class
+    probabilities) for softmax heads; 0/1 for sigmoid and multilabel heads, encoded as -1/+1 on the
+    logits so that z = 0 (p = 0.5) stays the decision boundary of the p >= 0.5 rule."""
+
+    name = "mse"
+    heads = ("softmax", "sigmoid", "multilabel")
+
+    def __init__(self, num_logits: int, head: str, on: str = "logits", reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        require_choice("loss.on", on, ("logits", "probs"))
+        self.softmax_form, self.on = head == "softmax", on
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if targets.shape != logits.shape:
+            targets = one_hot(targets, logits)
+        targets = targets.to(logits.dtype)
+        if self.on == "probs":
+            outputs = torch.softmax(logits, dim=-1) if self.softmax_form else torch.sigmoid(logits)
+        else:
+            outputs = logits
+            targets = targets if self.softmax_form else 2 * targets - 1
+        return self._finish(F.mse_loss(outputs, targets, reduction=self.reduction))
+
+
+def one_hot(labels: Tensor, logits: Tensor) -> Tensor:
+    return F.one_hot(labels.long(), logits.shape[-1]).to(logits.dtype)
+
+
+LOSSES: dict[str, type[_LogitLoss]] = {
+    cls.name: cls for cls in (BCEOnProbabilities, BCEWithLogits, CrossEntropy, Focal, NLLOnLogSoftmax,
+                              MultiLabelSoftMargin, SquareLoss)
+}  # fmt: skip
+
+
+def resolve_head_name(name: str, loss: type[_LogitLoss], task: Task) -> str:
+    """`auto` follows the data (multi-label -> multilabel, multi-class -> softmax) and, on binary
+    data, the loss (its first listed head); then refuse a head that does not fit the data or the loss."""
+    loss_heads = loss.heads
+    if name == "auto":
+        name = {"multilabel": "multilabel", "multiclass": "softmax"}.get(task, loss_heads[0])
+    if task not in HEADS[name].tasks:
+        fitting = [h for h, c in HEADS.items() if task in c.tasks and h in loss_heads]
+        fix = f"use head={fitting[0]}" if fitting else "use head=auto"
+        raise ConfigError(f"head={name} does not fit {task} data: {fix}")
+    if name not in loss_heads:
+        losses = "|".join(n for n, c in LOSSES.items() if name in c.heads)
+        other_head = next((h for h in loss_heads if task in HEADS[h].tasks), None)
+        fix = f"use head={other_head} or loss={losses}" if other_head else f"use loss={losses}"
+        raise ConfigError(f"loss={loss.name} needs head={'|'.join(loss_heads)}, got head={name}: {fix}")
+    return name
+
+
 def pos_weight_from_targets(targets: Tensor) -> list[float]:
     """`pos_weight=auto`: negatives / positives per label, counted on the training split."""
     targets = targets.float().reshape(targets.shape[0], -1)
@@ -179,6 +317,8 @@ def pos_weight_from_targets(targets: Tensor) -> list[float]:
 def build_loss(cfg: DictConfig, head: Head, train_targets: Tensor) -> nn.Module:
     """Instantiate `cfg.loss` for this head: its number of logits, and `pos_weight=auto` resolved."""
     resolved: dict = {"num_logits": head.num_logits}
+    if "head" in inspect.signature(get_class(cfg._target_)).parameters:
+        resolved["head"] = head.name  # losses with a softmax and a sigmoid form
     if cfg.get("pos_weight") == "auto":
         resolved["pos_weight"] = pos_weight_from_targets(train_targets)
     return instantiate_checked(cfg, **resolved)

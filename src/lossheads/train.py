@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossheads.check import ConfigError, check_config, instantiate_checked
 from lossheads.data import ArrayDataModule
-from lossheads.heads import build_head, resolve_head_name
-from lossheads.losses import build_loss
+from lossheads.heads import build_head
+from lossheads.losses import build_loss, resolve_head_name
 from lossheads.module import ClassifierModule
 
 EXIT_BAD_INPUT = 2
@@ -42,8 +42,7 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: ArrayDataModule = instantiate_checked(cfg.data)
     datamodule.setup()
-    loss_class = get_class(cfg.loss._target_)
-    head_name = resolve_head_name(cfg.head.name, loss_class.name, loss_class.heads, datamodule.task)
+    head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
     head = build_head(head_name, datamodule.num_classes, cfg.threshold)
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
