@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Task = Literal["binary", "multiclass", "multilabel"]
@@ -35,6 +36,11 @@ class Head:
     def predict(self, logits: Tensor) -> Tensor:
         """What label-based metrics (acc, precision, recall, F1) get: integer labels."""
         raise NotImplementedError
+
+    def log_distribution(self, logits: Tensor) -> Tensor:
+        """Log-probabilities of the class distribution over the last dimension, for distillation:
+        a categorical for softmax, a Bernoulli pair [log(1 - p), log p] per logit for sigmoid heads."""
+        return torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=-1)
 
     def metric_target(self, targets: Tensor) -> Tensor:
         """Integer targets for the metrics; class-probability targets count as their argmax."""
@@ -73,6 +79,9 @@ class SoftmaxHead(Head):
     def predict(self, logits: Tensor) -> Tensor:
         return logits.argmax(dim=-1)
 
+    def log_distribution(self, logits: Tensor) -> Tensor:
+        return F.log_softmax(logits, dim=-1)
+
 
 class MultilabelHead(Head):
     """One logit per label: p = sigmoid(z) per label, predict p >= threshold per label."""
@@ -94,3 +103,15 @@ def build_head(name: str, num_classes: int, threshold: float = 0.5) -> Head:
     """`num_classes` is the number of labels on multi-label data; a sigmoid head has one logit."""
     num_logits = 1 if name == "sigmoid" else num_classes
     return HEADS[name](num_logits, threshold)
+
+
+def logits_as(logits: Tensor, source: Head, target: Head) -> Tensor:
+    """Another head's logits in this head's form, for a teacher with another head on binary data:
+    a sigmoid logit z is the two-way softmax [0, z], and a two-way softmax [z0, z1] the sigmoid z1 - z0."""
+    if source.name == target.name:
+        return logits
+    if (source.name, target.name) == ("sigmoid", "softmax"):
+        return torch.stack([torch.zeros_like(logits), logits], dim=-1)
+    if (source.name, target.name) == ("softmax", "sigmoid") and source.num_logits == 2:
+        return logits[..., 1] - logits[..., 0]
+    raise ValueError(f"no {source.name} -> {target.name} logit map")

@@ -199,12 +199,12 @@ class Focal(_LogitLoss):
     heads = ("sigmoid", "multilabel", "softmax")
 
     def __init__(
-        self, num_logits: int, head: str, gamma: float = 2.0, alpha: float = 0.25, reduction: str = "mean"
+        self, num_logits: int, head: Head, gamma: float = 2.0, alpha: float = 0.25, reduction: str = "mean"
     ) -> None:
         super().__init__(reduction)
         require(is_number(gamma) and gamma >= 0, "loss.gamma", gamma, "use a number >= 0, e.g. 2")
         require(is_number(alpha) and alpha <= 1, "loss.alpha", alpha, "use a number in [0, 1], or < 0 to disable")
-        self.softmax_form = head == "softmax"
+        self.softmax_form = head.name == "softmax"
         self.gamma, self.alpha = float(gamma), float(alpha)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -258,10 +258,10 @@ class SquareLoss(_LogitLoss):
     name = "mse"
     heads = ("softmax", "sigmoid", "multilabel")
 
-    def __init__(self, num_logits: int, head: str, on: str = "logits", reduction: str = "mean") -> None:
+    def __init__(self, num_logits: int, head: Head, on: str = "logits", reduction: str = "mean") -> None:
         super().__init__(reduction)
         require_choice("loss.on", on, ("logits", "probs"))
-        self.softmax_form, self.on = head == "softmax", on
+        self.softmax_form, self.on = head.name == "softmax", on
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         if targets.shape != logits.shape:
@@ -275,13 +275,49 @@ class SquareLoss(_LogitLoss):
         return self._finish(F.mse_loss(outputs, targets, reduction=self.reduction))
 
 
+class Distillation(_LogitLoss):
+    """`kd` (Hinton et al., 2015): soft_weight * T^2 * KL(p_teacher(T) || p_student(T)) + (1 - soft_weight) * hard.
+
+    KL is `F.kl_div(log p_student, log p_teacher, reduction="batchmean", log_target=True)`: the true
+    KL per sample (`mean` would divide by N*C). p(T) is the head's class distribution of logits / T
+    (categorical for softmax, a Bernoulli per logit for sigmoid/multilabel). T^2 keeps the soft
+    term's gradients on the hard term's scale. The hard loss is the head's own: CE or BCEWithLogits.
+    """
+
+    name = "kd"
+    heads = ("softmax", "sigmoid", "multilabel")
+
+    def __init__(self, num_logits: int, head: Head, temperature: float = 4.0, soft_weight: float = 0.5) -> None:
+        super().__init__("mean")
+        require(is_number(temperature) and temperature > 0, "loss.temperature", temperature, "use a number > 0, e.g. 4")
+        require_fraction("loss.soft_weight", soft_weight, low_open=False, high_open=False)
+        self.head = head
+        self.temperature, self.soft_weight = float(temperature), float(soft_weight)
+        self.hard = hard_loss_for(head.name)(num_logits=num_logits)
+
+    def soft(self, logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        t = self.temperature
+        student = self.head.log_distribution(logits.float() / t)
+        teacher = self.head.log_distribution(teacher_logits.float() / t)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * t * t
+
+    def forward(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor) -> Tensor:
+        soft = self.soft(logits, teacher_logits)
+        return self.soft_weight * soft + (1 - self.soft_weight) * self.hard(logits, targets)
+
+
+def hard_loss_for(head: str) -> type[_LogitLoss]:
+    """The head's own hard-label loss: what a teacher and a hard-label baseline train on."""
+    return CrossEntropy if head == "softmax" else BCEWithLogits
+
+
 def one_hot(labels: Tensor, logits: Tensor) -> Tensor:
     return F.one_hot(labels.long(), logits.shape[-1]).to(logits.dtype)
 
 
 LOSSES: dict[str, type[_LogitLoss]] = {
     cls.name: cls for cls in (BCEOnProbabilities, BCEWithLogits, CrossEntropy, Focal, NLLOnLogSoftmax,
-                              MultiLabelSoftMargin, SquareLoss)
+                              MultiLabelSoftMargin, SquareLoss, Distillation)
 }  # fmt: skip
 
 
@@ -318,7 +354,7 @@ def build_loss(cfg: DictConfig, head: Head, train_targets: Tensor) -> nn.Module:
     """Instantiate `cfg.loss` for this head: its number of logits, and `pos_weight=auto` resolved."""
     resolved: dict = {"num_logits": head.num_logits}
     if "head" in inspect.signature(get_class(cfg._target_)).parameters:
-        resolved["head"] = head.name  # losses with a softmax and a sigmoid form
+        resolved["head"] = head  # losses with a softmax and a sigmoid form
     if cfg.get("pos_weight") == "auto":
         resolved["pos_weight"] = pos_weight_from_targets(train_targets)
     return instantiate_checked(cfg, **resolved)

@@ -28,9 +28,11 @@ class ClassifierModule(LightningModule):
         make_optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
         task: str,
         num_classes: int,
+        teacher: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.net, self.head, self.loss = net, head, loss
+        self.teacher = teacher  # frozen, eval mode, logits in this head's form (loss=kd)
         self.make_optimizer = make_optimizer
         for stage in STAGES:
             metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train")
@@ -44,7 +46,10 @@ class ClassifierModule(LightningModule):
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         features, targets = batch
         logits = self(features)
-        loss = self.loss(logits, targets)
+        if self.teacher is None:
+            loss = self.loss(logits, targets)
+        else:
+            loss = self.loss(logits, targets, self.teacher(features))
         detached = logits.detach()
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(features))
         getattr(self, f"{stage}_metrics").update(
@@ -81,4 +86,4 @@ class ClassifierModule(LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> Optimizer:
-        return self.make_optimizer(self.parameters())
+        return self.make_optimizer(self.net.parameters())

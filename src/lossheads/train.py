@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossheads.check import ConfigError, check_config, instantiate_checked
 from lossheads.data import ArrayDataModule
+from lossheads.distill import load_teacher, run_distillation
 from lossheads.heads import build_head
-from lossheads.losses import build_loss, resolve_head_name
+from lossheads.losses import Distillation, build_loss, resolve_head_name
 from lossheads.module import ClassifierModule
 
 EXIT_BAD_INPUT = 2
@@ -45,9 +46,13 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
     head = build_head(head_name, datamodule.num_classes, cfg.threshold)
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
+    teacher = None
+    if isinstance(loss, Distillation):
+        teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
-    module = ClassifierModule(net, head, loss, instantiate(cfg.optimizer), datamodule.task, datamodule.num_classes)
+    optimizer = instantiate(cfg.optimizer)
+    module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher)
     return datamodule, module
 
 
@@ -64,9 +69,19 @@ def write_metrics(path: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """The run's config beside its checkpoints (Hydra writes it for `python train.py`; runs started
+    in-process or by a recipe get it here), so that a teacher can be rebuilt from its folder."""
+    config_file = output_dir / ".hydra" / "config.yaml"
+    if not config_file.exists():
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, config_file)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, test and record one configuration; returns what metrics.json holds."""
     datamodule, module = build(cfg)
+    save_config(cfg, Path(cfg.paths.output_dir))
     trainer = build_trainer(cfg)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
@@ -124,6 +139,7 @@ def quiet_lightning() -> None:
         logger.propagate = True
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -132,6 +148,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.get("print_config", True):
             print_config(cfg)
+        if cfg.get("distill"):
+            record = run_distillation(cfg, run)
+            write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
+            return record
         return run(cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
