@@ -5,10 +5,10 @@ from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     from lossheads.train import main as run_main
 
-    run_main(cfg)
+    return run_main(cfg)  # the optimized metric, for sweepers such as Optuna
 
 
 if __name__ == "__main__":

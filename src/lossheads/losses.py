@@ -157,6 +157,7 @@ class CrossEntropy(_ClassWeightedLoss):
     or -sum_c w_c q_c log softmax(z)_c for class-probability targets (N, C).
 
     With `weight` and index targets, `mean` is the weighted mean sum(w_y l) / sum(w_y), unlike BCE.
+    On binary data `pos_weight` (a number or `auto`) multiplies the positive class's weight.
     """
 
     name = "ce"
@@ -166,10 +167,18 @@ class CrossEntropy(_ClassWeightedLoss):
         self,
         num_logits: int,
         weight: Weight = None,
+        pos_weight: float | None = None,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(num_logits, weight, reduction)
+        if pos_weight is not None:  # the two-way softmax's counterpart of BCE's pos_weight
+            require(num_logits == 2, "loss.pos_weight", pos_weight,
+                    "with ce it applies to binary data (two-way softmax); use loss.weight per class")  # fmt: skip
+            pos = as_weight_tensor("loss.pos_weight", pos_weight, 1, per_element=True).reshape(-1)
+            require(bool((pos > 0).all()), "loss.pos_weight", pos_weight, "use a number > 0")
+            base = self.weight if self.weight is not None else torch.ones(2)
+            self.weight = base * torch.cat([torch.ones(1), pos])
         require_fraction("loss.label_smoothing", label_smoothing, low_open=False, high_open=True)
         self.label_smoothing = float(label_smoothing)
 

@@ -34,6 +34,8 @@ class ClassifierModule(LightningModule):
         self.net, self.head, self.loss = net, head, loss
         self.teacher = teacher  # frozen, eval mode, logits in this head's form (loss=kd)
         self.make_optimizer = make_optimizer
+        # the last epoch's val and test probabilities with their targets, for the report's curves
+        self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         for stage in STAGES:
             metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train")
             setattr(self, f"{stage}_metrics", metrics)
@@ -51,10 +53,11 @@ class ClassifierModule(LightningModule):
         else:
             loss = self.loss(logits, targets, self.teacher(features))
         detached = logits.detach()
+        probabilities, metric_targets = self.head.probabilities(detached), self.head.metric_target(targets)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(features))
-        getattr(self, f"{stage}_metrics").update(
-            self.head.predict(detached), self.head.probabilities(detached), self.head.metric_target(targets)
-        )
+        getattr(self, f"{stage}_metrics").update(self.head.predict(detached), probabilities, metric_targets)
+        if stage in self.predictions:
+            self.predictions[stage].append((probabilities.cpu(), metric_targets.cpu()))
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -75,6 +78,12 @@ class ClassifierModule(LightningModule):
         self.log_dict({k: v for k, v in values.items() if k not in on_bar})
         mean_loss.reset()
         metrics.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictions["val"].clear()
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions["test"].clear()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -10,8 +10,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer, seed_everything
@@ -78,6 +81,17 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
         OmegaConf.save(cfg, config_file)
 
 
+def save_predictions(module: ClassifierModule, path: Path) -> None:
+    """The final model's val and test probabilities with their targets: what ROC, PR, reliability
+    and threshold plots need, a few kB for these datasets."""
+    arrays = {}
+    for stage, batches in module.predictions.items():
+        if batches:
+            arrays[f"{stage}_probs"] = torch.cat([p for p, _ in batches]).numpy()
+            arrays[f"{stage}_targets"] = torch.cat([t for _, t in batches]).numpy()
+    np.savez_compressed(path, **arrays)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, test and record one configuration; returns what metrics.json holds."""
     datamodule, module = build(cfg)
@@ -97,7 +111,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         **metrics,
     }
-    write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
+    output_dir = Path(cfg.paths.output_dir)
+    save_predictions(module, output_dir / "predictions.npz")
+    write_metrics(output_dir / "metrics.json", record)
     if trainer.logger is not None and hasattr(trainer.logger, "log_hyperparams"):
         params = {k: v for k, v in record.items() if "/" not in k}
         params.update(flat_overrides(cfg))
@@ -142,17 +158,47 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher
 
 
-def main(cfg: DictConfig) -> dict[str, Any]:
-    """Entry point behind `python train.py`: a bad input is one line on stderr and exit code 2."""
-    quiet_lightning()
+def in_sweep() -> bool:
     try:
-        if cfg.get("print_config", True):
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra run: a test or a script calling main
+        return False
+
+
+def record_failure(cfg: DictConfig, status: str, reason: str) -> None:
+    """A sweep job that was refused or failed leaves failure.json (never metrics.json), so that the
+    report lists it with its reason and the sweep goes on."""
+    output_dir = Path(cfg.paths.output_dir)
+    record = {"status": status, "reason": reason, "seed": cfg.get("seed")}
+    write_metrics(output_dir / "failure.json", record)
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Entry point behind `python train.py`. A bad input is one line on stderr and exit code 2; in a
+    sweep it is recorded as an invalid job, and a crash as a failed job, and the sweep goes on.
+    Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
+    quiet_lightning()
+    sweeping = in_sweep()
+    try:
+        if cfg.get("print_config", True) and not sweeping:
             print_config(cfg)
         if cfg.get("distill"):
             record = run_distillation(cfg, run)
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
-            return record
-        return run(cfg)
+        else:
+            record = run(cfg)
     except ConfigError as error:
+        if sweeping:
+            record_failure(cfg, "invalid", str(error))
+            logging.getLogger(__name__).warning("invalid job: %s", error)
+            return None
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:  # noqa: BLE001 -- in a sweep one job's crash must not end the others
+        if not sweeping:
+            raise
+        record_failure(cfg, "failed", f"{type(exc).__name__}: {exc}")
+        logging.getLogger(__name__).exception("job failed; the sweep goes on")
+        return None
+    metric = cfg.get("optimized_metric")
+    return record.get(metric) if metric else None
