@@ -71,6 +71,7 @@ def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Checks of the top-level keys and the trainer; data, head, loss and model check themselves."""
     require_int("seed", cfg.seed, 0)
+    require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
     require_fraction("threshold", cfg.threshold, low_open=True, high_open=True)
     require_choice("head", cfg.head.name, KNOWN_HEADS)
     optimizer = cfg.optimizer
@@ -84,6 +85,11 @@ def check_config(cfg: DictConfig) -> None:
             "trainer.max_epochs", trainer.max_epochs, "use a whole number >= 1")  # fmt: skip
     require_choice("trainer.precision", str(trainer.precision), PRECISIONS)
     require_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)
+    require_int("steps_per_call", cfg.steps_per_call, 1)
+    for key, off in (("gradient_clip_val", (None, 0)), ("accumulate_grad_batches", (None, 1))):
+        value = trainer.get(key)
+        require(cfg.steps_per_call == 1 or value in off, f"trainer.{key}", value,
+                "needs automatic optimization: also set steps_per_call=1")  # fmt: skip
     devices = trainer.devices
     require(devices == "auto" or (is_int(devices) and (devices >= 1 or devices == -1)),
             "trainer.devices", devices, "use auto, -1 or a whole number >= 1")  # fmt: skip

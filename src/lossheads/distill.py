@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from lossheads.check import ConfigError, instantiate_checked, require
+from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head, build_head, logits_as
 from lossheads.losses import hard_loss_for, resolve_head_name
@@ -43,8 +44,7 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     `weights_only=True` (tensors and plain containers only: nothing in the file can run code)."""
     require(bool(ckpt_path), KEY, ckpt_path,
             "loss=kd needs a teacher: give a run's checkpoints/last.ckpt, or run experiment=distill")  # fmt: skip
-    path = Path(str(ckpt_path))
-    require(path.is_file(), KEY, str(path), "no such file; give a run's checkpoints/last.ckpt")
+    path = resolve_checkpoint(KEY, ckpt_path, Path.cwd())
     config_file = path.parent.parent / ".hydra" / "config.yaml"
     require(config_file.is_file(), KEY, str(path),
             f"{config_file} is missing; give a checkpoint inside a lossheads run folder")  # fmt: skip
@@ -55,10 +55,7 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     require(their_split == our_split, KEY, str(path),
             f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
             f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as exc:  # noqa: BLE001 -- any unreadable file is the user's input, named in one line
-        raise ConfigError(f"{KEY}={str(path)!r} is not a readable checkpoint ({type(exc).__name__})") from None
+    state = read_checkpoint(KEY, path)["state_dict"]
     head_name = resolve_head_name(teacher_cfg.head.name, get_class(teacher_cfg.loss._target_), datamodule.task)
     head = build_head(head_name, datamodule.num_classes, student_head.threshold)
     net = instantiate_checked(teacher_cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)

@@ -27,13 +27,16 @@ class PooledCalibrationError(tmc.BinaryCalibrationError):
 
 
 def _task_metrics(task: Task, num_classes: int) -> tuple[dict[str, Metric], dict[str, Metric]]:
+    # the head hands over integer predictions and probabilities it made itself: torchmetrics' input
+    # checks (a device sync and a unique() per update) would re-check them on every step
+    v = {"validate_args": False}
     if task == "binary":
-        by_label = {"acc": tmc.BinaryAccuracy(), "precision": tmc.BinaryPrecision(),
-                    "recall": tmc.BinaryRecall(), "f1": tmc.BinaryF1Score()}  # fmt: skip
-        by_score = {"auroc": tmc.BinaryAUROC(), "ap": tmc.BinaryAveragePrecision(),
-                    "ece": tmc.BinaryCalibrationError(n_bins=BINS)}  # fmt: skip
+        by_label = {"acc": tmc.BinaryAccuracy(**v), "precision": tmc.BinaryPrecision(**v),
+                    "recall": tmc.BinaryRecall(**v), "f1": tmc.BinaryF1Score(**v)}  # fmt: skip
+        by_score = {"auroc": tmc.BinaryAUROC(**v), "ap": tmc.BinaryAveragePrecision(**v),
+                    "ece": tmc.BinaryCalibrationError(n_bins=BINS, **v)}  # fmt: skip
     elif task == "multiclass":
-        c = {"num_classes": num_classes}
+        c = {"num_classes": num_classes, **v}
         by_label = {"acc": tmc.MulticlassAccuracy(**c, average="micro"),
                     "precision": tmc.MulticlassPrecision(**c, average="macro"),
                     "recall": tmc.MulticlassRecall(**c, average="macro"),
@@ -42,14 +45,14 @@ def _task_metrics(task: Task, num_classes: int) -> tuple[dict[str, Metric], dict
                     "ap": tmc.MulticlassAveragePrecision(**c, average="macro"),
                     "ece": tmc.MulticlassCalibrationError(**c, n_bins=BINS)}  # fmt: skip
     else:
-        n = {"num_labels": num_classes}
+        n = {"num_labels": num_classes, **v}
         by_label = {"acc": tmc.MultilabelAccuracy(**n, average="micro"),
                     "precision": tmc.MultilabelPrecision(**n, average="macro"),
                     "recall": tmc.MultilabelRecall(**n, average="macro"),
                     "f1": tmc.MultilabelF1Score(**n, average="macro")}  # fmt: skip
         by_score = {"auroc": tmc.MultilabelAUROC(**n, average="macro"),
                     "ap": tmc.MultilabelAveragePrecision(**n, average="macro"),
-                    "ece": PooledCalibrationError(n_bins=BINS)}  # fmt: skip
+                    "ece": PooledCalibrationError(n_bins=BINS, **v)}  # fmt: skip
     return by_label, by_score
 
 
@@ -64,7 +67,7 @@ class HeadMetrics(nn.Module):
         self.by_label = MetricCollection(by_label, prefix=prefix, compute_groups=False)
         self.by_score = MetricCollection(by_score, prefix=prefix, compute_groups=False)
 
-    def update(self, predictions: Tensor, probabilities: Tensor, targets: Tensor) -> None:
+    def update(self, predictions: Tensor, probabilities: Tensor | None, targets: Tensor) -> None:
         self.by_label.update(predictions, targets)
         if len(self.by_score):
             self.by_score.update(probabilities, targets)

@@ -24,13 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 TABLE_METRICS = ("test/acc", "test/f1", "test/auroc", "test/ap", "test/ece", "val/loss")
 LOWER_IS_BETTER = ("ece", "loss")
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 91), 2)
+# ok; invalid (refused config); failed (crashed); diverged (non-finite loss); interrupted (Ctrl-C,
+# SIGTERM); missing (killed before it wrote anything, or still running)
+STATUSES = ("ok", "invalid", "failed", "diverged", "interrupted", "missing")
 
 
 @dataclass
 class Job:
     folder: Path
     overrides: dict[str, str]
-    status: str  # ok | invalid | failed | missing (killed before it wrote anything)
+    status: str  # one of STATUSES
     metrics: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     config: str = ""  # the swept choices other than the seed, set by `label_configs`
@@ -43,11 +46,13 @@ def read_job(folder: Path) -> Job:
         for item in OmegaConf.load(overrides_file):
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value
-    if (folder / "metrics.json").is_file():
-        return Job(folder, overrides, "ok", json.loads((folder / "metrics.json").read_text()))
-    if (folder / "failure.json").is_file():
-        failure = json.loads((folder / "failure.json").read_text())
-        return Job(folder, overrides, failure["status"], reason=failure["reason"])
+    for name in ("metrics.json", "failure.json"):
+        if (folder / name).is_file():
+            record = json.loads((folder / name).read_text())
+            status = record.get("status", "ok")
+            if status == "ok":
+                return Job(folder, overrides, status, record)
+            return Job(folder, overrides, status, reason=record.get("reason", ""))
     return Job(folder, overrides, "missing", reason="no metrics.json or failure.json: killed or still running")
 
 
@@ -195,18 +200,19 @@ def write_report(sweep_dir: Path, metric: str = "test/auroc") -> Path:
     groups = by_config(jobs)
     order = ranking(groups, metric)
     write_csv(jobs, sweep_dir / "results.csv")
-    counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "invalid", "failed", "missing")}
+    counts = {s: sum(j.status == s for j in jobs) for s in STATUSES}
     lines = [f"# Sweep report: {sweep_dir}", "",
              f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n),
              f"Configurations ranked by {metric} (mean over seeds); the best value of each column in bold. "
-             "`acc` is micro; precision, recall, F1, AUROC and AP are macro on multi-class and multi-label data.",
+             "`acc` is micro; precision, recall, F1, AUROC and AP are macro on multi-class and multi-label data. "
+             "`val/loss` is each arm's own objective: compare it only between runs of the same loss.",
              "", *results_table(groups, order), "", "## Top two, paired by seed", "",
              *paired_comparison(groups, order, metric), "", "## Threshold study", "",
              "The 0.5 rule against the threshold that maximizes validation F1 (grid 0.05 to 0.95).", "",
              *threshold_study(groups, order), ""]  # fmt: skip
     skipped = [j for j in jobs if j.status != "ok"]
     if skipped:
-        lines += ["## Invalid and failed jobs", "", "| job | overrides | status | reason |", "|---|---|---|---|"]
+        lines += ["## Jobs without a result", "", "| job | overrides | status | reason |", "|---|---|---|---|"]
         for j in skipped:
             overrides = " ".join(f"{k}={v}" for k, v in j.overrides.items())
             lines.append(f"| {j.folder.name} | {md_cell(overrides)} | {j.status} | {md_cell(j.reason)} |")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -18,16 +19,22 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.check import ConfigError, check_config, instantiate_checked
+from lossheads.callbacks import InterruptCheckpoint, Interrupted
+from lossheads.check import ConfigError, check_config, instantiate_checked, require
+from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
 from lossheads.heads import build_head
 from lossheads.losses import Distillation, build_loss, resolve_head_name
-from lossheads.module import ClassifierModule
+from lossheads.module import ClassifierModule, Diverged
 
+EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells report them
 
 
 def build_trainer(cfg: DictConfig) -> Trainer:
@@ -44,7 +51,7 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     """Everything a run needs, every input checked, before any training starts."""
     check_config(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=cfg.steps_per_call)
     datamodule.setup()
     head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
     head = build_head(head_name, datamodule.num_classes, cfg.threshold)
@@ -55,8 +62,24 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
     optimizer = instantiate(cfg.optimizer)
-    module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher)
+    module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
+                              batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call)  # fmt: skip
     return datamodule, module
+
+
+def checked_checkpoint(cfg: DictConfig, module: ClassifierModule) -> str | None:
+    """`ckpt_path` found (`last`, a run folder or a file), read safely and matched against the module
+    this config builds, or None; `train=false` needs one."""
+    if cfg.get("ckpt_path") is None:
+        require(cfg.train, "ckpt_path", None,
+                "train=false evaluates a checkpoint: give ckpt_path=RUN/checkpoints/last.ckpt")  # fmt: skip
+        return None
+    path = resolve_checkpoint("ckpt_path", cfg.ckpt_path, Path(cfg.paths.output_dir))
+    theirs = {k: tuple(v.shape) for k, v in read_checkpoint("ckpt_path", path)["state_dict"].items()}
+    ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    require(ours == theirs, "ckpt_path", str(path),
+            "it was saved by a run with another model, head, loss or dataset: give that run's overrides")  # fmt: skip
+    return str(path)
 
 
 def logged(trainer: Trainer, prefix: str) -> dict[str, float]:
@@ -92,25 +115,47 @@ def save_predictions(module: ClassifierModule, path: Path) -> None:
     np.savez_compressed(path, **arrays)
 
 
+def fit(trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule, ckpt_path: str | None) -> None:
+    """`trainer.fit`, with Ctrl-C and SIGTERM turned into `Interrupted` (its checkpoint saved by
+    `InterruptCheckpoint`), whatever form Lightning gives them (SystemExit for Ctrl-C)."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except (KeyboardInterrupt, SystemExit, SIGTERMException):
+        stopped = [c.interrupted for c in trainer.callbacks if isinstance(c, InterruptCheckpoint) and c.interrupted]
+        if stopped:
+            raise stopped[0] from None
+        raise
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train, test and record one configuration; returns what metrics.json holds."""
+    """Train (or, with train=false, only evaluate `ckpt_path`), test and record one configuration;
+    returns what metrics.json holds. Under DDP only rank 0 writes."""
     datamodule, module = build(cfg)
+    ckpt_path = checked_checkpoint(cfg, module)
     save_config(cfg, Path(cfg.paths.output_dir))
     trainer = build_trainer(cfg)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = logged(trainer, "val/")
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        fit(trainer, module, datamodule, ckpt_path)
+        metrics = logged(trainer, "val/")
+        ckpt_path = None  # test the weights training ended with
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     metrics.update(logged(trainer, "test/"))
     record = {
+        "status": "ok",
         "head": module.head.name,
         "loss": module.loss.name,
         "data": datamodule.name,
         "seed": cfg.seed,
         "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        **({} if cfg.train else {"evaluated": ckpt_path}),
         **metrics,
     }
+    if not trainer.is_global_zero:
+        return record
     output_dir = Path(cfg.paths.output_dir)
     save_predictions(module, output_dir / "predictions.npz")
     write_metrics(output_dir / "metrics.json", record)
@@ -156,6 +201,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher
+    # DDP: the logged values come from torchmetrics' compute(), which has already synced the ranks
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def in_sweep() -> bool:
@@ -165,22 +212,35 @@ def in_sweep() -> bool:
         return False
 
 
-def record_failure(cfg: DictConfig, status: str, reason: str) -> None:
-    """A sweep job that was refused or failed leaves failure.json (never metrics.json), so that the
-    report lists it with its reason and the sweep goes on."""
+def record_failure(cfg: DictConfig, status: str, reason: str, filename: str = "failure.json", **extra: Any) -> None:
+    """A job that was refused or failed leaves failure.json, and one that diverged or was interrupted
+    a metrics.json marked with its status (never one that looks like a result), so that the report
+    lists it with its reason and the sweep goes on."""
     output_dir = Path(cfg.paths.output_dir)
-    record = {"status": status, "reason": reason, "seed": cfg.get("seed")}
-    write_metrics(output_dir / "failure.json", record)
+    record = {"status": status, "reason": reason, "seed": cfg.get("seed"), **extra}
+    write_metrics(output_dir / filename, record)
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run in its own folder from its newest checkpoint."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # no Hydra run
+        overrides = []
+    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    words = ["python", "train.py", *kept, f"hydra.run.dir={cfg.paths.output_dir}", "ckpt_path=last"]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point behind `python train.py`. A bad input is one line on stderr and exit code 2; in a
-    sweep it is recorded as an invalid job, and a crash as a failed job, and the sweep goes on.
+    """Entry point behind `python train.py`. A bad input is one line on stderr and exit code 2; a
+    divergence one line and exit 1; Ctrl-C or SIGTERM saves a checkpoint, says how to resume, and
+    exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
     Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
     quiet_lightning()
     sweeping = in_sweep()
     try:
-        if cfg.get("print_config", True) and not sweeping:
+        if cfg.get("print_config", True) and not sweeping and rank_zero_only.rank == 0:
             print_config(cfg)
         if cfg.get("distill"):
             record = run_distillation(cfg, run)
@@ -194,6 +254,18 @@ def main(cfg: DictConfig) -> float | None:
             return None
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except Interrupted as stop:
+        resume = resume_command(cfg)
+        record_failure(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json", checkpoint=stop.checkpoint)
+        print(f"interrupted by {stop}; checkpoint {stop.checkpoint}; resume with: {resume}", file=sys.stderr)
+        sys.exit(EXIT_SIGTERM if stop.signal_name == "SIGTERM" else EXIT_SIGINT)
+    except Diverged as error:
+        record_failure(cfg, "diverged", str(error), "metrics.json")
+        if sweeping:
+            logging.getLogger(__name__).warning("diverged job: %s", error)
+            return None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
     except Exception as exc:  # noqa: BLE001 -- in a sweep one job's crash must not end the others
         if not sweeping:
             raise

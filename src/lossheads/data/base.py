@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,17 @@ class SeededPermutation:
 
 
 class InMemoryBatches:
-    """A loader over tensors: one gather per epoch, then contiguous slices; no workers, no collate."""
+    """A loader over tensors: one gather per epoch, then contiguous slices; no workers, no collate.
+
+    With `batches_per_item` = K each item holds K consecutive mini-batches of the same order (the
+    module steps through them one by one), so the samples, their order and the mini-batches are
+    those of K = 1.
+
+    Under DDP each of `world_size` processes takes every `world_size`-th sample of the epoch's order
+    from `rank` on, so the processes' k-th mini-batches together are the k-th mini-batch of
+    batch_size * world_size of a single process. A shuffled (training) loader first drops the
+    remainder that would leave the processes with unequal numbers of steps.
+    """
 
     def __init__(
         self,
@@ -50,25 +61,36 @@ class InMemoryBatches:
         shuffle: bool,
         drop_last: bool = False,
         seed: int = 0,
+        batches_per_item: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.features, self.targets = features, targets
-        self.batch_size = batch_size
-        self.drop_last = drop_last and len(features) >= batch_size
+        n = len(features)
+        # drop_last drops the last incomplete mini-batch, unless that would leave nothing
+        unit = (batch_size if drop_last else 1) * (world_size if shuffle else 1)
+        self.usable = n // unit * unit if n >= unit else n
+        self.rank, self.world_size = rank, world_size
+        self.shard_size = len(range(rank, self.usable, world_size))
+        self.item_size = batch_size * batches_per_item
         self.sampler = SeededPermutation(seed) if shuffle else None
         self.batch_sampler = None  # Lightning looks for one beside `sampler`
 
     def __len__(self) -> int:
-        n = len(self.features)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return math.ceil(self.shard_size / self.item_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         features, targets = self.features, self.targets
-        if self.sampler is not None:
-            order = self.sampler.order(len(features)).to(features.device)
+        order = None if self.sampler is None else self.sampler.order(len(features))
+        if self.world_size > 1:
+            order = torch.arange(len(features)) if order is None else order
+            order = order[: self.usable][self.rank :: self.world_size]
+        if order is not None:
+            order = order.to(features.device)
             features, targets = features[order], targets[order]
-        size = self.batch_size
-        for start in range(0, len(self) * size, size):
-            yield features[start : start + size], targets[start : start + size]
+        for start in range(0, self.shard_size, self.item_size):
+            end = min(start + self.item_size, self.shard_size)
+            yield features[start:end], targets[start:end]
 
 
 @dataclass
@@ -119,8 +141,11 @@ class ArrayDataModule(LightningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         drop_last: bool = False,
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
+        require_int("steps_per_call", steps_per_call, 1)
+        self.steps_per_call = steps_per_call
         require_int("data.batch_size", batch_size, 1)
         require_int("data.eval_batch_size", eval_batch_size, 1)
         require_fraction("data.val_fraction", val_fraction, low_open=True, high_open=True)
@@ -170,17 +195,18 @@ class ArrayDataModule(LightningDataModule):
     def train_targets(self) -> Tensor:
         return self.splits["train"][1]
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
+    def _loader(self, split: str, batch_size: int, **options: Any) -> InMemoryBatches:
+        """The split's tensors on the training device; this process's shard of them under DDP."""
         features, targets = self.splits[split]
         if self.trainer is not None:
             device = self.trainer.strategy.root_device
             features, targets = features.to(device), targets.to(device)
-        return InMemoryBatches(
-            features, targets, batch_size, shuffle=shuffle, drop_last=self.drop_last and shuffle, seed=self.split_seed
-        )
+            options.update(rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+        return InMemoryBatches(features, targets, batch_size, **options)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.split_seed,
+                            batches_per_item=self.steps_per_call)  # fmt: skip
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._loader("val", self.eval_batch_size, shuffle=False)

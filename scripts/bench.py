@@ -1,0 +1,158 @@
+"""Benchmark: the harness's real training path against a plain PyTorch loop, in one process.
+
+Trains the same MLP (32 -> 256 -> 256 -> 1, sigmoid head, BCEWithLogits, AdamW) on the same
+synthetic data for the same number of steps, two ways, alternating and repeated:
+  (a) harness: the LightningModule, the project's datamodule, metrics and TensorBoard logging on,
+      built from the real Hydra config exactly as train.py builds it;
+  (b) raw: a PyTorch loop over preloaded tensors, one permutation per epoch, contiguous slices.
+Prints the median steps/s of each and their ratio per batch size, then start-up and grid times.
+Last line: `bench: ratio@64=... ratio@256=... ratio@1024=...` (harness / raw).
+
+    python scripts/bench.py            # full run (a few minutes on 2 cores)
+    python scripts/bench.py --quick    # seconds: keeps the script from rotting (a test runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # compose_config: the same config path train.py uses
+
+import torch  # noqa: E402
+from lightning.pytorch import Callback  # noqa: E402
+
+from conftest import compose_config  # noqa: E402
+from lossheads.train import build, build_trainer  # noqa: E402
+
+FEATURES = 32
+
+
+def data_overrides(batch_size: int, n_samples: int) -> list[str]:
+    return ["data=synthetic_binary", f"data.n_features={FEATURES}", f"data.n_samples={n_samples}",
+            f"data.batch_size={batch_size}", "data.val_fraction=0.1", "data.test_fraction=0.1",
+            "model.hidden=[256,256]", "loss=bce_logits", "print_config=false"]  # fmt: skip
+
+
+class StepClock(Callback):
+    """Wall time from the first training batch's start to the last one's end (no set-up, no teardown)."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self.start == 0.0:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.end = time.perf_counter()
+
+
+def harness_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, device: str) -> float:
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    overrides = [*data_overrides(batch_size, n_samples), f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
+                 "+trainer.limit_val_batches=0", "+trainer.enable_checkpointing=false",
+                 f"trainer.accelerator={accelerator}", "~callbacks.model_checkpoint"]  # fmt: skip
+    cfg = compose_config(overrides, folder)
+    datamodule, module = build(cfg)
+    trainer = build_trainer(cfg)
+    clock = StepClock()
+    trainer.callbacks.append(clock)
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == steps, trainer.global_step
+    return (steps - 1) / (clock.end - clock.start)  # the clock starts at the first step's start
+
+
+def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, device: str) -> float:
+    cfg = compose_config(data_overrides(batch_size, n_samples), folder)
+    datamodule, module = build(cfg)  # the same data and the same initial weights
+    features, targets = (t.to(device) for t in datamodule.splits["train"])
+    net = module.net.to(device)
+    targets = targets.float()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    n, done, start = len(features), 0, 0.0
+    while done < steps:
+        order = torch.randperm(n, device=device)
+        x_epoch, y_epoch = features[order], targets[order]
+        for i in range(0, n - batch_size + 1, batch_size):
+            if done == 1:
+                start = time.perf_counter()  # as for the harness: from the second step's start
+            loss = loss_fn(net(x_epoch[i : i + batch_size]).squeeze(-1), y_epoch[i : i + batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (steps - 1) / (time.perf_counter() - start)
+
+
+def startup_seconds(folder: Path) -> tuple[float, float]:
+    """`python -c "import lightning.pytorch"` and `python train.py` up to its first training step."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import lightning.pytorch"], check=True)
+    import_time = time.perf_counter() - t0
+    first_step = "lambda *a, **k: (print('FIRST_STEP', flush=True), sys.exit(0))"
+    probe = ("import sys; sys.argv=['train.py','trainer.max_steps=1','print_config=false',"
+             f"'hydra.run.dir={folder}/startup','callbacks.progress_bar.refresh_rate=0']; "
+             f"import lightning.pytorch as L; L.LightningModule.on_train_batch_start={first_step}; "
+             f"import runpy; runpy.run_path('{ROOT}/train.py', run_name='__main__')")  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert "FIRST_STEP" in out.stdout, out.stderr[-2000:]
+    return import_time, time.perf_counter() - t0
+
+
+def grid_seconds(folder: Path, epochs: int, seeds: str) -> tuple[float, int]:
+    """Wall time of a heads x losses x seeds x datasets multirun through train.py."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "head=sigmoid,softmax", "loss=bce_logits,ce",
+                    f"seed={seeds}", "data=breast_cancer,digits", f"trainer.max_epochs={epochs}",
+                    f"hydra.sweep.dir={folder}/grid", "callbacks.progress_bar.refresh_rate=0"],
+                   check=True, capture_output=True)  # fmt: skip
+    jobs = sum(1 for p in (folder / "grid").iterdir() if p.is_dir())
+    return time.perf_counter() - t0, jobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps and one repeat: seconds, not minutes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    batches = (64, 256, 1024)
+    steps, repeats, n_samples = (20, 1, 4000) if args.quick else (300, 5, 40000)
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} steps={steps} "
+          f"repeats={repeats}")  # fmt: skip
+    ratios = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for batch in batches:
+            harness, raw = [], []
+            for r in range(repeats + 1):  # the first round warms up and is not counted
+                h = harness_steps_per_s(batch, steps, n_samples, folder / f"h{batch}_{r}", args.device)
+                w = raw_steps_per_s(batch, steps, n_samples, folder / f"r{batch}_{r}", args.device)
+                if r > 0 or repeats == 1:
+                    harness.append(h)
+                    raw.append(w)
+            h, w = statistics.median(harness), statistics.median(raw)
+            ratios[batch] = h / w
+            print(f"batch={batch:5d}  harness {h:8.1f} steps/s  raw {w:8.1f} steps/s  ratio {h / w:.2f}")
+        import_time, startup = startup_seconds(folder)
+        print(f"startup: import lightning.pytorch {import_time:.2f} s; train.py to first step {startup:.2f} s "
+              f"(+{startup - import_time:.2f} s)")  # fmt: skip
+        grid, jobs = grid_seconds(folder, 1 if args.quick else 10, "1" if args.quick else "1,2,3")
+        print(f"grid: {jobs} jobs in {grid:.1f} s")
+    print("bench: " + " ".join(f"ratio@{b}={ratios[b]:.2f}" for b in batches))
+
+
+if __name__ == "__main__":
+    main()

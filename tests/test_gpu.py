@@ -1,0 +1,69 @@
+"""CUDA and mixed precision: every loss trains on the GPU under bf16 and fp16 autocast.
+
+CI has no GPU, so these are skipped there; they run where a GPU is present (`python -m pytest tests/test_gpu.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import compose_config
+from lossheads.losses import BCEOnProbabilities, BCEWithLogits
+from lossheads.train import build, build_trainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+ARMS = [
+    ("breast_cancer", "bce"),
+    ("breast_cancer", "bce_logits"),
+    ("breast_cancer", "ce"),
+    ("breast_cancer", "focal"),
+    ("breast_cancer", "mse"),
+    ("digits", "nll"),
+    ("digits", "ce"),
+    ("digits_multilabel", "bce"),
+    ("digits_multilabel", "multilabel_soft_margin"),
+]
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize(("data", "loss"), ARMS)
+def test_every_loss_trains_on_cuda_in_mixed_precision(tmp_path, data, loss, precision):
+    overrides = [f"data={data}", f"loss={loss}", "trainer=gpu", f"trainer.precision={precision}",
+                 "trainer.max_epochs=10", "print_config=false", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+    cfg = compose_config(overrides, tmp_path)
+    datamodule, module = build(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.strategy.root_device.type == "cuda"
+    assert datamodule.train_dataloader().features.device.type == "cuda"  # the data lives on the GPU
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    assert math.isfinite(val["val/loss"])
+    assert val["val/acc"] >= 0.85, val
+
+
+def test_bce_under_cuda_autocast_is_computed_in_fp32_and_matches_bce_logits():
+    logits = torch.randn(256, 4, device="cuda")
+    targets = (torch.rand(256, 4, device="cuda") > 0.5).float()
+    with torch.autocast("cuda", dtype=torch.float16):
+        with pytest.raises(RuntimeError, match="unsafe to autocast"):
+            torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), targets)
+        ours = BCEOnProbabilities(num_logits=4)(logits, targets)
+        fused = BCEWithLogits(num_logits=4)(logits, targets)
+    assert ours.dtype == torch.float32
+    assert ours.item() == pytest.approx(fused.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_distillation_runs_on_cuda_in_bf16(tmp_path, head):
+    from lossheads.distill import run_distillation
+    from lossheads.train import run
+
+    overrides = ["experiment=distill", "data=breast_cancer", f"head={head}", "trainer=gpu", "trainer.max_epochs=3",
+                 "print_config=false", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+    record = run_distillation(compose_config(overrides, tmp_path), run)
+    for arm in ("teacher", "kd", "hard"):
+        assert record[f"{arm}/test/acc"] >= 0.8, record

@@ -1,0 +1,182 @@
+"""Unattended runs: exact resume, interrupts, divergence, DDP, safe loading, evaluation, the stability probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import QUICK, ROOT, compose_config, run_train_py
+from lossheads.check import ConfigError
+from lossheads.train import run
+
+QUIET = ["print_config=false", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def train(folder: Path, *overrides: str) -> dict:
+    return run(compose_config([*QUIET, *overrides], folder))
+
+
+def test_two_epochs_then_resume_to_four_equals_four_straight_epochs(tmp_path):
+    # dropout makes the random state matter: the checkpoint carries it, so the masks match too
+    options = ["model.dropout=0.2", "data=digits", "loss=ce"]
+    straight = train(tmp_path / "straight", *options, "trainer.max_epochs=4")
+    train(tmp_path / "part", *options, "trainer.max_epochs=2")
+    resumed = train(tmp_path / "part", *options, "trainer.max_epochs=4", "ckpt_path=last")
+    assert resumed["steps"] == straight["steps"] == 4 * 17  # 1078 training digits in batches of 64
+    assert resumed["val/loss"] == pytest.approx(straight["val/loss"], abs=1e-5)
+    assert resumed["test/acc"] == straight["test/acc"]
+
+
+def test_resume_from_a_run_folder_or_a_file(tmp_path):
+    train(tmp_path / "a", "trainer.max_epochs=1")
+    by_folder = train(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a'}")
+    by_file = train(tmp_path / "c", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
+    assert by_folder["val/loss"] == by_file["val/loss"] and by_folder["steps"] == 12
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ckpt_path=last"], "ckpt_path='last' is not valid: no last.ckpt in"),
+        (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not valid: no such file"),
+        (["train=false"], "ckpt_path=None is not valid: train=false evaluates a checkpoint"),
+        (["train=maybe"], "train='maybe' is not valid: use true, or false"),
+    ],
+)
+def test_bad_checkpoint_choices_are_refused_before_training(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(tmp_path / "run", *overrides)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    train(tmp_path / "cancer", "trainer.max_epochs=1")
+    with pytest.raises(ConfigError, match="saved by a run with another model, head, loss or dataset"):
+        train(tmp_path / "digits", "data=digits", "loss=ce", f"ckpt_path={tmp_path / 'cancer'}")
+
+
+def plant_payload(path: Path, marker: Path) -> None:
+    """A checkpoint whose unpickling would run code (create `marker`)."""
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.mkdir, (marker,))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "payload": Payload()}, path)
+
+
+@pytest.mark.parametrize("mode", ["resume", "evaluate"])
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, mode):
+    marker, evil = tmp_path / "pwned", tmp_path / "evil" / "checkpoints" / "last.ckpt"
+    plant_payload(evil, marker)
+    extra = ["train=false"] if mode == "evaluate" else []
+    with pytest.raises(ConfigError, match="could run code; load only checkpoints you trust"):
+        train(tmp_path / "run", f"ckpt_path={evil}", *extra)
+    assert not marker.exists()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_evaluating_a_checkpoint_gives_the_training_runs_own_test_numbers(tmp_path):
+    trained = train(tmp_path / "trained", "data=digits", "loss=ce", "trainer.max_epochs=3")
+    ckpt = tmp_path / "trained" / "checkpoints" / "last.ckpt"
+    evaluated = train(tmp_path / "eval", "data=digits", "loss=ce", "train=false", f"ckpt_path={ckpt}")
+    assert evaluated["evaluated"] == str(ckpt) and evaluated["status"] == "ok"
+    test_keys = [k for k in trained if k.startswith("test/")]
+    assert len(test_keys) == 8 and not any(k.startswith("val/") for k in evaluated)
+    for key in test_keys:
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_an_interrupt_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, code, name):
+    overrides = ["data=synthetic_binary", "data.n_samples=60000", "trainer.max_epochs=100", *QUIET]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides, "hydra.run.dir=run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first epoch has ended: training is under way
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted by")]
+    assert name in line and "resume with: python train.py" in line and "ckpt_path=last" in line
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "test/acc" not in record
+    saved = torch.load(record["checkpoint"], weights_only=True)
+    assert saved["global_step"] > 0 and "rng_state" in saved
+    # the printed command continues the run (here only to the end of the interrupted epoch)
+    epoch = saved["epoch"]
+    resumed = run_train_py(*overrides[:2], f"trainer.max_epochs={epoch + 1}", *QUIET, "hydra.run.dir=run",
+                           "ckpt_path=last", cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    finished = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert finished["status"] == "ok" and finished["epochs"] == epoch + 1
+    assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
+
+
+def test_a_diverging_run_stops_in_one_line_and_records_it(tmp_path):
+    result = run_train_py("optimizer.lr=1e30", *QUIET, "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert re.search(r"the loss became nan at epoch 0, step \d+ with optimizer.lr=1e\+30: lower it", line)
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "diverged" and "test/acc" not in record
+
+
+def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    result = run_train_py("-m", "optimizer.lr=1e30,1e-3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["status"] == "diverged"
+    assert json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())["status"] == "ok"
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "1 ok, 1 diverged" in report and "| diverged | training diverged" in report
+
+
+def test_ddp_on_two_cpu_processes_equals_one_process_with_the_joint_batch(tmp_path):
+    common = ["trainer.max_epochs=3", "data.drop_last=true", *QUIET]
+    ddp = run_train_py("trainer=ddp_cpu", "data.batch_size=32", *common, "hydra.run.dir=ddp", cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = train(tmp_path / "single", "data.batch_size=64", *common)
+    synced = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert synced["steps"] == single["steps"] == 3 * 5  # 343 training samples: 5 full batches of 64
+    for key in [k for k in single if "/" in k]:
+        assert synced[key] == pytest.approx(single[key], abs=1e-5), key
+    # one run folder (rank 0 writes), one metrics.json, one .hydra: nothing duplicated by the second process
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "single"]
+    assert len(list((tmp_path / "ddp").rglob("metrics.json"))) == 1
+    assert len(list((tmp_path / "ddp").rglob(".hydra"))) == 1
+    gathered, whole = np.load(tmp_path / "ddp" / "predictions.npz"), np.load(tmp_path / "single" / "predictions.npz")
+    for key in ("val_probs", "test_probs"):  # both processes' shards, gathered
+        assert len(gathered[key]) == len(whole[key]) == 113
+        assert np.sort(gathered[key]) == pytest.approx(np.sort(whole[key]), abs=1e-5)
+
+
+def test_stability_probe_finds_the_clamp_the_vanishing_gradient_and_the_fp16_nans(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "stability.py"), "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {
+        tuple(c.strip() for c in line.split("|")[1:3]): line for line in result.stdout.splitlines()[4:] if "|" in line
+    }
+    assert "| 100 | z <= -42.1697 | never | 100 / -0 |" in rows["bce", "fp32"]  # clamped at 100, gradient gone
+    assert "| 1000 | never | never | 1e+03 / -1 |" in rows["bce_logits", "fp32"]
+    assert "| never | |z| >= 8.41395 |" in rows["naive bce", "fp16"]  # sigmoid rounds to 0 or 1: NaN gradients
+    assert "| 1000 | never | never |" in rows["ce (two-way softmax)", "bf16"]
+    assert (tmp_path / "stability.png").stat().st_size > 10_000 and (tmp_path / "stability.csv").is_file()
