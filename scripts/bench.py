@@ -34,8 +34,11 @@ from lossheads.train import build, build_trainer  # noqa: E402
 FEATURES = 32
 
 
+STEPS_PER_CALL: list[str] = []  # --steps-per-call K: the harness's override, e.g. 1 for Lightning's own loop
+
+
 def data_overrides(batch_size: int, n_samples: int) -> list[str]:
-    return ["data=synthetic_binary", f"data.n_features={FEATURES}", f"data.n_samples={n_samples}",
+    return [*STEPS_PER_CALL, "data=synthetic_binary", f"data.n_features={FEATURES}", f"data.n_samples={n_samples}",
             f"data.batch_size={batch_size}", "data.val_fraction=0.1", "data.test_fraction=0.1",
             "model.hidden=[256,256]", "loss=bce_logits", "print_config=false"]  # fmt: skip
 
@@ -127,7 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps and one repeat: seconds, not minutes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps-per-call", type=int, help="the harness's steps_per_call (default: the config's)")
     args = parser.parse_args()
+    if args.steps_per_call is not None:
+        STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
     batches = (64, 256, 1024)
     steps, repeats, n_samples = (20, 1, 4000) if args.quick else (300, 5, 40000)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} steps={steps} "

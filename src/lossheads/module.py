@@ -61,7 +61,7 @@ class ClassifierModule(LightningModule):
         return logits, self.loss(logits, targets, self.teacher(features))
 
     def _record(self, stage: str, logits: Tensor, targets: Tensor, losses: Tensor, sizes: Tensor | int) -> None:
-        """Metric state updates only: no compute, no device sync."""
+        """Metric state updates only: the computes happen once per epoch."""
         detached = logits.detach()
         metric_targets = self.head.metric_target(targets)
         probabilities = None if stage == "train" else self.head.probabilities(detached)  # train logs acc only

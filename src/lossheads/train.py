@@ -149,9 +149,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "loss": module.loss.name,
         "data": datamodule.name,
         "seed": cfg.seed,
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        **({} if cfg.train else {"evaluated": ckpt_path}),
+        **({"epochs": trainer.current_epoch, "steps": trainer.global_step} if cfg.train else {"evaluated": ckpt_path}),
         **metrics,
     }
     if not trainer.is_global_zero:
@@ -212,10 +210,12 @@ def in_sweep() -> bool:
         return False
 
 
-def record_failure(cfg: DictConfig, status: str, reason: str, filename: str = "failure.json", **extra: Any) -> None:
+def record_status(cfg: DictConfig, status: str, reason: str, filename: str = "failure.json", **extra: Any) -> None:
     """A job that was refused or failed leaves failure.json, and one that diverged or was interrupted
     a metrics.json marked with its status (never one that looks like a result), so that the report
-    lists it with its reason and the sweep goes on."""
+    lists it with its reason and the sweep goes on. Under DDP rank 0 writes it."""
+    if rank_zero_only.rank != 0:
+        return
     output_dir = Path(cfg.paths.output_dir)
     record = {"status": status, "reason": reason, "seed": cfg.get("seed"), **extra}
     write_metrics(output_dir / filename, record)
@@ -249,18 +249,18 @@ def main(cfg: DictConfig) -> float | None:
             record = run(cfg)
     except ConfigError as error:
         if sweeping:
-            record_failure(cfg, "invalid", str(error))
+            record_status(cfg, "invalid", str(error))
             logging.getLogger(__name__).warning("invalid job: %s", error)
             return None
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Interrupted as stop:
         resume = resume_command(cfg)
-        record_failure(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json", checkpoint=stop.checkpoint)
+        record_status(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json", checkpoint=stop.checkpoint)
         print(f"interrupted by {stop}; checkpoint {stop.checkpoint}; resume with: {resume}", file=sys.stderr)
         sys.exit(EXIT_SIGTERM if stop.signal_name == "SIGTERM" else EXIT_SIGINT)
     except Diverged as error:
-        record_failure(cfg, "diverged", str(error), "metrics.json")
+        record_status(cfg, "diverged", str(error), "metrics.json")
         if sweeping:
             logging.getLogger(__name__).warning("diverged job: %s", error)
             return None
@@ -269,7 +269,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as exc:  # noqa: BLE001 -- in a sweep one job's crash must not end the others
         if not sweeping:
             raise
-        record_failure(cfg, "failed", f"{type(exc).__name__}: {exc}")
+        record_status(cfg, "failed", f"{type(exc).__name__}: {exc}")
         logging.getLogger(__name__).exception("job failed; the sweep goes on")
         return None
     metric = cfg.get("optimized_metric")
