@@ -145,6 +145,7 @@ def test_csv_binary_multiclass_multilabel_and_soft_labels(tmp_path):
     [
         ("a,label", ["1,0", "nan,1", "2,1"], {}, "row 3 has a NaN or inf feature"),
         ("a,label", ["1,0", "inf,1", "2,1"], {}, "row 3 has a NaN or inf feature"),
+        ("a,label", ["1,0", "2,1", "-inf,1"], {}, "row 4 has a NaN or inf feature"),
         ("a,label", ["1,0", "x,1", "2,1"], {}, "row 3, column 'a' holds 'x', not a number"),
         ("a,label", ["1,0", "2,0", "3,0"], {}, "the labels hold 1 class; a classifier needs >= 2"),
         ("a,label", ["1,0", "2,1", "3,5"], {"num_classes": 3}, "label 5 lies outside the classes 0..2"),
