@@ -17,7 +17,8 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-QUICK = ["trainer.max_epochs=1", "print_config=false", "callbacks.progress_bar.refresh_rate=0"]
+QUIET = ["print_config=false", "callbacks.progress_bar.refresh_rate=0"]  # no config tree, no progress bar
+QUICK = ["trainer.max_epochs=1", *QUIET]
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -15,10 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import compose_config
+from conftest import QUICK, compose_config
 from lossheads.train import EXIT_BAD_INPUT, main
-
-QUIET = ["print_config=false", "callbacks.progress_bar.refresh_rate=0", "trainer.max_epochs=1"]
 
 words = st.from_regex(r"[a-z][a-z_]{0,9}", fullmatch=True).filter(lambda w: w not in ("null", "true", "false"))
 non_integers = st.floats(min_value=-1e6, max_value=1e6).filter(lambda x: x != int(x)).map(repr)
@@ -101,7 +99,7 @@ def csv_file(tmp_path_factory) -> str:
 @given(data=st.data())
 def test_a_wrong_value_is_refused_in_one_line_before_training(csv_file, key, context, values, data):
     value = data.draw(values, label=key)
-    overrides = [*QUIET, *(o.replace("CSV", csv_file) for o in context), f"{key}={value}"]
+    overrides = [*QUICK, *(o.replace("CSV", csv_file) for o in context), f"{key}={value}"]
     with tempfile.TemporaryDirectory() as folder:
         cfg = compose_config(overrides, Path(folder) / "run")
         stderr = io.StringIO()

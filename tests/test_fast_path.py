@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, compose_config
+from conftest import QUIET, ROOT, compose_config
 from lossheads.data import InMemoryBatches
 from lossheads.train import build, build_trainer
 
@@ -38,7 +38,7 @@ def test_loaders_serve_tensors_on_the_training_device(tmp_path):
 
 
 def train(tmp_path, *overrides: str):
-    cfg = compose_config(["print_config=false", "callbacks.progress_bar.refresh_rate=0", *overrides], tmp_path)
+    cfg = compose_config([*QUIET, *overrides], tmp_path)
     datamodule, module = build(cfg)
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule)

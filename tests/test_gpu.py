@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import QUIET, compose_config
 from lossheads.losses import BCEOnProbabilities, BCEWithLogits
 from lossheads.train import build, build_trainer
 
@@ -33,7 +33,7 @@ ARMS = [
 @pytest.mark.parametrize(("data", "loss"), ARMS)
 def test_every_loss_trains_on_cuda_in_mixed_precision(tmp_path, data, loss, precision):
     overrides = [f"data={data}", f"loss={loss}", "trainer=gpu", f"trainer.precision={precision}",
-                 "trainer.max_epochs=10", "print_config=false", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+                 "trainer.max_epochs=10", *QUIET]  # fmt: skip
     cfg = compose_config(overrides, tmp_path)
     datamodule, module = build(cfg)
     trainer = build_trainer(cfg)
@@ -63,7 +63,7 @@ def test_distillation_runs_on_cuda_in_bf16(tmp_path, head):
     from lossheads.train import run
 
     overrides = ["experiment=distill", "data=breast_cancer", f"head={head}", "trainer=gpu", "trainer.max_epochs=3",
-                 "print_config=false", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+                 *QUIET]  # fmt: skip
     record = run_distillation(compose_config(overrides, tmp_path), run)
     for arm in ("teacher", "kd", "hard"):
         assert record[f"{arm}/test/acc"] >= 0.8, record

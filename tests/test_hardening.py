@@ -15,11 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import QUICK, ROOT, compose_config, run_train_py
+from conftest import QUICK, QUIET, ROOT, compose_config, run_train_py
 from lossheads.check import ConfigError
 from lossheads.train import run
-
-QUIET = ["print_config=false", "callbacks.progress_bar.refresh_rate=0"]
 
 
 def train(folder: Path, *overrides: str) -> dict:
