@@ -2,19 +2,22 @@
 
 Trains the same MLP (32 -> 256 -> 256 -> 1, sigmoid head, BCEWithLogits, AdamW) on the same
 synthetic data for the same number of steps, two ways, alternating and repeated:
-  (a) harness: the LightningModule, the project's datamodule, metrics and TensorBoard logging on,
-      built from the real Hydra config exactly as train.py builds it;
+  (a) harness: the LightningModule, the project's datamodule, metrics, TensorBoard logging, the
+      progress bar and the other default callbacks, built from the real Hydra config as train.py
+      builds it; validation and checkpoint writes are off (per-epoch work, not training steps);
   (b) raw: a PyTorch loop over preloaded tensors, one permutation per epoch, contiguous slices.
 Prints the median steps/s of each and their ratio per batch size, then start-up and grid times.
 Last line: `bench: ratio@64=... ratio@256=... ratio@1024=...` (harness / raw).
 
     python scripts/bench.py            # full run (a few minutes on 2 cores)
     python scripts/bench.py --quick    # seconds: keeps the script from rotting (a test runs it)
+    python scripts/bench.py --batch-sizes 256 --steps-per-call 64 --steps-only   # one setting
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # compose_config: the same config path train.py uses
 
 import torch  # noqa: E402
-from lightning.pytorch import Callback  # noqa: E402
+from lightning.pytorch import LightningModule  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
 from lossheads.train import build, build_trainer  # noqa: E402
@@ -43,33 +46,43 @@ def data_overrides(batch_size: int, n_samples: int) -> list[str]:
             "model.hidden=[256,256]", "loss=bce_logits", "print_config=false"]  # fmt: skip
 
 
-class StepClock(Callback):
-    """Wall time from the first training batch's start to the last one's end (no set-up, no teardown)."""
+def accelerator(device: str) -> str:
+    return "gpu" if device == "cuda" else "cpu"
 
-    def __init__(self) -> None:
+
+class StepClock:
+    """Wall time from the first training call's start to the last one's end (no set-up, no teardown).
+
+    Hooked onto the module's own per-call hooks, not added as a callback: Lightning hands every
+    per-step hook to every callback, so a measuring callback would itself slow the harness."""
+
+    def __init__(self, module: LightningModule) -> None:
         self.start = self.end = 0.0
+        module.on_train_batch_start = self.on_start
+        module.on_train_batch_end = self.on_end
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+    def on_start(self, batch, batch_idx) -> None:
         if self.start == 0.0:
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+    def on_end(self, outputs, batch, batch_idx) -> None:
         self.end = time.perf_counter()
 
 
 def harness_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, device: str) -> float:
-    accelerator = "gpu" if device == "cuda" else "cpu"
+    """As train.py builds the run, callbacks included, minus per-epoch work that is not a training
+    step: no validation and no checkpoint files (ModelCheckpoint stays, saving nothing)."""
     overrides = [*data_overrides(batch_size, n_samples), f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
-                 "+trainer.limit_val_batches=0", "+trainer.enable_checkpointing=false",
-                 f"trainer.accelerator={accelerator}", "~callbacks.model_checkpoint"]  # fmt: skip
+                 "+trainer.limit_val_batches=0", f"trainer.accelerator={accelerator(device)}",
+                 "+callbacks.model_checkpoint.save_top_k=0", "callbacks.model_checkpoint.save_last=false"]  # fmt: skip
     cfg = compose_config(overrides, folder)
     datamodule, module = build(cfg)
     trainer = build_trainer(cfg)
-    clock = StepClock()
-    trainer.callbacks.append(clock)
+    clock = StepClock(module)
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == steps, trainer.global_step
-    return (steps - 1) / (clock.end - clock.start)  # the clock starts at the first step's start
+    assert not any(folder.rglob("*.ckpt")), "the benchmark should not time checkpoint writes"
+    return steps / (clock.end - clock.start)
 
 
 def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, device: str) -> float:
@@ -78,15 +91,15 @@ def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, d
     features, targets = (t.to(device) for t in datamodule.splits["train"])
     net = module.net.to(device)
     targets = targets.float()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0)  # train.yaml's
     loss_fn = torch.nn.BCEWithLogitsLoss()
     n, done, start = len(features), 0, 0.0
     while done < steps:
         order = torch.randperm(n, device=device)
         x_epoch, y_epoch = features[order], targets[order]
         for i in range(0, n - batch_size + 1, batch_size):
-            if done == 1:
-                start = time.perf_counter()  # as for the harness: from the second step's start
+            if done == 0:
+                start = time.perf_counter()  # as for the harness: from the first step's start
             loss = loss_fn(net(x_epoch[i : i + batch_size]).squeeze(-1), y_epoch[i : i + batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -96,17 +109,21 @@ def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, d
                 break
     if device == "cuda":
         torch.cuda.synchronize()
-    return (steps - 1) / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start)
 
 
-def startup_seconds(folder: Path) -> tuple[float, float]:
-    """`python -c "import lightning.pytorch"` and `python train.py` up to its first training step."""
+def startup_seconds(folder: Path, device: str) -> tuple[float, float]:
+    """`python -c "import lightning.pytorch"` and `python train.py` up to its first training step. On a
+    GPU the baseline also creates the CUDA context, which any program that trains there pays."""
+    cuda_context = "; import torch; torch.zeros(1, device='cuda')"
+    baseline = "import lightning.pytorch" + (cuda_context if device == "cuda" else "")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import lightning.pytorch"], check=True)
+    subprocess.run([sys.executable, "-c", baseline], check=True)
     import_time = time.perf_counter() - t0
     first_step = "lambda *a, **k: (print('FIRST_STEP', flush=True), sys.exit(0))"
     probe = ("import sys; sys.argv=['train.py','trainer.max_steps=1','print_config=false',"
-             f"'hydra.run.dir={folder}/startup','callbacks.progress_bar.refresh_rate=0']; "
+             f"'hydra.run.dir={folder}/startup','callbacks.progress_bar.refresh_rate=0',"
+             f"'trainer.accelerator={accelerator(device)}']; "
              f"import lightning.pytorch as L; L.LightningModule.on_train_batch_start={first_step}; "
              f"import runpy; runpy.run_path('{ROOT}/train.py', run_name='__main__')")  # fmt: skip
     t0 = time.perf_counter()
@@ -115,15 +132,27 @@ def startup_seconds(folder: Path) -> tuple[float, float]:
     return import_time, time.perf_counter() - t0
 
 
-def grid_seconds(folder: Path, epochs: int, seeds: str) -> tuple[float, int]:
-    """Wall time of a heads x losses x seeds x datasets multirun through train.py."""
+GRIDS = {
+    # the issue's grid: on digits (10 classes) only the softmax head fits, so 15 of its 24 jobs are
+    # refused pairs that stop before training
+    "2 heads x 2 losses x 3 seeds x 2 datasets": ["head=sigmoid,softmax", "loss=bce_logits,ce"],
+    # one where all 24 jobs train: four softmax losses
+    "4 losses x 3 seeds x 2 datasets": ["head=softmax", "loss=ce,nll,focal,mse"],
+}
+
+
+def grid_seconds(folder: Path, arms: list[str], epochs: int, seeds: str, device: str) -> tuple[float, int, int]:
+    """Wall time of a multirun through train.py over breast_cancer and digits; jobs, and how many trained."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "head=sigmoid,softmax", "loss=bce_logits,ce",
-                    f"seed={seeds}", "data=breast_cancer,digits", f"trainer.max_epochs={epochs}",
-                    f"hydra.sweep.dir={folder}/grid", "callbacks.progress_bar.refresh_rate=0"],
-                   check=True, capture_output=True)  # fmt: skip
-    jobs = sum(1 for p in (folder / "grid").iterdir() if p.is_dir())
-    return time.perf_counter() - t0, jobs
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *arms, f"seed={seeds}", "data=breast_cancer,digits",
+               f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={folder}",
+               "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={accelerator(device)}"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - t0
+    jobs = [p for p in folder.iterdir() if p.is_dir()]
+    trained = sum(json.loads((p / "metrics.json").read_text()).get("status") == "ok"
+                  for p in jobs if (p / "metrics.json").exists())  # fmt: skip
+    return seconds, len(jobs), trained
 
 
 def main() -> None:
@@ -131,10 +160,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps and one repeat: seconds, not minutes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps-per-call", type=int, help="the harness's steps_per_call (default: the config's)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], metavar="N")
+    parser.add_argument("--steps-only", action="store_true", help="skip the start-up and grid measurements")
     args = parser.parse_args()
     if args.steps_per_call is not None:
         STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
-    batches = (64, 256, 1024)
+    batches = args.batch_sizes
     steps, repeats, n_samples = (20, 1, 4000) if args.quick else (300, 5, 40000)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} steps={steps} "
           f"repeats={repeats}")  # fmt: skip
@@ -152,11 +183,15 @@ def main() -> None:
             h, w = statistics.median(harness), statistics.median(raw)
             ratios[batch] = h / w
             print(f"batch={batch:5d}  harness {h:8.1f} steps/s  raw {w:8.1f} steps/s  ratio {h / w:.2f}")
-        import_time, startup = startup_seconds(folder)
-        print(f"startup: import lightning.pytorch {import_time:.2f} s; train.py to first step {startup:.2f} s "
-              f"(+{startup - import_time:.2f} s)")  # fmt: skip
-        grid, jobs = grid_seconds(folder, 1 if args.quick else 10, "1" if args.quick else "1,2,3")
-        print(f"grid: {jobs} jobs in {grid:.1f} s")
+        if not args.steps_only:
+            import_time, startup = startup_seconds(folder, args.device)
+            baseline = "import lightning.pytorch" + (" + CUDA context" if args.device == "cuda" else "")
+            print(f"startup: {baseline} {import_time:.2f} s; train.py to first step {startup:.2f} s "
+                  f"(+{startup - import_time:.2f} s)")  # fmt: skip
+            for i, (name, arms) in enumerate(GRIDS.items()):
+                grid, jobs, trained = grid_seconds(folder / f"grid{i}", arms, 1 if args.quick else 10,
+                                                   "1" if args.quick else "1,2,3", args.device)  # fmt: skip
+                print(f"grid ({name}): {jobs} jobs, {trained} trained, in {grid:.1f} s")
     print("bench: " + " ".join(f"ratio@{b}={ratios[b]:.2f}" for b in batches))
 
 

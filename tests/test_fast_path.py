@@ -45,12 +45,15 @@ def train(tmp_path, *overrides: str):
     return trainer, module
 
 
-@pytest.mark.parametrize("loss", ["bce_logits", "ce"])
+@pytest.mark.parametrize("loss", ["bce_logits", "ce", "bce", "focal", "mse"])
 def test_steps_per_call_8_trains_exactly_like_one_step_per_call(tmp_path, loss):
+    """Also for the losses whose targets are cast once per call rather than per step, and for the
+    epoch's train/loss, weighted by mini-batch sizes (the last of 6 has 23 samples)."""
     runs = {}
     for k in (1, 8):
         trainer, module = train(tmp_path / f"k{k}", f"loss={loss}", "trainer.max_epochs=3", f"steps_per_call={k}")
-        runs[k] = (trainer.global_step, trainer.callback_metrics["val/loss"].item(), module.net.state_dict())
+        metrics = {name: trainer.callback_metrics[name].item() for name in ("val/loss", "train/loss", "train/acc")}
+        runs[k] = (trainer.global_step, metrics, module.net.state_dict())
     assert runs[1][0] == runs[8][0] == 3 * 6  # 343 training samples in batches of 64: 6 steps an epoch
     assert runs[1][1] == pytest.approx(runs[8][1], abs=1e-6)
     for name, value in runs[1][2].items():

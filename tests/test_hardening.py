@@ -17,7 +17,8 @@ import torch
 
 from conftest import QUICK, QUIET, ROOT, compose_config, run_train_py
 from lossheads.check import ConfigError
-from lossheads.train import run
+from lossheads.module import Diverged
+from lossheads.train import build, build_trainer, run
 
 
 def train(folder: Path, *overrides: str) -> dict:
@@ -136,6 +137,33 @@ def test_a_diverging_run_stops_in_one_line_and_records_it(tmp_path):
     assert re.search(r"the loss became nan at epoch 0, step \d+ with optimizer.lr=1e\+30: lower it", line)
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "diverged" and "test/acc" not in record
+
+
+def test_a_divergence_leaves_no_checkpoint_of_the_diverged_weights(tmp_path):
+    """Validation, which checkpoints, follows the first of two calls here; that call's second step
+    gives nan, so the run stops before validation can save those weights."""
+    result = run_train_py("optimizer.lr=1e30", "trainer.max_epochs=1", "steps_per_call=4",
+                          "+trainer.val_check_interval=0.5", *QUIET, "hydra.run.dir=run", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert re.search(r"error: training diverged: the loss became nan at epoch 0, step 1 ", result.stderr)
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "diverged"
+
+
+NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", pytest.param("gpu", marks=NEEDS_GPU)])
+def test_a_divergence_stops_the_run_at_the_end_of_its_call_naming_its_step(tmp_path, accelerator):
+    """One check per call of 4 steps: the nan at step 1 (0-based) stops the run after step 4."""
+    overrides = ["data=digits", "loss=ce", f"trainer.accelerator={accelerator}", "optimizer.lr=1e30",
+                 "steps_per_call=4", "trainer.max_epochs=1", *QUIET]  # fmt: skip
+    cfg = compose_config(overrides, tmp_path)
+    datamodule, module = build(cfg)
+    trainer = build_trainer(cfg)
+    with pytest.raises(Diverged, match=r"the loss became nan at epoch 0, step 1 with optimizer.lr=1e\+30"):
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 4
 
 
 def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):

@@ -71,6 +71,10 @@ class _LogitLoss(nn.Module):
     def _finish(self, loss: Tensor) -> Tensor:
         return reduce_none(loss) if self.reduction == "none" else loss
 
+    def prepare_targets(self, targets: Tensor) -> Tensor:
+        """Targets as `forward` will cast them, done once for many steps (a per-step cast is a kernel)."""
+        return targets
+
 
 class _BinaryLoss(_LogitLoss):
     """Base of the per-logit binary losses: `weight` rescales each element, `pos_weight` the positives,
@@ -96,8 +100,11 @@ class _BinaryLoss(_LogitLoss):
                 "give one number > 0, or one per label")  # fmt: skip
         self.register_buffer("pos_weight", pos)
 
+    def prepare_targets(self, targets: Tensor) -> Tensor:
+        return targets.float()
+
     def smooth(self, targets: Tensor, dtype: torch.dtype) -> Tensor:
-        targets = targets.to(dtype)
+        targets = targets if targets.dtype == dtype else targets.to(dtype)  # already cast: no call at all
         return targets * (1 - self.label_smoothing) + self.label_smoothing / 2 if self.label_smoothing else targets
 
 
@@ -195,7 +202,18 @@ class CrossEntropy(_ClassWeightedLoss):
         return self._finish(loss)
 
 
-class Focal(_LogitLoss):
+class _EitherFormLoss(_LogitLoss):
+    """Base of the losses with a softmax form and a per-logit (sigmoid/multilabel) form."""
+
+    def __init__(self, head: Head, reduction: str) -> None:
+        super().__init__(reduction)
+        self.softmax_form = head.name == "softmax"
+
+    def prepare_targets(self, targets: Tensor) -> Tensor:
+        return targets if self.softmax_form else targets.float()
+
+
+class Focal(_EitherFormLoss):
     """`focal` (Lin et al., 2017), down-weighting easy examples by (1 - p_t)^gamma.
 
     Sigmoid/multilabel heads, torchvision's `sigmoid_focal_loss`: l = -a_t (1 - p_t)^g log p_t with
@@ -210,10 +228,9 @@ class Focal(_LogitLoss):
     def __init__(
         self, num_logits: int, head: Head, gamma: float = 2.0, alpha: float = 0.25, reduction: str = "mean"
     ) -> None:
-        super().__init__(reduction)
+        super().__init__(head, reduction)
         require(is_number(gamma) and gamma >= 0, "loss.gamma", gamma, "use a number >= 0, e.g. 2")
         require(is_number(alpha) and alpha <= 1, "loss.alpha", alpha, "use a number in [0, 1], or < 0 to disable")
-        self.softmax_form = head.name == "softmax"
         self.gamma, self.alpha = float(gamma), float(alpha)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -258,7 +275,7 @@ class MultiLabelSoftMargin(_ClassWeightedLoss):
         return self._finish(loss)
 
 
-class SquareLoss(_LogitLoss):
+class SquareLoss(_EitherFormLoss):
     """`mse`: square loss (Hui & Belkin, ICLR 2021): `nn.MSELoss` between the targets and the logits
     (`on=logits`, as in the paper) or the probabilities (`on=probs`). Targets: one-hot (or class
     probabilities) for softmax heads; 0/1 for sigmoid and multilabel heads, encoded as -1/+1 on the
@@ -268,9 +285,9 @@ class SquareLoss(_LogitLoss):
     heads = ("softmax", "sigmoid", "multilabel")
 
     def __init__(self, num_logits: int, head: Head, on: str = "logits", reduction: str = "mean") -> None:
-        super().__init__(reduction)
+        super().__init__(head, reduction)
         require_choice("loss.on", on, ("logits", "probs"))
-        self.softmax_form, self.on = head.name == "softmax", on
+        self.on = on
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         if targets.shape != logits.shape:
@@ -309,6 +326,9 @@ class Distillation(_LogitLoss):
         student = self.head.log_distribution(logits.float() / t)
         teacher = self.head.log_distribution(teacher_logits.float() / t)
         return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * t * t
+
+    def prepare_targets(self, targets: Tensor) -> Tensor:
+        return self.hard.prepare_targets(targets)
 
     def forward(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor) -> Tensor:
         soft = self.soft(logits, teacher_logits)
