@@ -88,8 +88,9 @@ class ClassifierModule(LightningModule):
         features, targets = batch
         if self.automatic_optimization:
             logits, loss = self._forward_loss(features, targets)
-            self._stop_if_diverged(loss.detach().reshape(1), first_step=self.trainer.global_step)
-            self._record("train", logits, targets, loss.detach(), len(features))
+            detached = loss.detach()
+            self._stop_if_diverged(detached.reshape(1), first_step=self.trainer.global_step)
+            self._record("train", logits, targets, detached, len(features))
             return loss
         return self._several_steps(features, targets)
 
