@@ -33,6 +33,14 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+def built(overrides: list[str], output_dir: Path) -> tuple[Any, Any, Any]:
+    """What `run` builds for these overrides: (datamodule, module, trainer), for a test to fit itself."""
+    from lossheads.train import build, build_trainer
+
+    cfg = compose_config(overrides, output_dir)
+    return *build(cfg), build_trainer(cfg)
+
+
 @pytest.fixture
 def train(tmp_path: Path):
     """Run one configuration in-process; returns its metrics.json as a dict."""

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_config, run_train_py
+from conftest import QUIET, built, compose_config, run_train_py
 from lossheads.check import ConfigError
 from lossheads.heads import build_head, logits_as
 from lossheads.losses import build_loss
-from lossheads.train import build, build_trainer, run
+from lossheads.train import build, run
 
 STUDENT = torch.tensor([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]])
 TEACHER_PROBS = torch.tensor([[0.3, 0.4, 0.3], [0.1, 0.5, 0.4]])
@@ -76,7 +76,7 @@ def teacher_ckpt(tmp_path_factory) -> str:
     return str(folder / "checkpoints" / "last.ckpt")
 
 
-QUICK = ["data=digits", "trainer.max_epochs=2", "print_config=false", "callbacks.progress_bar.refresh_rate=0"]
+QUICK = ["data=digits", "trainer.max_epochs=2", *QUIET]
 
 
 def test_soft_weight_zero_trains_exactly_like_ce(tmp_path, teacher_ckpt):
@@ -88,12 +88,12 @@ def test_soft_weight_zero_trains_exactly_like_ce(tmp_path, teacher_ckpt):
 
 
 def test_teacher_stays_frozen_and_in_eval_mode(tmp_path, teacher_ckpt):
-    cfg = compose_config([*QUICK, "loss=kd", "loss.soft_weight=1", f"teacher.ckpt_path={teacher_ckpt}"], tmp_path / "s")
-    datamodule, module = build(cfg)
+    overrides = [*QUICK, "loss=kd", "loss.soft_weight=1", f"teacher.ckpt_path={teacher_ckpt}"]
+    datamodule, module, trainer = built(overrides, tmp_path / "s")
     saved = torch.load(teacher_ckpt, weights_only=True)["state_dict"]
     for name, value in module.teacher.net.state_dict().items():
         assert torch.equal(value, saved[f"net.{name}"])  # loaded exactly
-    build_trainer(cfg).fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule)
     assert not module.teacher.training and not module.teacher.net.training
     for name, value in module.teacher.net.state_dict().items():
         assert torch.equal(value, saved[f"net.{name}"])  # unchanged by the student's training

@@ -9,9 +9,8 @@ import sys
 import pytest
 import torch
 
-from conftest import QUIET, ROOT, compose_config
+from conftest import QUIET, ROOT, built, compose_config
 from lossheads.data import InMemoryBatches
-from lossheads.train import build, build_trainer
 
 
 def test_items_of_k_batches_are_the_k1_batches_joined():
@@ -28,9 +27,7 @@ def test_items_of_k_batches_are_the_k1_batches_joined():
 
 
 def test_loaders_serve_tensors_on_the_training_device(tmp_path):
-    cfg = compose_config(["print_config=false", "trainer.max_epochs=1"], tmp_path)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    datamodule, module, trainer = built(["print_config=false", "trainer.max_epochs=1"], tmp_path)
     trainer.fit(module, datamodule=datamodule)
     device = trainer.strategy.root_device
     for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
@@ -38,9 +35,7 @@ def test_loaders_serve_tensors_on_the_training_device(tmp_path):
 
 
 def train(tmp_path, *overrides: str):
-    cfg = compose_config([*QUIET, *overrides], tmp_path)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    datamodule, module, trainer = built([*QUIET, *overrides], tmp_path)
     trainer.fit(module, datamodule=datamodule)
     return trainer, module
 

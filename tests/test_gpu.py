@@ -10,9 +10,8 @@ import math
 import pytest
 import torch
 
-from conftest import QUIET, compose_config
+from conftest import QUIET, built, compose_config
 from lossheads.losses import BCEOnProbabilities, BCEWithLogits
-from lossheads.train import build, build_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -34,9 +33,7 @@ ARMS = [
 def test_every_loss_trains_on_cuda_in_mixed_precision(tmp_path, data, loss, precision):
     overrides = [f"data={data}", f"loss={loss}", "trainer=gpu", f"trainer.precision={precision}",
                  "trainer.max_epochs=10", *QUIET]  # fmt: skip
-    cfg = compose_config(overrides, tmp_path)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    datamodule, module, trainer = built(overrides, tmp_path)
     trainer.fit(module, datamodule=datamodule)
     assert trainer.strategy.root_device.type == "cuda"
     assert datamodule.train_dataloader().features.device.type == "cuda"  # the data lives on the GPU

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import QUICK, QUIET, ROOT, compose_config, run_train_py
+from conftest import QUICK, QUIET, ROOT, built, compose_config, run_train_py
 from lossheads.check import ConfigError
 from lossheads.module import Diverged
-from lossheads.train import build, build_trainer, run
+from lossheads.train import run
 
 
 def train(folder: Path, *overrides: str) -> dict:
@@ -158,9 +158,7 @@ def test_a_divergence_stops_the_run_at_the_end_of_its_call_naming_its_step(tmp_p
     """One check per call of 4 steps: the nan at step 1 (0-based) stops the run after step 4."""
     overrides = ["data=digits", "loss=ce", f"trainer.accelerator={accelerator}", "optimizer.lr=1e30",
                  "steps_per_call=4", "trainer.max_epochs=1", *QUIET]  # fmt: skip
-    cfg = compose_config(overrides, tmp_path)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    datamodule, module, trainer = built(overrides, tmp_path)
     with pytest.raises(Diverged, match=r"the loss became nan at epoch 0, step 1 with optimizer.lr=1e\+30"):
         trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 4
