@@ -11,15 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_train_py
+from conftest import QUICK, run_train_py
 from lossheads.report import collect, f1_at, write_report
-
-QUIET = ["trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
 
 
 def test_grid_records_invalid_pairs_and_reports_the_valid_ones(tmp_path):
     result = run_train_py(
-        "-m", "head=sigmoid,softmax", "loss=bce_logits,ce", "seed=1,2", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path
+        "-m", "head=sigmoid,softmax", "loss=bce_logits,ce", "seed=1,2", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"
@@ -48,7 +46,7 @@ def _overrides(job: Path) -> str:
 
 def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path):
     result = run_train_py(
-        "-m", "model._target_=no.such.Model,lossheads.models.MLP", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path
+        "-m", "model._target_=no.such.Model,lossheads.models.MLP", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     failure = json.loads((tmp_path / "sweep" / "0" / "failure.json").read_text())
@@ -59,7 +57,7 @@ def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_optuna_search_returns_the_metric_to_the_sweeper(tmp_path):
     result = run_train_py(
-        "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path
+        "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
