@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import QUIET, ROOT, built, compose_config
 from lossheads.data import InMemoryBatches
@@ -53,6 +57,72 @@ def test_steps_per_call_8_trains_exactly_like_one_step_per_call(tmp_path, loss):
     assert runs[1][1] == pytest.approx(runs[8][1], abs=1e-6)
     for name, value in runs[1][2].items():
         torch.testing.assert_close(value, runs[8][2][name], rtol=1e-5, atol=1e-6)
+
+
+class KernelOps(TorchDispatchMode):
+    """Counts the tensor ops that run a kernel (a view runs none): on a GPU each is a launch that
+    costs CPU time whatever the batch size, so they decide the speed of small steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counting: Counter[str] | None = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.counting is not None and not func.is_view:
+            self.counting[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_training_call(tmp_path, steps_per_call: int, overrides: list[str]) -> list[Counter[str]]:
+    steps = ["data.batch_size=8", "trainer.max_steps=48", "trainer.max_epochs=-1", f"steps_per_call={steps_per_call}"]
+    datamodule, module, trainer = built([*QUIET, *overrides, *steps], tmp_path)
+    mode, calls = KernelOps(), []
+    module.on_train_batch_start = lambda batch, batch_idx: setattr(mode, "counting", Counter())
+    module.on_train_batch_end = lambda outputs, batch, batch_idx: calls.append(mode.counting)
+    with mode:
+        trainer.fit(module, datamodule=datamodule)
+    return calls
+
+
+def ops_per_plain_step(tmp_path, overrides: list[str], targets: torch.Tensor, loss_of) -> Counter[str]:
+    """A plain PyTorch step with the run's own network and optimizer, after a first step that
+    creates the optimizer's state."""
+    _, module, _ = built([*QUIET, *overrides], tmp_path)
+    net = copy.deepcopy(module.net)
+    optimizer = module.make_optimizer(net.parameters())
+    features = torch.randn(len(targets), next(net.parameters()).shape[1])
+    mode = KernelOps()
+    with mode:
+        for counting in (None, Counter()):
+            mode.counting = counting
+            loss = loss_of(net(features), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return mode.counting
+
+
+PLAIN_STEPS = {  # overrides, a mini-batch's targets, the loss of the network's output
+    "bce_logits": (["loss=bce_logits"], torch.ones(8),
+                   lambda output, y: F.binary_cross_entropy_with_logits(output.squeeze(-1), y)),
+    "ce": (["data=synthetic_multiclass", "loss=ce"], torch.zeros(8, dtype=torch.long), F.cross_entropy),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", sorted(PLAIN_STEPS))
+def test_each_extra_step_in_a_call_runs_only_the_kernels_of_a_plain_pytorch_step(tmp_path, loss):
+    """Lightning's hooks around each step run Python only; the metrics, the divergence check and the
+    loss bookkeeping run once per call, so 16 steps a call cost 8 plain steps more than 8 do."""
+    overrides, targets, loss_of = PLAIN_STEPS[loss]
+    calls = {k: ops_per_training_call(tmp_path / f"k{k}", k, overrides) for k in (8, 16)}
+    # the second call: the first also creates the optimizer's state, the last also saves last.ckpt
+    assert len(calls[8]) > 2 and len(calls[16]) > 2
+    per_step = calls[16][1] - calls[8][1]
+    assert calls[16][1] - per_step == calls[8][1]  # nothing fewer in the longer call
+    plain = ops_per_plain_step(tmp_path / "plain", overrides, targets, loss_of)
+    assert {op: n / 8 for op, n in per_step.items()} == dict(plain)
+    # the per-call work, all told (45 ops with bce_logits, 35 with ce, when written)
+    assert sum(calls[8][1].values()) - 8 * sum(plain.values()) < 60
 
 
 def test_max_steps_is_exact_with_several_steps_per_call(tmp_path):
