@@ -161,21 +161,23 @@ def grid_seconds(folder: Path, arms: list[str], epochs: int, seeds: str, device:
     return seconds, len(jobs), trained
 
 
+def count(text: str) -> int:
+    """argparse type: a whole number >= 1, or a one-line usage error naming the bad value."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps and one repeat: seconds, not minutes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps-per-call", type=int, help="the harness's steps_per_call (default: the config's)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], metavar="N")
+    parser.add_argument("--steps-per-call", type=count, help="the harness's steps_per_call (default: the config's)")
+    parser.add_argument("--batch-sizes", type=count, nargs="+", default=[64, 256, 1024], metavar="N")
     parser.add_argument("--steps-only", action="store_true", help="skip the start-up and grid measurements")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per measurement (default 300)")
-    parser.add_argument("--repeats", type=int, default=5, help="measured pairs per batch size (default 5)")
+    parser.add_argument("--steps", type=count, default=300, help="optimizer steps per measurement (default 300)")
+    parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
     args = parser.parse_args()
-    for name in ("steps", "repeats", "steps_per_call", "batch_sizes"):
-        values = getattr(args, name)
-        for value in values if isinstance(values, list) else [values]:
-            if value is not None and value < 1:
-                parser.error(f"--{name.replace('_', '-')} {value}: use a whole number >= 1")
     if args.steps_per_call is not None:
         STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
     batches = args.batch_sizes

@@ -146,3 +146,10 @@ def test_benchmark_quick_mode_prints_its_ratio_line(tmp_path):
     last = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"bench: ratio@64=\d+\.\d\d ratio@256=\d+\.\d\d ratio@1024=\d+\.\d\d", last)
     assert re.search(r"startup: import lightning.pytorch [\d.]+ s; train.py to first step [\d.]+ s", result.stdout)
+
+
+def test_benchmark_refuses_a_bad_count_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--steps", "0"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "bench.py: error: argument --steps: '0' is not a whole number >= 1"
