@@ -46,7 +46,7 @@ def test_resume_from_a_run_folder_or_a_file(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["ckpt_path=last"], "ckpt_path='last' is not valid: no last.ckpt in"),
+        (["ckpt_path=last"], "ckpt_path='last' is not valid: no checkpoint in"),
         (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not valid: no such file"),
         (["train=false"], "ckpt_path=None is not valid: train=false evaluates a checkpoint"),
         (["train=maybe"], "train='maybe' is not valid: use true, or false"),

@@ -1,49 +1,64 @@
-"""Lightning callbacks of our own: a checkpoint when a run is interrupted (Ctrl-C, SIGTERM)."""
+"""Lightning callbacks of our own: `last.ckpt`, the newest state of a run, at every epoch end and stop."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 class Interrupted(Exception):
-    """The run was stopped by Ctrl-C or SIGTERM; `checkpoint` is where it can resume from."""
+    """The run was stopped by Ctrl-C or SIGTERM; `checkpoint` is where it can resume from (None when
+    it stopped before training had started)."""
 
-    def __init__(self, signal_name: str, checkpoint: str, epoch: int, step: int) -> None:
-        super().__init__(f"{signal_name} at epoch {epoch}, step {step}")
-        self.signal_name, self.checkpoint, self.epoch, self.step = signal_name, checkpoint, epoch, step
+    def __init__(self, signal_name: str, checkpoint: str | None, phase: str) -> None:
+        super().__init__(f"{signal_name} during {phase}")
+        self.signal_name, self.checkpoint, self.phase = signal_name, checkpoint, phase
 
 
-class InterruptCheckpoint(Callback):
-    """Lightning's `OnExceptionCheckpoint`, kept to the interrupts a run can resume from.
+class LastCheckpoint(Checkpoint):
+    """`checkpoints/last.ckpt` is always the run's newest state: saved at the end of every training
+    epoch, when training ends (also by `max_steps` in mid-epoch), and when the run stops on any
+    interrupt once training has taken a step (Ctrl-C, SIGTERM; a divergence or a crash is not saved:
+    its weights are not worth resuming). Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes
+    last.ckpt only when a new best is saved (tests/test_durability.py holds that fact), so the best
+    checkpoint is ModelCheckpoint's alone, under its own name.
 
-    A crash or a divergence leaves no checkpoint here (its weights are not worth resuming); Ctrl-C
-    and SIGTERM (a cluster's pre-emption, `kill`) save `interrupted.ckpt`. Lightning notices SIGTERM
-    only at an epoch's end in a single process, so this also checks after every training call.
-    Not a subclass of `OnExceptionCheckpoint`: with one of those present, Lightning turns every
-    `fit(ckpt_path=None)` into a silent resume from the folder's last.ckpt.
+    A `Checkpoint` subclass so that Lightning calls its `on_train_epoch_end` after the module's own
+    (it logs the epoch's train metrics there) and sorts it after the other callbacks. Not an
+    `OnExceptionCheckpoint`: with one of those present, Lightning turns every `fit(ckpt_path=None)`
+    into a silent resume from the folder's last.ckpt.
     """
 
-    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.ckpt_path = str(Path(dirpath) / f"{filename}.ckpt")
-        self.interrupted: Interrupted | None = None
+        self.saved_step = -1
+        self.val_metrics: dict[str, float] = {}  # the last validation's, kept in the checkpoint
 
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Training finished: a checkpoint left by an earlier interrupt of this run is stale."""
-        if Path(self.ckpt_path).is_file():
-            trainer.strategy.remove_checkpoint(self.ckpt_path)
+    def state_dict(self) -> dict[str, dict[str, float]]:
+        return {"val_metrics": dict(self.val_metrics)}
 
-    def on_train_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.received_sigterm:
-            raise SIGTERMException
+    def load_state_dict(self, state_dict: dict[str, dict[str, float]]) -> None:
+        self.val_metrics = dict(state_dict.get("val_metrics", {}))
+
+    def save(self, trainer: Trainer) -> None:
+        if trainer.global_step > 0 and trainer.global_step != self.saved_step:
+            self._save(trainer)
+
+    def _save(self, trainer: Trainer) -> None:
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.val_metrics = logged or self.val_metrics
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
+        self.saved_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.save(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        kinds = {KeyboardInterrupt: "Ctrl-C (SIGINT)", SIGTERMException: "SIGTERM"}
-        name = next((n for kind, n in kinds.items() if isinstance(exception, kind)), None)
-        if name is None:
-            return
-        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
-        self.interrupted = Interrupted(name, self.ckpt_path, trainer.current_epoch, trainer.global_step)
+        if trainer.state.fn == TrainerFn.FITTING and isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            self.save(trainer)  # SIGTERM arrives as Lightning's SIGTERMException, a SystemExit

@@ -20,20 +20,24 @@ PRECISIONS = (
     "transformer-engine", "transformer-engine-float16",
 )  # fmt: skip
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 class ConfigError(ValueError):
     """A user's input that cannot work; the message is shown as one line, without a traceback."""
 
 
-def instantiate_checked(node: DictConfig, **kwargs: Any) -> Any:
+def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
     """Hydra's `instantiate` (containers passed as plain lists/dicts), re-raising a constructor's
-    `ConfigError` as itself rather than wrapped in Hydra's `InstantiationException`."""
+    `ConfigError` as itself rather than wrapped in Hydra's `InstantiationException`; with `key` (the
+    config group), a constructor's TypeError or ValueError (an unknown option, a wrong type) too."""
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ConfigError):
             raise exc.__cause__ from None
+        if key and isinstance(exc.__cause__, (TypeError, ValueError)):
+            raise ConfigError(f"{key}: {str(exc.__cause__).splitlines()[0]}: fix the {key}.* overrides") from None
         raise
 
 
@@ -70,7 +74,7 @@ def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Checks of the top-level keys and the trainer; data, head, loss and model check themselves."""
-    require_int("seed", cfg.seed, 0)
+    require(is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"use a whole number in [0, {MAX_SEED}]")
     require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
     require_fraction("threshold", cfg.threshold, low_open=True, high_open=True)
     require_choice("head", cfg.head.name, KNOWN_HEADS)
@@ -93,3 +97,45 @@ def check_config(cfg: DictConfig) -> None:
     devices = trainer.devices
     require(devices == "auto" or (is_int(devices) and (devices >= 1 or devices == -1)),
             "trainer.devices", devices, "use auto, -1 or a whole number >= 1")  # fmt: skip
+    check_training_budget(trainer)
+    check_machine(trainer)
+
+
+def check_training_budget(trainer: DictConfig) -> None:
+    """A run that can take no optimizer step would report its random initialization as a result."""
+    max_steps = trainer.get("max_steps", -1)
+    require(is_int(max_steps) and (max_steps >= 1 or max_steps == -1), "trainer.max_steps", max_steps,
+            "use -1 (no limit) or a whole number >= 1: with 0 the run would take no optimizer step")  # fmt: skip
+    limit = trainer.get("limit_train_batches")
+    require(limit is None or (is_number(limit) and limit > 0), "trainer.limit_train_batches", limit,
+            "use a fraction in (0, 1] or a number of batches >= 1: 0 would take no optimizer step")  # fmt: skip
+
+
+def check_machine(trainer: DictConfig) -> None:
+    """Devices this machine has, and nodes only inside a cluster (Lightning would start more processes
+    than cores, or wait forever for the other nodes)."""
+    import os
+
+    import torch
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    devices, accelerator = trainer.devices, str(trainer.accelerator)
+    gpus = torch.cuda.device_count()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    have = gpus if on_gpu else os.cpu_count() or 1
+    unit = "GPU(s)" if on_gpu else "CPU core(s)"
+    require(not is_int(devices) or devices == -1 or devices <= have, "trainer.devices", devices,
+            f"this machine has {have} {unit}: use trainer.devices<={have} (or -1 for all)")  # fmt: skip
+    nodes = trainer.get("num_nodes", 1)
+    require(is_int(nodes) and nodes >= 1, "trainer.num_nodes", nodes, "use a whole number >= 1")
+    environments = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment, MPIEnvironment)  # Kubeflow: no detect
+    manual = all(k in os.environ for k in ("MASTER_ADDR", "NODE_RANK"))  # Lightning's own multi-node set-up
+    in_cluster = manual or any(env.detect() for env in environments)
+    require(nodes == 1 or in_cluster, "trainer.num_nodes", nodes,
+            "several nodes need a cluster launcher (SLURM: srun or hydra/launcher=submitit_slurm; torchrun); "
+            "none was found, so the run would wait forever for the other nodes: use trainer.num_nodes=1")  # fmt: skip

@@ -1,46 +1,145 @@
-"""Finding and safely reading checkpoints: resume (`ckpt_path`), evaluation (`train=false`) and teachers.
+"""Checkpoints: written atomically with the run's config and a checksum; found by step; read safely.
 
 Every checkpoint is read with `torch.load(weights_only=True)`: tensors and plain containers only,
-so a file that carries a pickled object that would run code is refused instead of executed.
+so a file that carries a pickled object that would run code is refused instead of executed. Its
+checksum (SHA-256 over its contents) is verified on every load: an altered file is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
+from lossheads.atomic import write_bytes
 from lossheads.check import ConfigError, require
 
-
-def resolve_checkpoint(key: str, value: Any, run_dir: Path) -> Path:
-    """`last` (the run folder's newest last*.ckpt or interrupted.ckpt), a run folder (its
-    checkpoints/last.ckpt) or a file."""
-    if value == "last":
-        folder = run_dir / "checkpoints"
-        candidates = [*folder.glob("last*.ckpt"), *folder.glob("interrupted.ckpt")]
-        found = sorted(candidates, key=lambda p: p.stat().st_mtime)
-        require(bool(found), key, value,
-                f"no last.ckpt in {folder}: continue a run in its own folder with "
-                "hydra.run.dir=outputs/DATE/TIME ckpt_path=last, or give the checkpoint's path")  # fmt: skip
-        return found[-1]
-    path = Path(str(value))
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    require(path.is_file(), key, str(value), "no such file; give a run's checkpoints/last.ckpt or its run folder")
-    return path
+META = "lossheads"  # checkpoint[META]: {"config": the run's resolved config, "sha256": the checksum}
 
 
-def read_checkpoint(key: str, path: Path) -> dict[str, Any]:
-    """The checkpoint's contents, or one line that says why it cannot be used."""
+def digest(checkpoint: dict[str, Any]) -> str:
+    """SHA-256 over the checkpoint's contents (its checksum itself left out): every tensor's dtype,
+    shape and bytes and every plain value, in a fixed order, so that it is the same after a load."""
+    sha = hashlib.sha256()
+    _feed(sha, {k: v for k, v in checkpoint.items() if k != META})
+    _feed(sha, {k: v for k, v in checkpoint.get(META, {}).items() if k != "sha256"})
+    return sha.hexdigest()
+
+
+def _feed(sha: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        sha.update(f"T{tensor.dtype}{tuple(value.shape)}:".encode())
+        sha.update(tensor.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        sha.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            _feed(sha, key)
+            _feed(sha, value[key])
+    elif isinstance(value, (list, tuple)):
+        sha.update(f"L{len(value)}:".encode())
+        for item in value:
+            _feed(sha, item)
+    else:
+        sha.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+class RunCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with an atomic write in the checkpoint's own folder, and the run's
+    config and a checksum inside every checkpoint.
+
+    The framework hook: Lightning hands every checkpoint it saves (`ModelCheckpoint`, our
+    `LastCheckpoint`, `trainer.save_checkpoint`) to the strategy's `CheckpointIO.save_checkpoint`,
+    and reads every `fit(ckpt_path=...)` through its `load_checkpoint`; a `CheckpointIO` given in
+    `Trainer(plugins=[...])` replaces the default. Lightning's own `_atomic_save` goes through an
+    fsspec transaction that writes a temporary file in /tmp and *moves* it, which across
+    filesystems is a copy that a kill can leave half-written (tests/test_durability.py checks that
+    this plugin is the one used and that no partial file can be observed).
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = config
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        checkpoint[META] = {"config": self.config}
+        checkpoint[META]["sha256"] = digest(checkpoint)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_bytes(Path(path), buffer.getbuffer())
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint("ckpt_path", Path(path))
+
+
+def read_checkpoint(key: str, path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's contents, checksum verified, or one line that says why it cannot be used."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 -- any unreadable or unsafe file is the user's input, named in one line
         message = f"{key}={str(path)!r} is not a readable checkpoint ({type(exc).__name__})"
         if "weights_only" in str(exc):
             message += ": it holds pickled objects that could run code; load only checkpoints you trust"
+        else:
+            message += ": it is damaged or not a checkpoint; give another one (e.g. the run's best-*.ckpt)"
         raise ConfigError(message) from None
     require(isinstance(checkpoint, dict) and "state_dict" in checkpoint, key, str(path),
             "the file is not a Lightning checkpoint (no state_dict); give a run's checkpoints/*.ckpt")  # fmt: skip
+    meta = checkpoint.get(META)
+    require(isinstance(meta, dict) and "sha256" in meta, key, str(path),
+            "it carries no lossheads checksum (not written by this version of lossheads), so its "
+            "integrity cannot be checked; retrain, or give a checkpoint this version wrote")  # fmt: skip
+    if not mmap and digest(checkpoint) != meta["sha256"]:
+        raise ConfigError(
+            f"{key}={str(path)!r} is not valid: its checksum does not match its contents (the file was "
+            "altered or damaged); give another checkpoint (e.g. the run's best-*.ckpt) or retrain"
+        )
     return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved config of the run that saved the checkpoint."""
+    return (checkpoint.get(META) or {}).get("config")
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint in `folder` with the highest recorded step (`last.ckpt` over a best-*.ckpt of
+    the same step), whatever the file names say (`last-v1.ckpt` after a moved folder, ...)."""
+    candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not candidates:
+        return None
+
+    def rank(path: Path) -> tuple[int, int, bool, str]:
+        saved = read_checkpoint("ckpt_path", path, mmap=True)
+        return int(saved.get("global_step", 0)), epochs_done(saved), path.name.startswith("last"), path.name
+
+    return max(candidates, key=rank)
+
+
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Whole epochs the checkpoint's run had finished (Lightning's fit-loop progress)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))
+
+
+def resolve_checkpoint(key: str, value: Any, run_dir: Path) -> Path:
+    """`last` (this run folder's newest checkpoint by step), a run folder (its newest) or a file."""
+    if value == "last":
+        folder = run_dir / "checkpoints"
+        found = newest_checkpoint(folder)
+        require(found is not None, key, value,
+                f"no checkpoint in {folder}: continue a run in its own folder with "
+                "hydra.run.dir=outputs/DATE/TIME ckpt_path=last, or give the checkpoint's path")  # fmt: skip
+        return found  # type: ignore[return-value]
+    path = Path(str(value))
+    if path.is_dir():
+        found = newest_checkpoint(path / "checkpoints")
+        require(found is not None, key, str(value), f"no checkpoint in {path / 'checkpoints'}")
+        return found  # type: ignore[return-value]
+    require(path.is_file(), key, str(value), "no such file; give a run's checkpoints/last.ckpt or its run folder")
+    return path

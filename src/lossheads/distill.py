@@ -13,10 +13,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from lossheads.check import ConfigError, instantiate_checked, require
-from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
+from lossheads.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head, build_head, logits_as
 from lossheads.losses import hard_loss_for, resolve_head_name
+from lossheads.run_folder import build_from_folder, project_class
 
 KEY = "teacher.ckpt_path"
 
@@ -39,26 +40,31 @@ class Teacher(nn.Module):
         return logits_as(self.head.logits(self.net(features)), self.head, self.student_head)
 
 
-def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModule, student_head: Head) -> Teacher:
-    """Rebuild the teacher from the config saved in its run folder and load its weights with
+def load_teacher(
+    ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModule, student_head: Head,
+    student_model: DictConfig | None = None,
+) -> Teacher:  # fmt: skip
+    """Rebuild the teacher from the config saved with it, read as data (only lossheads' own classes,
+    or the model class the student's own config names, are built), and load its weights with
     `weights_only=True` (tensors and plain containers only: nothing in the file can run code)."""
     require(bool(ckpt_path), KEY, ckpt_path,
             "loss=kd needs a teacher: give a run's checkpoints/last.ckpt, or run experiment=distill")  # fmt: skip
     path = resolve_checkpoint(KEY, ckpt_path, Path.cwd())
-    config_file = path.parent.parent / ".hydra" / "config.yaml"
-    require(config_file.is_file(), KEY, str(path),
-            f"{config_file} is missing; give a checkpoint inside a lossheads run folder")  # fmt: skip
-    teacher_cfg = OmegaConf.load(config_file)
+    checkpoint = read_checkpoint(KEY, path)
+    teacher_cfg = OmegaConf.create(checkpoint_config(checkpoint) or _folder_config(path))
     theirs, ours = teacher_cfg.data._target_, data_cfg._target_
     require(theirs == ours, KEY, str(path), f"the teacher was trained on {theirs}, the student uses {ours}")
     their_split, our_split = teacher_cfg.data.get("split_seed"), data_cfg.get("split_seed")
     require(their_split == our_split, KEY, str(path),
             f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
             f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
-    state = read_checkpoint(KEY, path)["state_dict"]
-    head_name = resolve_head_name(teacher_cfg.head.name, get_class(teacher_cfg.loss._target_), datamodule.task)
+    state = checkpoint["state_dict"]
+    their_loss = project_class(KEY, teacher_cfg.loss.get("_target_"), nn.Module)
+    head_name = resolve_head_name(teacher_cfg.head.name, their_loss, datamodule.task)
     head = build_head(head_name, datamodule.num_classes, student_head.threshold)
-    net = instantiate_checked(teacher_cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
+    model = OmegaConf.to_container(teacher_cfg.model, resolve=True)
+    shape = {"in_features": datamodule.num_features, "out_features": head.num_logits}
+    net = build_from_folder(KEY, model, student_model, **shape)
     weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
@@ -71,11 +77,23 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     return Teacher(net, head, student_head)
 
 
+def _folder_config(path: Path) -> Any:
+    """The config beside a checkpoint that carries none (`.hydra/config.yaml`), read as data."""
+    config_file = path.parent.parent / ".hydra" / "config.yaml"
+    require(config_file.is_file(), KEY, str(path),
+            f"{config_file} is missing; give a checkpoint inside a lossheads run folder")  # fmt: skip
+    return OmegaConf.load(config_file)
+
+
 def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     """`experiment=distill`: train a teacher (unless `teacher.ckpt_path` is given), then a KD student
     and a hard-label student with the same seed (same initialization and data order), each in a
-    subfolder of this run; this run's metrics.json puts their test metrics side by side."""
+    subfolder of this run; this run's metrics.json puts their test metrics side by side.
+    `ckpt_path=last` continues a stopped recipe: finished steps are kept, stopped ones resumed."""
     out = Path(cfg.paths.output_dir)
+    require(cfg.get("ckpt_path") in (None, "last"), "ckpt_path", cfg.get("ckpt_path"),
+            "experiment=distill continues in its own folder: use ckpt_path=last with hydra.run.dir=RUN")  # fmt: skip
+    again = cfg.get("ckpt_path") == "last"
     datamodule: ArrayDataModule = instantiate_checked(cfg.data)
     datamodule.setup()
     head = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
@@ -86,12 +104,14 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
         teacher_cfg = _variant(cfg, out / "teacher", head={"name": head}, loss=hard_loss)
         with open_dict(teacher_cfg):
             teacher_cfg.model = OmegaConf.merge(teacher_cfg.model, cfg.distill.teacher_model)
-        results["teacher"] = run(teacher_cfg)
+        results["teacher"] = run(teacher_cfg, continue_own=again)
         teacher_ckpt = str(out / "teacher" / "checkpoints" / "last.ckpt")
-    results["kd"] = run(_variant(cfg, out / "kd", head={"name": head}, teacher={"ckpt_path": teacher_ckpt}))
-    results["hard"] = run(_variant(cfg, out / "hard", head={"name": head}, loss=hard_loss))
+    kd = _variant(cfg, out / "kd", head={"name": head}, teacher={"ckpt_path": teacher_ckpt})
+    results["kd"] = run(kd, continue_own=again)
+    results["hard"] = run(_variant(cfg, out / "hard", head={"name": head}, loss=hard_loss), continue_own=again)
     record: dict[str, Any] = {"head": results["kd"]["head"], "loss": "kd", "data": results["kd"]["data"],
                               "seed": cfg.seed, "teacher.ckpt_path": teacher_ckpt}  # fmt: skip
+    record = {"status": "ok", **record}
     for name, metrics in results.items():
         record.update({f"{name}/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))})
     return record
@@ -107,6 +127,7 @@ def _variant(cfg: DictConfig, output_dir: Path, **replace: Any) -> DictConfig:
     with open_dict(variant):
         variant.paths.output_dir = str(output_dir)
         variant.distill = None
+        variant.ckpt_path = None  # each step finds its own checkpoints (`run(continue_own=...)`)
         for key, value in replace.items():
             variant[key] = value
     return variant

@@ -131,10 +131,16 @@ class ClassifierModule(LightningModule):
             return
         bad = int((~finite).nonzero()[0])
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        raise Diverged(
-            f"training diverged: the loss became {losses[bad].item()} at epoch {self.current_epoch}, step "
-            f"{first_step + bad} with optimizer.lr={lr:g}: lower it, e.g. optimizer.lr={lr / 100:g}"
-        )
+        where = f"the loss became {losses[bad].item()} at epoch {self.current_epoch}, step {first_step + bad}"
+        precision = str(self.trainer.precision)
+        if precision.startswith("16"):  # fp16 tops out at 65504: large logits or losses overflow
+            advice = f": half precision (trainer.precision={precision}) overflowed: use bf16-mixed or 32-true"
+        elif first_step + bad == 0:  # before any update, the learning rate cannot be the cause
+            advice = (": before any update, so not the learning rate: check the inputs (features, labels), "
+                      "the loss options (e.g. loss.pos_weight), the initial weights or trainer.precision")  # fmt: skip
+        else:
+            advice = f" with optimizer.lr={lr:g}: lower it, e.g. optimizer.lr={lr / 100:g}"
+        raise Diverged(f"training diverged: {where}{advice}")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
-import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -20,28 +21,31 @@ from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.callbacks import InterruptCheckpoint, Interrupted
+from lossheads.atomic import StorageError, require_writable, write_bytes, write_text
+from lossheads.callbacks import Interrupted, LastCheckpoint
 from lossheads.check import ConfigError, check_config, instantiate_checked, require
-from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
+from lossheads.checkpoints import RunCheckpointIO, newest_checkpoint, read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
 from lossheads.heads import build_head
 from lossheads.losses import Distillation, build_loss, resolve_head_name
 from lossheads.module import ClassifierModule, Diverged
+from lossheads.resume import check_resume, resolved, resumed_from
+from lossheads.run_folder import ForeignFolder, claim, evaluation_names, fingerprint, owns_training_record
+from lossheads.stops import StopSignals, install, resume_command
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells report them
 
 
 def build_trainer(cfg: DictConfig) -> Trainer:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    io_plugin = RunCheckpointIO(resolved(cfg))  # atomic writes, the run's config and a checksum in each
     try:
-        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[io_plugin])
     except (InstantiationException, MisconfigurationException, ValueError) as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(f"trainer: {str(cause).splitlines()[0]}: fix the trainer.* overrides") from exc
@@ -58,28 +62,44 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     teacher = None
     if isinstance(loss, Distillation):
-        teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head)
+        teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head, cfg.model)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
-    net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
-    optimizer = instantiate(cfg.optimizer)
+    net = instantiate_checked(cfg.model, "model", in_features=datamodule.num_features, out_features=head.num_logits)
+    optimizer = checked_optimizer(cfg.optimizer, net)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call)  # fmt: skip
     return datamodule, module
 
 
-def checked_checkpoint(cfg: DictConfig, module: ClassifierModule) -> str | None:
-    """`ckpt_path` found (`last`, a run folder or a file), read safely and matched against the module
-    this config builds, or None; `train=false` needs one."""
-    if cfg.get("ckpt_path") is None:
+def checked_optimizer(node: DictConfig, net: torch.nn.Module):
+    """The optimizer factory, tried once on the network's parameters so that an unknown option or a
+    bad value (`+optimizer.foo=1`, `+optimizer.betas=[0.9,1.5]`) is refused before training."""
+    factory = instantiate_checked(node, "optimizer")
+    try:
+        factory(net.parameters())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer: {str(exc).splitlines()[0]}: fix the optimizer.* overrides") from None
+    return factory
+
+
+def checked_checkpoint(cfg: DictConfig, module: ClassifierModule, found: Path | None = None) -> dict | None:
+    """`ckpt_path` found (`last`, a run folder or a file; or `found` by the run folder's plan), read
+    safely (checksum verified) and matched against the module this config builds, or None;
+    `train=false` needs one. A resume must continue the checkpoint's run exactly (`check_resume`).
+    Returns where the run starts from: {"checkpoint", "epochs", "step"}."""
+    if cfg.get("ckpt_path") is None and found is None:
         require(cfg.train, "ckpt_path", None,
                 "train=false evaluates a checkpoint: give ckpt_path=RUN/checkpoints/last.ckpt")  # fmt: skip
         return None
-    path = resolve_checkpoint("ckpt_path", cfg.ckpt_path, Path(cfg.paths.output_dir))
-    theirs = {k: tuple(v.shape) for k, v in read_checkpoint("ckpt_path", path)["state_dict"].items()}
+    path = found or resolve_checkpoint("ckpt_path", cfg.ckpt_path, Path(cfg.paths.output_dir))
+    checkpoint = read_checkpoint("ckpt_path", path)
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     require(ours == theirs, "ckpt_path", str(path),
             "it was saved by a run with another model, head, loss or dataset: give that run's overrides")  # fmt: skip
-    return str(path)
+    if cfg.train:
+        check_resume(str(path), checkpoint, resolved(cfg))
+    return resumed_from(str(path), checkpoint)
 
 
 def logged(trainer: Trainer, prefix: str) -> dict[str, float]:
@@ -88,20 +108,16 @@ def logged(trainer: Trainer, prefix: str) -> dict[str, float]:
 
 
 def write_metrics(path: Path, record: dict[str, Any]) -> None:
-    """Write to a temporary name and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
-    tmp.replace(path)
+    """Atomically (a unique temporary name beside it, fsync, rename): a reader never sees half a file."""
+    write_text(path, json.dumps(record, indent=2, allow_nan=True) + "\n")
 
 
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
     """The run's config beside its checkpoints (Hydra writes it for `python train.py`; runs started
-    in-process or by a recipe get it here), so that a teacher can be rebuilt from its folder."""
+    in-process or by a recipe get it here)."""
     config_file = output_dir / ".hydra" / "config.yaml"
     if not config_file.exists():
-        config_file.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, config_file)
+        write_text(config_file, OmegaConf.to_yaml(cfg))
 
 
 def save_predictions(module: ClassifierModule, path: Path) -> None:
@@ -112,34 +128,41 @@ def save_predictions(module: ClassifierModule, path: Path) -> None:
         if batches:
             arrays[f"{stage}_probs"] = torch.cat([p for p, _ in batches]).numpy()
             arrays[f"{stage}_targets"] = torch.cat([t for _, t in batches]).numpy()
-    np.savez_compressed(path, **arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
 
 
-def fit(trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule, ckpt_path: str | None) -> None:
-    """`trainer.fit`, with Ctrl-C and SIGTERM turned into `Interrupted` (its checkpoint saved by
-    `InterruptCheckpoint`), whatever form Lightning gives them (SystemExit for Ctrl-C)."""
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except (KeyboardInterrupt, SystemExit, SIGTERMException):
-        stopped = [c.interrupted for c in trainer.callbacks if isinstance(c, InterruptCheckpoint) and c.interrupted]
-        if stopped:
-            raise stopped[0] from None
-        raise
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     """Train (or, with train=false, only evaluate `ckpt_path`), test and record one configuration;
-    returns what metrics.json holds. Under DDP only rank 0 writes."""
+    returns what metrics.json holds. Under DDP only rank 0 writes. `continue_own` (a sweep job or a
+    recipe step run again): a finished run in the folder is returned as it is, a stopped one resumed."""
+    output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)
-    ckpt_path = checked_checkpoint(cfg, module)
-    save_config(cfg, Path(cfg.paths.output_dir))
+    config = resolved(cfg)
+    found = None
+    if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
+        plan = claim(output_dir, config, continue_own=continue_own)
+        if plan.action == "done":
+            return plan.record  # type: ignore[return-value]
+        found = plan.checkpoint
+    start = checked_checkpoint(cfg, module, found)
+    ckpt_path = start and start["checkpoint"]
+    if rank_zero_only.rank == 0:
+        require_writable(output_dir / "checkpoints" if cfg.train else output_dir)
+        save_config(cfg, output_dir)
     trainer = build_trainer(cfg)
+    StopSignals.trainer = trainer
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     metrics: dict[str, float] = {}
     if cfg.train:
-        fit(trainer, module, datamodule, ckpt_path)
-        metrics = logged(trainer, "val/")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.global_step == 0:
+            raise ConfigError("the run took no optimizer step (trainer.max_steps, trainer.limit_train_batches or "
+                              "the data leave no training batch): its numbers would be the random "
+                              "initialization's; give training something to do")  # fmt: skip
+        metrics = logged(trainer, "val/") or last_val_metrics(trainer)
         ckpt_path = None  # test the weights training ended with
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     metrics.update(logged(trainer, "test/"))
@@ -150,18 +173,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data": datamodule.name,
         "seed": cfg.seed,
         **({"epochs": trainer.current_epoch, "steps": trainer.global_step} if cfg.train else {"evaluated": ckpt_path}),
+        **({"resumed_from": start} if cfg.train and start else {}),
+        "max_epochs": cfg.trainer.max_epochs,
+        "fingerprint": fingerprint(config),
         **metrics,
     }
     if not trainer.is_global_zero:
         return record
-    output_dir = Path(cfg.paths.output_dir)
-    save_predictions(module, output_dir / "predictions.npz")
-    write_metrics(output_dir / "metrics.json", record)
+    metrics_file, predictions_file = output_dir / "metrics.json", output_dir / "predictions.npz"
+    if not cfg.train and owns_training_record(output_dir):
+        metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
+        record["record"] = metrics_file.name
+    save_predictions(module, predictions_file)
+    write_metrics(metrics_file, record)
     if trainer.logger is not None and hasattr(trainer.logger, "log_hyperparams"):
         params = {k: v for k, v in record.items() if "/" not in k}
         params.update(flat_overrides(cfg))
         trainer.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
     return record
+
+
+def resumes_in_place(cfg: DictConfig, output_dir: Path) -> bool:
+    """`ckpt_path` points into this run's own folder: the resume check, not the folder's owner check, applies."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return False
+    return value == "last" or output_dir.resolve() in Path(str(value)).resolve().parents
+
+
+def last_val_metrics(trainer: Trainer) -> dict[str, float]:
+    """A resume that had nothing left to train ran no validation: the checkpoint's own val/* numbers."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, LastCheckpoint):
+            return dict(callback.val_metrics)
+    return {}
 
 
 def flat_overrides(cfg: DictConfig) -> dict[str, Any]:
@@ -218,18 +263,37 @@ def record_status(cfg: DictConfig, status: str, reason: str, filename: str = "fa
         return
     output_dir = Path(cfg.paths.output_dir)
     record = {"status": status, "reason": reason, "seed": cfg.get("seed"), **extra}
+    with contextlib.suppress(Exception):  # a config that does not even resolve has no fingerprint
+        record.setdefault("fingerprint", fingerprint(resolved(cfg)))  # whose record: a rerun knows its own
     write_metrics(output_dir / filename, record)
 
 
-def resume_command(cfg: DictConfig) -> str:
-    """The command that continues this run in its own folder from its newest checkpoint."""
+def record_stop(cfg: DictConfig) -> None:
+    """Ctrl-C or SIGTERM, in whatever phase: metrics.json with the status, where to resume from and
+    how, one line on stderr, exit 130 / 143."""
+    output_dir = Path(cfg.paths.output_dir)
+    phase = StopSignals.phase
+    if cfg.get("distill"):
+        checkpoints = [p for p in output_dir.glob("*/checkpoints/*.ckpt")]
+        checkpoint = str(max(checkpoints, key=lambda p: p.stat().st_mtime)) if checkpoints else None
+        has_checkpoint = True  # ckpt_path=last continues the recipe: finished steps kept, the rest resumed
+    else:
+        newest = newest_checkpoint(output_dir / "checkpoints")
+        checkpoint, has_checkpoint = (str(newest) if newest else None), newest is not None
     try:
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # no Hydra run
         overrides = []
-    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
-    words = ["python", "train.py", *kept, f"hydra.run.dir={cfg.paths.output_dir}", "ckpt_path=last"]
-    return " ".join(shlex.quote(w) for w in words)
+    stop = Interrupted(StopSignals.name(), checkpoint, phase)
+    resume = resume_command(overrides, str(output_dir), has_checkpoint)
+    try:
+        record_status(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json", checkpoint=checkpoint,
+                      resume=resume, phase=phase)  # fmt: skip
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+    saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (training had not started)"
+    print(f"interrupted by {stop}; {saved}; resume with: {resume}", file=sys.stderr)
+    sys.exit(StopSignals.exit_code())
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -238,7 +302,17 @@ def main(cfg: DictConfig) -> float | None:
     exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
     Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
     quiet_lightning()
-    sweeping = in_sweep()
+    install()
+    try:
+        return _main(cfg, in_sweep())
+    except BaseException:
+        if StopSignals.received is None:
+            raise
+        record_stop(cfg)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on (SystemExit for Ctrl-C)
+        raise
+
+
+def _main(cfg: DictConfig, sweeping: bool) -> float | None:
     try:
         if cfg.get("print_config", True) and not sweeping and rank_zero_only.rank == 0:
             print_config(cfg)
@@ -246,7 +320,18 @@ def main(cfg: DictConfig) -> float | None:
             record = run_distillation(cfg, run)
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
         else:
-            record = run(cfg)
+            record = run(cfg, continue_own=sweeping)
+    except ForeignFolder as error:  # nothing is written into another run's folder
+        if sweeping:
+            logging.getLogger(__name__).warning("refused job: %s", error)
+            return None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except StorageError as error:
+        with contextlib.suppress(StorageError):  # the disk takes nothing more: the line on stderr is the record
+            record_status(cfg, "failed", str(error))
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     except ConfigError as error:
         if sweeping:
             record_status(cfg, "invalid", str(error))
@@ -254,11 +339,6 @@ def main(cfg: DictConfig) -> float | None:
             return None
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    except Interrupted as stop:
-        resume = resume_command(cfg)
-        record_status(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json", checkpoint=stop.checkpoint)
-        print(f"interrupted by {stop}; checkpoint {stop.checkpoint}; resume with: {resume}", file=sys.stderr)
-        sys.exit(EXIT_SIGTERM if stop.signal_name == "SIGTERM" else EXIT_SIGINT)
     except Diverged as error:
         record_status(cfg, "diverged", str(error), "metrics.json")
         if sweeping:

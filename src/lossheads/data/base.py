@@ -152,7 +152,8 @@ class ArrayDataModule(LightningDataModule):
         require_fraction("data.test_fraction", test_fraction, low_open=True, high_open=True)
         require(val_fraction + test_fraction < 0.9, "data.val_fraction + data.test_fraction",
                 val_fraction + test_fraction, "leave at least 10% of the data for training")  # fmt: skip
-        require_int("data.split_seed", split_seed, 0)
+        require(isinstance(split_seed, int) and not isinstance(split_seed, bool) and 0 <= split_seed < 2**32,
+                "data.split_seed", split_seed, f"use a whole number in [0, {2**32 - 1}]")  # fmt: skip
         require(isinstance(drop_last, bool), "data.drop_last", drop_last, "use true or false")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.fractions = (val_fraction, test_fraction)

@@ -37,10 +37,18 @@ class CsvData(ArrayDataModule):
                 "class-probability targets need one label column per class")  # fmt: skip
         self.path, self.label_columns = Path(str(path)), labels
         self.feature_columns = None if feature_columns is None else list(feature_columns)
+        require(self.feature_columns is None or len(self.feature_columns) > 0, "data.feature_columns", [],
+                "name at least one feature column, or leave it out (null) for all the non-label columns")  # fmt: skip
+        used_as_label = [c for c in self.feature_columns or [] if c in labels]
+        require(not used_as_label, "data.feature_columns", self.feature_columns,
+                f"{used_as_label} is a label column; a label used as a feature gives the answer away")  # fmt: skip
         self.num_classes_given, self.soft_labels = num_classes, soft_labels
 
     def load(self) -> LabeledArrays:
         header, rows = self._read()
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        require(not repeated, "data.path", str(self.path),
+                f"the header repeats the column name(s) {repeated}; give every column its own name")  # fmt: skip
         missing = [c for c in self.label_columns + (self.feature_columns or []) if c not in header]
         require(not missing, "data.label_columns/feature_columns", missing, f"the CSV has columns {header}")
         features_names = self.feature_columns or [c for c in header if c not in self.label_columns]
@@ -64,10 +72,16 @@ class CsvData(ArrayDataModule):
         return LabeledArrays(features, labels.astype(np.float32), "multilabel", labels.shape[1])
 
     def _read(self) -> tuple[list[str], list[list[str]]]:
-        with self.path.open(newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            rows = [row for row in reader if row]
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                rows = [row for row in reader if row]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(
+                f"data.path={self.path}: not a UTF-8 text CSV ({type(exc).__name__}: {str(exc)[:60]}); "
+                "save it as UTF-8 CSV (e.g. pandas: df.to_csv(path, index=False))"
+            ) from None
         require(header is not None and len(rows) > 0, "data.path", str(self.path), "the CSV has no data rows")
         return [h.strip() for h in header], rows
 
@@ -91,6 +105,9 @@ class CsvData(ArrayDataModule):
                 "labels must be class indices 0, 1, ..., C-1")  # fmt: skip
         labels = labels.astype(np.int64)
         num_classes = self.num_classes_given or int(labels.max()) + 1
+        require(num_classes <= max(len(labels), 2), "data.label_columns", column,
+                f"label {int(labels.max())} means {num_classes} classes for {len(labels)} rows; labels must be "
+                "class indices 0, 1, ..., C-1 (map other codes to indices first)")  # fmt: skip
         require(int(labels.max()) < num_classes, "data.num_classes", num_classes,
                 f"label {int(labels.max())} lies outside the classes 0..{num_classes - 1}")  # fmt: skip
         return LabeledArrays(features, labels, "binary" if num_classes == 2 else "multiclass", num_classes)

@@ -1,0 +1,87 @@
+"""Atomic file writes: a reader (or a kill at any moment) sees the old file or the new one, never half.
+
+Each write goes to a unique temporary name in the target's own folder (so the final rename never
+crosses a filesystem, which would turn it into a copy), is flushed and fsync'ed, then renamed over
+the target; the folder is fsync'ed so that the rename itself survives a power cut. A full or
+read-only disk becomes a `StorageError`: one line that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from lossheads.check import ConfigError
+
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied"}  # fmt: skip
+
+
+class StorageError(ConfigError):
+    """A file of the run could not be written (full disk, read-only folder): shown as one line, exit 2."""
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    why = DISK_ERRORS.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+    return StorageError(
+        f"cannot write {path}: {why}: free space or make the folder writable, or choose another "
+        "folder with hydra.run.dir=... (paths.log_dir=... for new runs)"
+    )
+
+
+def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
+    """Call `write(handle)` on a fresh temporary file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise storage_error(path, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:  # a kill (KeyboardInterrupt, SIGTERM) too: never leave the temporary file
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise storage_error(path, exc) from None
+        raise
+    fsync_folder(path.parent)
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    write_atomic(path, lambda handle: handle.write(data))
+
+
+def write_text(path: Path | str, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable; some filesystems refuse to open a folder, which is harmless."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def require_writable(folder: Path) -> None:
+    """Refuse a run before training when its folder cannot be written (read-only, full, no permission)."""
+    write_bytes(folder / ".write-test", b"")
+    with contextlib.suppress(OSError):
+        (folder / ".write-test").unlink()

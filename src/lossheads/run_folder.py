@@ -1,0 +1,170 @@
+"""A run folder belongs to one run, and is data, never code.
+
+- `claim`: a new run refuses a folder that holds another run's checkpoints or records (unless it
+  resumes that run); a sweep job or a recipe step run again finds its own finished record (skip it)
+  or its checkpoints (resume them).
+- `build_from_folder`: rebuilding a model from a run folder's config imports only lossheads' own
+  classes (or the model class the user's own command names) and instantiates no `_target_`
+  read from the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from lossheads.check import ConfigError
+from lossheads.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
+from lossheads.resume import flatten, may_change
+
+RECORDS = ("metrics.json", "failure.json")
+
+
+class ForeignFolder(ConfigError):
+    """The run folder holds another run: refused, and nothing is written into it."""
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """A hash of everything that gives a run its meaning (what a resume may not change)."""
+    items = sorted((k, repr(v)) for k, v in flatten(config).items() if not may_change(k))
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    for name in RECORDS:
+        try:
+            return json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@dataclass
+class Plan:
+    """What a run does with its folder: start afresh, resume a checkpoint, or skip (already done)."""
+
+    action: str  # fresh | resume | done
+    checkpoint: Path | None = None
+    record: dict[str, Any] | None = None
+
+
+def claim(folder: Path, config: dict[str, Any], *, continue_own: bool) -> Plan:
+    """Refuse a folder that holds another run; with `continue_own` (a sweep job or a recipe step
+    run again), a finished record of this very run is `done` and its checkpoints are resumed."""
+    checkpoint = newest_checkpoint(folder / "checkpoints")
+    record = read_record(folder)
+    if checkpoint is None and record is None:
+        return Plan("fresh")
+    ours = fingerprint(config)
+    owner = None
+    if checkpoint is not None:
+        owner_config = checkpoint_config(read_checkpoint("ckpt_path", checkpoint, mmap=True))
+        owner = fingerprint(owner_config) if owner_config else None
+    elif record is not None:
+        owner = record.get("fingerprint")
+    if owner != ours:
+        raise ForeignFolder(
+            f"hydra.run.dir={str(folder)!r} is not valid: it holds another run ({_evidence(folder, checkpoint)}); "
+            "a new run never overwrites one: choose a new folder, or resume that run with its own overrides "
+            "and ckpt_path=last"
+        )
+    finished = record is not None and record.get("status") == "ok" and record.get("max_epochs") == _max_epochs(config)
+    if continue_own and finished:
+        return Plan("done", record=record)
+    if continue_own and checkpoint is not None:
+        return Plan("resume", checkpoint=checkpoint)
+    if checkpoint is None and (record is None or record.get("status") != "ok"):
+        return Plan("fresh")  # the same run again, after it stopped before saving anything
+    raise ForeignFolder(
+        f"hydra.run.dir={str(folder)!r} is not valid: it holds this configuration's run already "
+        f"({_evidence(folder, checkpoint)}): continue it with ckpt_path=last (a higher trainer.max_epochs "
+        "trains on), evaluate it with train=false, or choose a new folder"
+    )
+
+
+def _max_epochs(config: dict[str, Any]) -> Any:
+    return (config.get("trainer") or {}).get("max_epochs")
+
+
+def _evidence(folder: Path, checkpoint: Path | None) -> str:
+    found = [name for name in RECORDS if (folder / name).is_file()]
+    if checkpoint is not None:
+        found.append(f"checkpoints/{checkpoint.name}")
+    return ", ".join(found)
+
+
+def owns_training_record(folder: Path) -> bool:
+    """The folder holds a run's record or checkpoints: an evaluation writes beside them, not over them."""
+    return read_record(folder) is not None or newest_checkpoint(folder / "checkpoints") is not None
+
+
+def evaluation_names(folder: Path) -> tuple[Path, Path]:
+    """`eval-<UTC time>.json` and `.npz`: an evaluation's record beside the training run's own."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return folder / f"eval-{stamp}.json", folder / f"eval-{stamp}.npz"
+
+
+# ---- rebuilding a model from a folder's config, as data --------------------------------------------
+
+SPECIAL = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def project_class(key: str, target: Any, base: type, allowed: tuple[str, ...] = ()) -> type:
+    """The class a folder's config names, imported only if it is lossheads' own (or in `allowed`:
+    the class the user's own command names), and only if it is a `base`."""
+    ok = isinstance(target, str) and (target.startswith("lossheads.") or target in allowed)
+    if ok:
+        try:
+            cls = get_class(target)
+        except Exception:  # noqa: BLE001 -- a missing or odd name is the file's fault, told in one line
+            cls = None
+        ok = isinstance(cls, type) and issubclass(cls, base)
+    if not ok:
+        raise ConfigError(
+            f"{key}: the run folder's config names _target_={target!r}, which is not one of lossheads' own "
+            f"classes{' or ' + ', '.join(allowed) if allowed else ''}; a run folder is data: nothing it names "
+            "outside the project is built. Give a checkpoint of a lossheads run"
+        )
+    return cls  # type: ignore[return-value]
+
+
+def plain_options(key: str, node: dict[str, Any]) -> dict[str, Any]:
+    """A config node's options as plain data; a nested `_target_` (code to run) is refused."""
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k in SPECIAL:
+                    raise ConfigError(
+                        f"{key}: the run folder's config holds {path}{k}={v!r}; a run folder is data: nothing "
+                        "in it is instantiated. Give a checkpoint of a lossheads run"
+                    )
+                walk(v, f"{path}{k}.")
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, path)
+
+    options = {k: v for k, v in node.items() if k != "_target_"}
+    walk(options, "model.")
+    return options
+
+
+def build_from_folder(key: str, model_cfg: dict[str, Any], student_model: DictConfig | None, **shape: Any) -> Any:
+    """The network a run folder's config describes, built from data: its class must be one of
+    lossheads' models or the one the student's own config names; its options are plain values."""
+    from torch import nn
+
+    allowed = (str(student_model.get("_target_")),) if student_model is not None else ()
+    cls = project_class(key, model_cfg.get("_target_"), nn.Module, allowed)
+    options = plain_options(key, model_cfg)
+    try:
+        return cls(**shape, **options)
+    except TypeError as exc:
+        raise ConfigError(f"{key}: the teacher's model options {options} do not fit {cls.__name__}: {exc}") from None

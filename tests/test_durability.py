@@ -1,0 +1,437 @@
+"""Nothing lost, nothing silently wrong: last.ckpt, exact-or-refused resume, run folders as data owned
+by one run, atomic writes with checksums, every stop recorded."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+
+from conftest import QUIET, ROOT, compose_config
+from lossheads import atomic
+from lossheads.check import ConfigError
+from lossheads.checkpoints import META, RunCheckpointIO, read_checkpoint, resolve_checkpoint
+from lossheads.resume import check_resume, resolved
+from lossheads.train import main, run
+
+TESTS = Path(__file__).resolve().parent
+
+
+def train(folder: Path, *overrides: str) -> dict:
+    return run(compose_config([*QUIET, *overrides], folder))
+
+
+# ---- 1. last.ckpt is the newest state ----------------------------------------------------------------
+
+
+class ScriptedMetric(LightningModule):
+    """A one-weight model whose validation metric follows a script: better, better, then worse."""
+
+    SCRIPT = (3.0, 2.0, 1.0, 2.0, 3.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("m", self.SCRIPT[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return [torch.zeros(1)] * 2
+
+    def val_dataloader(self):
+        return [torch.zeros(1)]
+
+
+def test_lightning_writes_last_ckpt_only_on_a_new_best_when_it_monitors(tmp_path):
+    """The framework fact our LastCheckpoint exists for (Lightning 2.6): with a monitor, save_last
+    follows the best. The day Lightning writes last.ckpt every epoch, this test fails."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="m", mode="min", save_last=True)
+    trainer = Trainer(max_epochs=5, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(ScriptedMetric())
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    per_epoch = trainer.global_step // 5
+    assert last["epoch"] == 2 and last["global_step"] == 3 * per_epoch  # the best epoch's, not the end's
+
+
+def test_last_ckpt_holds_the_final_step_when_validation_gets_worse(tmp_path):
+    # mode=max on a falling val/loss: every epoch after the first is worse, so the best stays epoch 0
+    record = train(tmp_path / "run", "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max")
+    folder = tmp_path / "run" / "checkpoints"
+    last = read_checkpoint("ckpt_path", folder / "last.ckpt")
+    best = read_checkpoint("ckpt_path", folder / "best-epoch000.ckpt")
+    assert last["global_step"] == record["steps"] == 18 and last["epoch"] == 2
+    assert best["global_step"] == 6
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    # `last`, the folder and a moved folder's last-v1.ckpt: found by recorded step, not by name
+    assert resolve_checkpoint("ckpt_path", "last", tmp_path / "run") == folder / "last.ckpt"
+    (folder / "last.ckpt").rename(folder / "last-v1.ckpt")
+    (folder / "last.ckpt").write_bytes((folder / "best-epoch000.ckpt").read_bytes())  # a stale last.ckpt
+    assert resolve_checkpoint("ckpt_path", tmp_path / "run", tmp_path) == folder / "last-v1.ckpt"
+
+
+# ---- 2. resume is exact or refused --------------------------------------------------------------------
+
+CHANGES_MEANING = {
+    "optimizer.lr=100": "optimizer.lr=100 (the checkpoint's run: 0.001)",
+    "optimizer.weight_decay=1000": "optimizer.weight_decay=1000 (the checkpoint's run: 0.0)",
+    "loss=focal": "loss._target_=",
+    "loss.reduction=sum": "loss.reduction='sum' (the checkpoint's run: 'mean')",
+    "data=synthetic_binary": "data._target_=",
+    "data.split_seed=7": "data.split_seed=7 (the checkpoint's run: 42)",
+    "data.batch_size=32": "data.batch_size=32 (the checkpoint's run: 64)",
+    "seed=3": "seed=3 (the checkpoint's run: 42)",
+    "model.hidden=[8]": "model.hidden=[8] (the checkpoint's run: [64, 64])",
+    "model.dropout=0.5": "model.dropout=0.5",
+    "head=softmax": "head.name='softmax'",
+    "steps_per_call=4": "steps_per_call=4 (the checkpoint's run: 32)",
+    "trainer.precision=64-true": "trainer.precision='64-true'",
+    "+optimizer.betas=[0.5,0.9]": "optimizer.betas=[0.5, 0.9] (the checkpoint's run: <absent>)",
+    "threshold=0.3": "threshold=0.3",
+    "+trainer.limit_train_batches=2": "trainer.limit_train_batches=2 (the checkpoint's run: <absent>)",
+}
+MAY_CHANGE = [
+    "trainer.max_epochs=40", "trainer.log_every_n_steps=1", "callbacks.progress_bar.refresh_rate=1", "logger=csv",
+    "print_config=true", "trainer.limit_val_batches=2", "trainer.accelerator=cpu", "trainer=cpu",
+    "trainer.enable_model_summary=true",
+]  # fmt: skip
+
+
+GROUPS = ("loss", "data", "head", "logger", "trainer")
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory) -> dict:
+    """The default config and each group choice the test draws, each composed once by Hydra; an
+    example's config is the default with its choices and values set (no Hydra, no training per example)."""
+    folder = tmp_path_factory.mktemp("configs")
+    group_choices = [o for o in [*CHANGES_MEANING, *MAY_CHANGE] if o.partition("=")[0] in GROUPS]
+    return {"base": compose_config(QUIET, folder),
+            **{o: compose_config([*QUIET, o], folder)[o.partition("=")[0]] for o in group_choices}}  # fmt: skip
+
+
+def with_overrides(configs: dict, overrides: list[str]) -> dict:
+    cfg = copy.deepcopy(configs["base"])
+    for override in sorted(overrides, key=lambda o: o.partition("=")[0] not in GROUPS):  # groups first, as Hydra
+        key, _, value = override.lstrip("+").partition("=")
+        if key in GROUPS:
+            cfg[key] = copy.deepcopy(configs[override])
+        else:
+            OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
+    return resolved(cfg)
+
+
+SAVED = {"global_step": 60, "epoch": 9, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 10}}}}}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changed=st.lists(st.sampled_from(sorted(CHANGES_MEANING)), min_size=1, max_size=3, unique=True),
+       allowed=st.lists(st.sampled_from(MAY_CHANGE), max_size=3, unique=True))  # fmt: skip
+def test_a_resume_refuses_every_change_of_meaning_and_accepts_the_rest(configs, changed, allowed):
+    saved = {**SAVED, META: {"config": with_overrides(configs, [])}}
+    with pytest.raises(ConfigError) as refused:
+        check_resume("run/checkpoints/last.ckpt", saved, with_overrides(configs, [*allowed, *changed]))
+    message = str(refused.value)
+    assert "\n" not in message and "a resume continues its run exactly" in message
+    for override in changed:
+        assert CHANGES_MEANING[override] in message, (override, message)
+    listed = message.split("these overrides change it: ")[1].split("; drop them")[0]
+    for override in allowed:
+        assert f"{override.partition('=')[0]}=" not in listed, (override, message)
+    check_resume("run/checkpoints/last.ckpt", saved, with_overrides(configs, allowed))  # accepted
+
+
+def test_resume_to_fewer_epochs_is_refused_and_a_resume_records_where_it_started(tmp_path):
+    train(tmp_path / "run", "trainer.max_epochs=2")
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=1 is not valid: the checkpoint .* already trained 2"):
+        train(tmp_path / "run", "trainer.max_epochs=1", "ckpt_path=last")
+    with pytest.raises(ConfigError, match=r"optimizer.lr=100.0 \(the checkpoint's run: 0.001\)"):
+        train(tmp_path / "run", "trainer.max_epochs=3", "ckpt_path=last", "optimizer.lr=100.0")
+    resumed = train(tmp_path / "run", "trainer.max_epochs=3", "ckpt_path=last")
+    assert resumed["resumed_from"] == {"checkpoint": str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
+                                       "epochs": 2, "step": 12}  # fmt: skip
+    assert resumed["steps"] == 18 and resumed["status"] == "ok"
+
+
+# ---- 3. run folders are data, never code ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["model"].update(_target_="os.system"), "names _target_='os.system', which is not one of"),
+        (lambda c: c["loss"].update(_target_="os.system"), "names _target_='os.system', which is not one of"),
+        (lambda c: c["model"].update(hidden={"_target_": "os.system", "_args_": ["touch pwned"]}),
+         "holds model.hidden._target_='os.system'; a run folder is data"),
+    ],
+)  # fmt: skip
+def test_a_crafted_teacher_folder_is_refused_and_nothing_runs(tmp_path, edit, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train(tmp_path / "teacher", "trainer.max_epochs=1")
+    path = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
+    checkpoint = read_checkpoint("ckpt_path", path)
+    config = checkpoint[META]["config"]
+    edit(config)
+    RunCheckpointIO(config).save_checkpoint(checkpoint, path)  # a valid checksum: the attacker can compute it
+    calls = []
+    monkeypatch.setattr(os, "system", lambda *a: calls.append(a))
+    with pytest.raises(ConfigError, match=message):
+        train(tmp_path / "student", "loss=kd", f"teacher.ckpt_path={path}")
+    assert not calls and not (tmp_path / "pwned").exists() and not (tmp_path / "student" / "metrics.json").exists()
+
+
+# ---- 4. a run folder belongs to one run -------------------------------------------------------------
+
+
+def test_a_run_folder_is_never_taken_over_and_an_evaluation_writes_beside_it(tmp_path):
+    first = train(tmp_path / "run", "trainer.max_epochs=1")
+    owned = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    foreign = r"hydra.run.dir='.*run' is not valid: it holds another run \(metrics.json, checkpoints/last.ckpt\)"
+    with pytest.raises(ConfigError, match=foreign):
+        train(tmp_path / "run", "trainer.max_epochs=1", "seed=7")
+    with pytest.raises(ConfigError, match="it holds this configuration's run already"):
+        train(tmp_path / "run", "trainer.max_epochs=1")
+    evaluated = train(tmp_path / "run", "trainer.max_epochs=1", "train=false", "ckpt_path=last")
+    assert {p: p.read_bytes() for p in owned} == owned  # nothing of the run was touched
+    (record,) = (tmp_path / "run").glob("eval-*.json")
+    assert evaluated["record"] == record.name and json.loads(record.read_text())["test/acc"] == first["test/acc"]
+    assert list((tmp_path / "run").glob("eval-*.npz"))
+
+
+# ---- 5. atomic writes, full and read-only disks, checksums ------------------------------------------
+
+
+def test_a_write_is_all_or_nothing_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    atomic.write_text(target, "old")
+    renames = []
+    real_replace = os.replace
+
+    def replace(src, dst):  # at the rename, the new content is complete and the old one still in place
+        renames.append((Path(src).parent, Path(src).read_text(), Path(dst).read_text()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    atomic.write_text(target, "new")
+    assert renames == [(tmp_path, "new", "old")] and target.read_text() == "new"
+
+    def killed(handle):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_atomic(target, killed)
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+KILLED_WRITER = """
+import sys, torch
+from lossheads.checkpoints import RunCheckpointIO
+io = RunCheckpointIO({"seed": 1})
+for i in range(1000):
+    io.save_checkpoint({"state_dict": {"w": torch.full((3_000_000,), float(i))}, "global_step": i}, sys.argv[1])
+    print(i, flush=True)
+"""
+
+
+def test_a_sigkill_during_a_checkpoint_write_on_another_filesystem_leaves_a_whole_checkpoint(tmp_path):
+    """/dev/shm is a tmpfs: another filesystem than /tmp, where Lightning's own save would copy."""
+    folder = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else tmp_path
+    target = folder / f"lossheads-test-{os.getpid()}" / "last.ckpt"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "0"
+        writer.stdout.readline()
+        time.sleep(0.05)
+        writer.kill()  # SIGKILL, somewhere in a write
+        writer.wait(timeout=30)
+        saved = read_checkpoint("ckpt_path", target)  # whole, and its checksum verified
+        assert saved["state_dict"]["w"][0] == saved["global_step"] >= 1
+    finally:
+        for leftover in target.parent.iterdir():
+            leftover.unlink()
+        target.parent.rmdir()
+
+
+def test_concurrent_writers_of_one_metrics_json_never_fail(tmp_path):
+    target = tmp_path / "metrics.json"
+    script = "import sys, pathlib\nfrom lossheads.train import write_metrics\n" \
+             "for i in range(150): write_metrics(pathlib.Path(sys.argv[1]), {'writer': 'process', 'i': i})"  # fmt: skip
+    command = [sys.executable, "-c", script, str(target)]
+    processes = [subprocess.Popen(command, stderr=subprocess.PIPE) for _ in range(2)]
+    errors = []
+
+    def write_many(n):
+        from lossheads.train import write_metrics
+
+        for i in range(150):
+            try:
+                write_metrics(target, {"writer": n, "i": i})
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=write_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [p.wait(timeout=120) for p in processes] == [0, 0], [p.stderr.read() for p in processes]
+    assert not errors and json.loads(target.read_text())["i"] == 149
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_an_altered_checkpoint_is_refused(tmp_path):
+    train(tmp_path / "run", "trainer.max_epochs=1")
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    weights = checkpoint["state_dict"]["net.0.weight"]
+    data = bytearray(path.read_bytes())
+    at = data.find(weights.numpy().tobytes()[:64]) + 2
+    data[at] ^= 0x10  # one flipped bit inside a weight, in the file itself
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="its checksum does not match its contents"):
+        train(tmp_path / "eval", "train=false", f"ckpt_path={path}")
+    checkpoint["state_dict"]["net.0.weight"][0, 0] += 1e-3  # or a weight changed by a program, the checksum kept
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError, match="its checksum does not match its contents"):
+        train(tmp_path / "eval2", "train=false", f"ckpt_path={path}")
+
+
+def enospc_for_checkpoints(real):
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and ".ckpt." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    return fsync
+
+
+def test_a_full_disk_stops_the_run_in_one_line_with_a_status_record(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(atomic.os, "fsync", enospc_for_checkpoints(os.fsync))
+    with pytest.raises(SystemExit) as stopped:
+        main(compose_config([*QUIET, "trainer.max_epochs=1"], tmp_path / "run"))
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot write ") and ".ckpt: the disk is full: free space" in line
+    assert json.loads((tmp_path / "run" / "failure.json").read_text())["status"] == "failed"
+    assert not list((tmp_path / "run").rglob("*.ckpt")) and not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_a_read_only_checkpoints_folder_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    real = atomic.tempfile.mkstemp
+
+    def mkstemp(*args, dir, **kwargs):
+        if Path(dir).name == "checkpoints":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(SystemExit) as stopped:
+        main(compose_config([*QUIET, "trainer.max_epochs=1"], tmp_path / "run"))
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "checkpoints/.write-test: the filesystem is read-only" in line
+    assert json.loads((tmp_path / "run" / "failure.json").read_text())["status"] == "failed"
+
+
+# ---- 6. every stop is recorded ----------------------------------------------------------------------
+
+
+def start(cwd: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{TESTS}"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+
+def pause(hook: str, marker: Path, occurrence: int = 1) -> list[str]:
+    return ["+callbacks.pause._target_=pause_callback.Pause", f"+callbacks.pause.hook={hook}",
+            f"+callbacks.pause.marker={marker}", f"+callbacks.pause.occurrence={occurrence}"]  # fmt: skip
+
+
+def signal_when(process: subprocess.Popen, marker: Path, sig: int) -> str:
+    deadline = time.monotonic() + 240
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    return stderr
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_stop_in_the_test_phase_is_recorded_and_the_printed_command_finishes_the_run(tmp_path, sig, code, name):
+    run_dir = tmp_path / "runs=a,b"  # `=` and `,`: the resume command must quote it for Hydra and the shell
+    process = start(tmp_path, "trainer.max_epochs=2", *QUIET, f"hydra.run.dir='{run_dir}'",
+                    *pause("on_test_start", tmp_path / "paused"))  # fmt: skip
+    stderr = signal_when(process, tmp_path / "paused", sig)
+    assert process.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted by")]
+    assert f"interrupted by {name}" in line and "during test;" in line
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["phase"] == "test" and "test/acc" not in record
+    assert record["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert torch.load(record["checkpoint"], weights_only=True)["global_step"] == 12  # training had finished
+    if sig == signal.SIGINT:
+        return  # one resume is enough: the command is the same
+    command = line.split("resume with: ", 1)[1]
+    assert command == record["resume"]
+    env = {**os.environ, "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{TESTS}"}
+    command = command.replace("python train.py", f"{sys.executable} {ROOT / 'train.py'}", 1)
+    resumed = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finished = json.loads((run_dir / "metrics.json").read_text())
+    assert finished["status"] == "ok" and "test/acc" in finished and "val/loss" in finished
+    assert finished["steps"] == 12 and finished["resumed_from"]["step"] == 12
+
+
+def test_a_stop_in_distillations_second_run_resumes_the_recipe(tmp_path):
+    """teacher (2 epochs) -> kd student, stopped at the start of its second epoch -> resumed: the
+    teacher is kept as it was, the kd student resumed from its last.ckpt, the hard one trained."""
+    common = ["experiment=distill", "trainer.max_epochs=2", *QUIET, "distill.teacher_model.hidden=[16]"]
+    process = start(tmp_path, *common, "hydra.run.dir=run", *pause("on_train_epoch_start", tmp_path / "p", 4))
+    stderr = signal_when(process, tmp_path / "p", signal.SIGINT)
+    assert process.returncode == 130, stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["checkpoint"].endswith("kd/checkpoints/last.ckpt")
+    assert record["resume"].endswith("ckpt_path=last")
+    teacher = (tmp_path / "run" / "teacher" / "metrics.json").read_bytes()
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *common, "hydra.run.dir=run", "ckpt_path=last"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (tmp_path / "run" / "teacher" / "metrics.json").read_bytes() == teacher
+    kd = json.loads((tmp_path / "run" / "kd" / "metrics.json").read_text())
+    assert kd["resumed_from"]["epochs"] == 1 and kd["epochs"] == 2
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert final["status"] == "ok" and {"teacher/test/acc", "kd/test/acc", "hard/test/acc"} <= set(final)
+
+
+@pytest.mark.parametrize("override", ["trainer.max_steps=0", "+trainer.limit_train_batches=0"])
+def test_a_run_that_can_take_no_optimizer_step_is_refused(tmp_path, override):
+    with pytest.raises(ConfigError, match="take no optimizer step"):
+        train(tmp_path / "run", override)
+    assert not (tmp_path / "run" / "metrics.json").exists()
