@@ -98,8 +98,8 @@ def test_last_ckpt_holds_the_final_step_when_validation_gets_worse(tmp_path):
 CHANGES_MEANING = {
     "optimizer.lr=100": "optimizer.lr=100 (the checkpoint's run: 0.001)",
     "optimizer.weight_decay=1000": "optimizer.weight_decay=1000 (the checkpoint's run: 0.0)",
-    "loss=focal": "loss._target_=",
-    "loss.reduction=sum": "loss.reduction='sum' (the checkpoint's run: 'mean')",
+    "loss=focal": "loss.name='focal' (the checkpoint's run: 'auto')",
+    "loss.reduction=sum": "loss.reduction='sum' (the checkpoint's run: None)",
     "data=synthetic_binary": "data._target_=",
     "data.split_seed=7": "data.split_seed=7 (the checkpoint's run: 42)",
     "data.batch_size=32": "data.batch_size=32 (the checkpoint's run: 64)",
@@ -183,7 +183,7 @@ def test_resume_to_fewer_epochs_is_refused_and_a_resume_records_where_it_started
     ("edit", "message"),
     [
         (lambda c: c["model"].update(_target_="os.system"), "names _target_='os.system', which is not one of"),
-        (lambda c: c["loss"].update(_target_="os.system"), "names _target_='os.system', which is not one of"),
+        (lambda c: c["loss"].update(name="os.system"), "loss='os.system' is not valid: use one of"),
         (lambda c: c["model"].update(hidden={"_target_": "os.system", "_args_": ["touch pwned"]}),
          "holds model.hidden._target_='os.system'; a run folder is data"),
     ],
