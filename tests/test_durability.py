@@ -7,6 +7,7 @@ import copy
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -435,3 +436,100 @@ def test_a_run_that_can_take_no_optimizer_step_is_refused(tmp_path, override):
     with pytest.raises(ConfigError, match="take no optimizer step"):
         train(tmp_path / "run", override)
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# ---- 7. sweeps survive being killed -------------------------------------------------------------------
+
+
+def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_report(tmp_path):
+    from lossheads.report import write_report
+
+    sweep = ["-m", "seed=1,2,3", "trainer.max_epochs=1", *QUIET, "hydra.sweep.dir=sweep"]
+    process = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))  # in job 1
+    stderr = signal_when(process, tmp_path / "p", signal.SIGTERM)
+    assert process.returncode == 143, stderr[-3000:]
+    folder = tmp_path / "sweep"
+    assert json.loads((folder / "1" / "metrics.json").read_text())["status"] == "interrupted"
+    assert not (folder / "2").exists() and not (folder / "report.md").exists()
+    report = write_report(folder).read_text()  # by hand: the job that never ran is listed
+    assert "| missing | never ran: the sweep was stopped before it" in report
+    finished = (folder / "0" / "metrics.json").read_bytes()
+    again = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))
+    _, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-3000:]
+    assert (folder / "0" / "metrics.json").read_bytes() == finished  # skipped, not retrained
+    records = [json.loads((folder / str(n) / "metrics.json").read_text()) for n in range(3)]
+    assert [r["status"] for r in records] == ["ok"] * 3 and [r["seed"] for r in records] == [1, 2, 3]
+    assert "3 ok" in (folder / "report.md").read_text()
+
+
+# ---- 8. inputs that ended in tracebacks, and silent wrong inputs ---------------------------------------
+
+
+def table(tmp_path: Path, header: str, label: int = 1, encoding: str = "utf-8") -> str:
+    rows = [f"{i % 7},{i % 5},{i % 2}" for i in range(40)]
+    rows[0] = f"0,0,{label}"
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding=encoding)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["seed=4294967296"], "seed=4294967296 is not valid: use a whole number in [0, 4294967295]"),
+        (["data.split_seed=100000000000000"], "data.split_seed=100000000000000 is not valid: use a whole number in"),
+        (["+optimizer.betas=[0.9,1.5]"], "optimizer: Invalid beta parameter at index 1: 1.5: fix the optimizer.*"),
+        (["+optimizer.foo=1"], "optimizer: AdamW.__init__() got an unexpected keyword argument 'foo'"),
+        (["model.hidden=64"], "model: 'int' object is not iterable: fix the model.* overrides"),
+        (["trainer.devices=5000", "trainer.accelerator=cpu"], "trainer.devices=5000 is not valid: this machine has"),
+        (["+trainer.num_nodes=2"], "trainer.num_nodes=2 is not valid: several nodes need a cluster launcher"),
+        (["CSV:a,b,label:utf-16"], "not a UTF-8 text CSV (UnicodeDecodeError"),
+        (["CSV:a,a,label"], "the header repeats the column name(s) ['a']"),
+        (["CSV:a,b,label", "data.feature_columns=[a,label]"], "['label'] is a label column; a label used as a feature"),
+        (["CSV:a,b,label", "data.feature_columns=[]"], "data.feature_columns=[] is not valid: name at least one"),
+        (["CSV:a,b,label:utf-8:100000", "loss=ce"], "label 100000 means 100001 classes for 40 rows"),
+    ],
+)  # fmt: skip
+def test_inputs_that_ended_in_tracebacks_are_refused_in_one_line(tmp_path, overrides, message, monkeypatch):
+    for env in ("SLURM_NTASKS", "SLURM_JOB_NAME", "LSB_JOBID", "TORCHELASTIC_RUN_ID", "MASTER_ADDR"):
+        monkeypatch.delenv(env, raising=False)
+    if overrides[0].startswith("CSV:"):
+        _, header, *rest = overrides[0].split(":")
+        encoding, label = [*rest, "utf-8", "1"][0], [*rest[1:], "1"][0]
+        path = table(tmp_path, header, int(label), encoding)
+        overrides = ["data=csv", f"data.path={path}", "data.label_columns=[label]", *overrides[1:]]
+    with pytest.raises(ConfigError) as refused:
+        train(tmp_path / "run", *overrides)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_binary_file_as_csv_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ConfigError, match=r"not a UTF-8 text CSV"):
+        train(tmp_path / "run", "data=csv", f"data.path={path}", "data.label_columns=[label]")
+
+
+# ---- 9. advice that is true -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "scale", "advice"),
+    [
+        ([], float("inf"), "step 0: before any update, so not the learning rate: check the inputs"),
+        (["trainer.precision=16-true"], 1e4, "half precision (trainer.precision=16-true) overflowed: use bf16-mixed"),
+    ],
+)  # fmt: skip
+def test_a_non_finite_loss_blames_what_caused_it(tmp_path, overrides, scale, advice):
+    from conftest import built
+    from lossheads.module import Diverged
+
+    overrides = [*QUIET, "trainer.max_epochs=1", "trainer.accelerator=cpu", *overrides]
+    datamodule, module, trainer = built(overrides, tmp_path)
+    with torch.no_grad():
+        for parameter in module.net.parameters():
+            parameter.mul_(scale)
+    with pytest.raises(Diverged, match=re.escape(advice)):
+        trainer.fit(module, datamodule=datamodule)

@@ -59,8 +59,20 @@ def read_job(folder: Path) -> Job:
 def collect(sweep_dir: Path) -> list[Job]:
     folders = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
     jobs = [read_job(f) for f in sorted(folders, key=lambda p: (len(p.name), p.name))]
+    jobs += never_ran(sweep_dir, {f.name for f in folders})
     label_configs(jobs)
     return jobs
+
+
+def never_ran(sweep_dir: Path, present: set[str]) -> list[Job]:
+    """The grid's jobs (multirun.yaml) that have no folder: the sweep was stopped before them."""
+    from lossheads.sweeps import expected_jobs
+
+    return [
+        Job(sweep_dir / name, {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}, "missing",
+            reason="never ran: the sweep was stopped before it; run the same sweep again to finish it")
+        for name, overrides in expected_jobs(sweep_dir) or [] if name not in present
+    ]  # fmt: skip
 
 
 def label_configs(jobs: list[Job]) -> None:

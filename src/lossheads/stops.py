@@ -10,8 +10,10 @@ A second signal while the first stop is being recorded is ignored (a SIGKILL sti
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -47,11 +49,19 @@ def _handler(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """Make SIGINT and SIGTERM raise in the main thread, remembering which one came."""
+@contextlib.contextmanager
+def caught() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM raise in the main thread, remembering which one came; after: the
+    handlers found before (a caller such as a test process keeps its own)."""
     StopSignals.received, StopSignals.trainer, StopSignals.phase = None, None, ""
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, _handler)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def hydra_string(key: str, value: str) -> str:

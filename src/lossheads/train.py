@@ -33,7 +33,7 @@ from lossheads.module import ClassifierModule, Diverged
 from lossheads.pairing import build_head_for, build_loss
 from lossheads.resume import check_resume, resolved, resumed_from
 from lossheads.run_folder import ForeignFolder, claim, evaluation_names, fingerprint, owns_training_record
-from lossheads.stops import StopSignals, install, resume_command
+from lossheads.stops import StopSignals, caught, resume_command
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
@@ -300,14 +300,14 @@ def main(cfg: DictConfig) -> float | None:
     exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
     Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
     quiet_lightning()
-    install()
-    try:
-        return _main(cfg, in_sweep())
-    except BaseException:
-        if StopSignals.received is None:
+    with caught():
+        try:
+            return _main(cfg, in_sweep())
+        except BaseException:
+            if StopSignals.received is None:
+                raise
+            record_stop(cfg)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on (SystemExit for Ctrl-C)
             raise
-        record_stop(cfg)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on (SystemExit for Ctrl-C)
-        raise
 
 
 def _main(cfg: DictConfig, sweeping: bool) -> float | None:
