@@ -209,7 +209,9 @@ def test_a_crafted_teacher_folder_is_refused_and_nothing_runs(tmp_path, edit, me
 
 def test_a_run_folder_is_never_taken_over_and_an_evaluation_writes_beside_it(tmp_path):
     first = train(tmp_path / "run", "trainer.max_epochs=1")
-    owned = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    # (its TensorBoard writer flushes its last events when it is collected: those files are left out)
+    owned = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.parts[-2] == "run"}
+    owned.update({p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()})
     foreign = r"hydra.run.dir='.*run' is not valid: it holds another run \(metrics.json, checkpoints/last.ckpt\)"
     with pytest.raises(ConfigError, match=foreign):
         train(tmp_path / "run", "trainer.max_epochs=1", "seed=7")
@@ -220,6 +222,18 @@ def test_a_run_folder_is_never_taken_over_and_an_evaluation_writes_beside_it(tmp
     (record,) = (tmp_path / "run").glob("eval-*.json")
     assert evaluated["record"] == record.name and json.loads(record.read_text())["test/acc"] == first["test/acc"]
     assert list((tmp_path / "run").glob("eval-*.npz"))
+
+
+def test_a_refused_command_puts_the_owners_hydra_files_back(tmp_path, capsys):
+    folder = tmp_path / "run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=1\n")  # as Hydra writes it
+    main(compose_config([*QUIET, "trainer.max_epochs=1"], folder))
+    (folder / ".hydra" / "overrides.yaml").write_text("- seed=7\n")  # Hydra, for the next command, before our code
+    with pytest.raises(SystemExit) as refused:
+        main(compose_config([*QUIET, "trainer.max_epochs=1", "seed=7"], folder))
+    assert refused.value.code == 2 and "it holds another run" in capsys.readouterr().err
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == "- trainer.max_epochs=1\n"
 
 
 # ---- 5. atomic writes, full and read-only disks, checksums ------------------------------------------

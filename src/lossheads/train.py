@@ -32,7 +32,16 @@ from lossheads.distill import load_teacher, run_distillation
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.pairing import build_head_for, build_loss
 from lossheads.resume import check_resume, resolved, resumed_from
-from lossheads.run_folder import ForeignFolder, claim, evaluation_names, fingerprint, owns_training_record
+from lossheads.run_folder import (
+    ForeignFolder,
+    claim,
+    evaluation_names,
+    fingerprint,
+    keep_hydra_files,
+    owns_training_record,
+    read_record,
+    restore_hydra_files,
+)
 from lossheads.stops import StopSignals, caught, resume_command
 
 EXIT_DIVERGED = 1
@@ -149,6 +158,8 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     if rank_zero_only.rank == 0:
         require_writable(output_dir / "checkpoints" if cfg.train else output_dir)
         save_config(cfg, output_dir)
+        if cfg.train:
+            keep_hydra_files(output_dir)
     trainer = build_trainer(cfg)
     StopSignals.trainer = trainer
     if torch.cuda.is_available():
@@ -276,7 +287,10 @@ def record_stop(cfg: DictConfig) -> None:
         checkpoint = str(max(checkpoints, key=lambda p: p.stat().st_mtime)) if checkpoints else None
         has_checkpoint = True  # ckpt_path=last continues the recipe: finished steps kept, the rest resumed
     else:
-        newest = newest_checkpoint(output_dir / "checkpoints")
+        try:
+            newest = newest_checkpoint(output_dir / "checkpoints")
+        except ConfigError:  # a damaged file there: say so in the record rather than fail to record
+            newest = None
         checkpoint, has_checkpoint = (str(newest) if newest else None), newest is not None
     try:
         overrides = list(HydraConfig.get().overrides.task)
@@ -284,9 +298,11 @@ def record_stop(cfg: DictConfig) -> None:
         overrides = []
     stop = Interrupted(StopSignals.name(), checkpoint, phase)
     resume = resume_command(overrides, str(output_dir), has_checkpoint)
+    owner = (read_record(output_dir) or {}).get("fingerprint")
     try:
-        record_status(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json", checkpoint=checkpoint,
-                      resume=resume, phase=phase)  # fmt: skip
+        if owner is None or owner == fingerprint(resolved(cfg)):  # never over another run's record
+            record_status(cfg, "interrupted", f"{stop}: resume with {resume}", "metrics.json",
+                          checkpoint=checkpoint, resume=resume, phase=phase)  # fmt: skip
     except StorageError as error:
         print(f"error: {error}", file=sys.stderr)
     saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (training had not started)"
@@ -319,7 +335,8 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
         else:
             record = run(cfg, continue_own=sweeping)
-    except ForeignFolder as error:  # nothing is written into another run's folder
+    except ForeignFolder as error:  # nothing is written into another run's folder; its .hydra/ is put back
+        restore_hydra_files(Path(cfg.paths.output_dir))
         if sweeping:
             logging.getLogger(__name__).warning("refused job: %s", error)
             return None
