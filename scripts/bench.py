@@ -77,10 +77,12 @@ class StepClock:
 
 def harness_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, device: str) -> float:
     """As train.py builds the run, callbacks included, minus per-epoch work that is not a training
-    step: no validation and no checkpoint files (ModelCheckpoint stays, saving nothing)."""
+    step: no validation and no checkpoint files (ModelCheckpoint stays, saving nothing; LastCheckpoint,
+    which writes last.ckpt at every epoch end, is left out)."""
     overrides = [*data_overrides(batch_size, n_samples), f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
                  "+trainer.limit_val_batches=0", f"trainer.accelerator={accelerator(device)}",
-                 "+callbacks.model_checkpoint.save_top_k=0", "callbacks.model_checkpoint.save_last=false"]  # fmt: skip
+                 "+callbacks.model_checkpoint.save_top_k=0", "callbacks.model_checkpoint.save_last=false",
+                 "~callbacks.last_checkpoint"]  # fmt: skip
     cfg = compose_config(overrides, folder)
     datamodule, module = build(cfg)
     trainer = build_trainer(cfg)

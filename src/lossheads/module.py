@@ -134,6 +134,8 @@ class ClassifierModule(LightningModule):
         precision = str(self.trainer.precision)
         if precision.startswith("16"):  # fp16 tops out at 65504: large logits or losses overflow
             advice = f": half precision (trainer.precision={precision}) overflowed: use bf16-mixed or 32-true"
+            if first_step + bad > 0:
+                advice += f", or lower optimizer.lr={lr:g}"
         elif first_step + bad == 0:  # before any update, the learning rate cannot be the cause
             advice = (": before any update, so not the learning rate: check the inputs (features, labels), "
                       "the loss options (e.g. loss.pos_weight), the initial weights or trainer.precision")  # fmt: skip
