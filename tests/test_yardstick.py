@@ -153,7 +153,7 @@ def test_auto_threshold_ties_take_the_higher_threshold_and_labels_get_their_own(
 
 
 def test_threshold_auto_run_records_its_threshold_and_per_class_json(train, tmp_path):
-    record = train("data=synthetic_binary", "data.n_samples=300", "threshold=auto")
+    record = train("data=synthetic_binary", "data.n_samples=300", "threshold=auto", "head=softmax")
     val = np.load(tmp_path / "run" / "predictions.npz")
     expected = best_f1_threshold(torch.as_tensor(val["val_probs"]), torch.as_tensor(val["val_targets"]))
     assert record["threshold"] == pytest.approx(expected)

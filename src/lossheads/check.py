@@ -14,7 +14,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-KNOWN_HEADS = ("auto", "sigmoid", "softmax", "multilabel")
 PRECISIONS = (
     "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
     "transformer-engine", "transformer-engine-float16",
@@ -75,7 +74,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.threshold != "auto":
         require(is_number(cfg.threshold) and 0 < cfg.threshold < 1, "threshold", cfg.threshold,
                 "use a number in (0, 1), or auto (the validation F1-maximizing threshold)")  # fmt: skip
-    require_choice("head", cfg.head.name, KNOWN_HEADS)
+    from lossheads.pairing import AUTO, HEADS, LOSSES, loss_name  # here: the heads import this module
+
+    require_choice("head", cfg.head.name, (AUTO, *sorted(HEADS)))
+    require_choice("loss", loss_name(cfg.loss), (AUTO, *sorted(LOSSES)))
     optimizer = cfg.optimizer
     require(is_number(optimizer.get("lr")) and optimizer.lr > 0, "optimizer.lr", optimizer.get("lr"),
             "use a learning rate > 0, e.g. optimizer.lr=1e-3")  # fmt: skip
