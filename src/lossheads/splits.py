@@ -24,12 +24,15 @@ SPLITS = ("train", "val", "test")
 
 
 def sample_hashes(features: np.ndarray, targets: np.ndarray) -> list[str]:
-    """One hex hash per sample (row) of the raw features and targets, as loaded."""
-    rows = np.ascontiguousarray(features).reshape(len(features), -1)
+    """One hex hash per sample (row) of the raw features and targets, as loaded. Object arrays (e.g.
+    file names of data decoded lazily) are hashed by their text, not by their pointers."""
+    rows = np.asarray(features).reshape(len(features), -1)
     labels = np.ascontiguousarray(targets).reshape(len(targets), -1)
-    return [
-        hashlib.blake2b(x.tobytes() + y.tobytes(), digest_size=8).hexdigest() for x, y in zip(rows, labels, strict=True)
-    ]
+    if rows.dtype == object:
+        as_bytes = ["\x1f".join(map(str, row)).encode() for row in rows]
+    else:
+        as_bytes = [row.tobytes() for row in np.ascontiguousarray(rows)]
+    return [hashlib.blake2b(x + y.tobytes(), digest_size=8).hexdigest() for x, y in zip(as_bytes, labels, strict=True)]
 
 
 def split_record(name: str, hashes: list[str], indices: dict[str, np.ndarray]) -> dict[str, Any]:
