@@ -17,6 +17,7 @@ from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
 from lossheads.pairing import build_head_for
 from lossheads.run_folder import build_from_folder
+from lossheads.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
 
@@ -53,10 +54,6 @@ def load_teacher(
     teacher_cfg = OmegaConf.create(checkpoint_config(checkpoint) or _folder_config(path))
     theirs, ours = teacher_cfg.data._target_, data_cfg._target_
     require(theirs == ours, KEY, str(path), f"the teacher was trained on {theirs}, the student uses {ours}")
-    their_split, our_split = teacher_cfg.data.get("split_seed"), data_cfg.get("split_seed")
-    require(their_split == our_split, KEY, str(path),
-            f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
-            f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
     state = checkpoint["state_dict"]
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
@@ -72,6 +69,7 @@ def load_teacher(
             f"({datamodule.num_features} features, {head.num_logits} logits): it was trained with another "
             "number of classes or features"
         ) from None
+    check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)
     return Teacher(net, head, student_head)
 
 

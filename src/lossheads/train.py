@@ -42,7 +42,9 @@ from lossheads.run_folder import (
     read_record,
     restore_hydra_files,
 )
+from lossheads.splits import write_split
 from lossheads.stops import StopSignals, caught, resume_command
+from lossheads.threshold import tune_threshold
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
@@ -63,9 +65,13 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     """Everything a run needs, every input checked, before any training starts."""
     check_config(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=cfg.steps_per_call)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=cfg.steps_per_call, seed=cfg.seed)
     datamodule.setup()
-    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes, cfg.threshold)
+    require(cfg.threshold != "auto" or datamodule.task != "multiclass", "threshold", cfg.threshold,
+            "multi-class heads predict the argmax and take no threshold: drop threshold=auto")  # fmt: skip
+    # threshold=auto trains and validates at 0.5; the tuned threshold is set before testing
+    threshold = 0.5 if cfg.threshold == "auto" else cfg.threshold
+    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes, threshold)
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     teacher = None
     if loss.needs_teacher:
@@ -74,7 +80,8 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     net = instantiate_checked(cfg.model, "model", in_features=datamodule.num_features, out_features=head.num_logits)
     optimizer = checked_optimizer(cfg.optimizer, net)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
-                              batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call)  # fmt: skip
+                              batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call,
+                              labels=getattr(datamodule, "label_names", None) or None)  # fmt: skip
     return datamodule, module
 
 
@@ -140,6 +147,33 @@ def save_predictions(module: ClassifierModule, path: Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def choose_threshold(
+    trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule, ckpt_path: str | None
+) -> dict[str, float]:
+    """`threshold=auto`: validate the weights to be tested (at threshold 0.5), set the head's threshold
+    to the one that maximizes validation F1 (per label on multi-label data), and return the val metrics."""
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+    batches = module.predictions["val"]
+    chosen = tune_threshold(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]))
+    module.head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
+    return logged(trainer, "val/")
+
+
+def threshold_value(threshold: float | torch.Tensor) -> float | list[float]:
+    return threshold.tolist() if isinstance(threshold, torch.Tensor) else float(threshold)
+
+
+def tested_weights(trainer: Trainer, ckpt_path: str | None) -> dict[str, Any]:
+    """Which weights `test/*` came from: `last` (the weights training ended with) or, evaluating a
+    checkpoint, `last`/`best` by its file name (else the name), with the 0-based epoch they were
+    saved at, as Lightning numbers epochs in checkpoint names and TensorBoard."""
+    if ckpt_path is None:
+        return {"test_weights": "last", "test_weights_epoch": trainer.current_epoch - 1}
+    stem = Path(ckpt_path).stem
+    kind = next((k for k in ("last", "best") if stem.startswith(k)), stem)
+    return {"test_weights": kind, "test_weights_epoch": read_checkpoint("ckpt_path", Path(ckpt_path)).get("epoch")}
+
+
 def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     """Train (or, with train=false, only evaluate `ckpt_path`), test and record one configuration;
     returns what metrics.json holds. Under DDP only rank 0 writes. `continue_own` (a sweep job or a
@@ -162,6 +196,9 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
             keep_hydra_files(output_dir)
     trainer = build_trainer(cfg)
     StopSignals.trainer = trainer
+    beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
+    if trainer.is_global_zero and not beside:
+        write_split(output_dir, datamodule.split_record)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     metrics: dict[str, float] = {}
@@ -173,15 +210,20 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
                               "initialization's; give training something to do")  # fmt: skip
         metrics = logged(trainer, "val/") or last_val_metrics(trainer)
         ckpt_path = None  # test the weights training ended with
+    if cfg.threshold == "auto":
+        metrics = choose_threshold(trainer, module, datamodule, ckpt_path)
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     metrics.update(logged(trainer, "test/"))
     record = {
         "status": "ok",
+        "task": datamodule.task,
         "head": module.head.name,
         "loss": module.loss.name,
         "data": datamodule.name,
         "seed": cfg.seed,
         **({"epochs": trainer.current_epoch, "steps": trainer.global_step} if cfg.train else {"evaluated": ckpt_path}),
+        **tested_weights(trainer, ckpt_path),
+        "threshold": None if datamodule.task == "multiclass" else threshold_value(module.head.threshold),
         **({"resumed_from": start} if cfg.train and start else {}),
         "max_epochs": cfg.trainer.max_epochs,
         "fingerprint": fingerprint(config),
@@ -190,10 +232,12 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return record
     metrics_file, predictions_file = output_dir / "metrics.json", output_dir / "predictions.npz"
-    if not cfg.train and owns_training_record(output_dir):
+    if beside:
         metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
         record["record"] = metrics_file.name
     save_predictions(module, predictions_file)
+    if module.per_class:
+        write_metrics(metrics_file.with_name(metrics_file.name.replace("metrics", "per_class")), module.per_class)
     write_metrics(metrics_file, record)
     if trainer.logger is not None and hasattr(trainer.logger, "log_hyperparams"):
         params = {k: v for k, v in record.items() if "/" not in k}
