@@ -4,6 +4,7 @@ the real config on every task its head fits, each other pair refused in one line
 from __future__ import annotations
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
 
 from lossheads.check import ConfigError
 from lossheads.heads import HEADS
@@ -34,6 +35,13 @@ def test_the_table_covers_every_registered_head_and_loss_and_matches_their_class
         assert {h for h, cls in HEADS.items() if LOSSES[loss].fits(cls)} == heads, loss
     for head, tasks in TASKS.items():
         assert list(HEADS[head].tasks) == tasks
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_optuna_searches_only_options_the_chosen_loss_takes(config, loss):
+    config(f"loss={loss}", "hparams_search=optuna")  # sets HydraConfig, whose sweeper params Optuna reads
+    searched = [key.removeprefix("loss.") for key in HydraConfig.get().sweeper.params if key.startswith("loss.")]
+    assert set(searched) <= set(LOSSES[loss].takes), searched
 
 
 @pytest.mark.parametrize(("task", "head", "loss"), TRAINED)
