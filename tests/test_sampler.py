@@ -41,6 +41,7 @@ def test_ddp_shards_and_steps_per_call_serve_the_same_balanced_order():
 
     def make(**options) -> InMemoryBatches:
         return InMemoryBatches(features, LABELS, 10, shuffle=True, sampler=BalancedPermutation(1, LABELS), **options)
+
     single = torch.cat([x for x, _ in make()])
     per_call = torch.cat([x for x, _ in make(batches_per_item=4)])
     assert torch.equal(single, per_call)
