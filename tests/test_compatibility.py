@@ -3,13 +3,16 @@ the real config on every task its head fits, each other pair refused in one line
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 
 from lossheads.check import ConfigError
-from lossheads.heads import HEADS
+from lossheads.heads import HEADS, build_head
 from lossheads.losses import LOSSES
-from lossheads.pairing import resolve
+from lossheads.pairing import build_loss, resolve
 
 PER_LOGIT = {"sigmoid", "multilabel", "ovr"}
 CATEGORICAL = {"softmax"}
@@ -56,3 +59,22 @@ def test_every_other_pair_is_refused_in_one_line_naming_a_head_that_fits(task, h
     with pytest.raises(ConfigError, match=f"loss={loss} needs head=") as refused:
         resolve(head, loss, task)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss=focal", "loss.pos_weight=2"],
+         "loss.pos_weight=2 is not an option of loss=focal (it takes gamma, alpha, weight, reduction): "
+         "the losses that take it are asl|bce|bce_logits|ce;"),
+        (["loss=mse", "loss.label_smoothing=0.1"], "the losses that take it are bce|bce_logits|ce|class_balanced|"),
+        (["loss=kd", "loss.reduction=sum"], "loss.reduction='sum' is not an option of loss=kd"),
+        (["+loss.foo=1"], "loss.foo=1 is not an option of loss=bce_logits (it takes weight, pos_weight, reduction, "
+                          "label_smoothing): no loss takes it; drop loss.foo"),
+        (["loss.weight=auto"], "loss.weight='auto' is not valid: head=sigmoid has one logit"),
+    ],
+)  # fmt: skip
+def test_a_key_the_loss_does_not_take_is_refused_naming_the_losses_that_take_it(config, overrides, message):
+    cfg = config(*overrides)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_loss(cfg.loss, build_head("sigmoid", 2), torch.tensor([0, 1, 1, 0]))
