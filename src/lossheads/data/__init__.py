@@ -3,7 +3,7 @@
 from lossheads.data.base import ArrayDataModule, InMemoryBatches, LabeledArrays
 from lossheads.data.csv_file import CsvData
 from lossheads.data.embedded import BreastCancer, Digits, DigitsMultilabel
-from lossheads.data.synthetic import SyntheticBinary, SyntheticMulticlass, SyntheticMultilabel
+from lossheads.data.synthetic import SyntheticBinary, SyntheticLongTail, SyntheticMulticlass, SyntheticMultilabel
 
 __all__ = [
     "ArrayDataModule",
@@ -14,6 +14,7 @@ __all__ = [
     "InMemoryBatches",
     "LabeledArrays",
     "SyntheticBinary",
+    "SyntheticLongTail",
     "SyntheticMulticlass",
     "SyntheticMultilabel",
 ]

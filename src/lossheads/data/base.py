@@ -17,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
 from lossheads.check import ConfigError, require, require_fraction, require_int
+from lossheads.data.sampler import BalancedPermutation
 from lossheads.heads import Task
 from lossheads.splits import sample_hashes, split_record
 
@@ -65,6 +66,7 @@ class InMemoryBatches:
         batches_per_item: int = 1,
         rank: int = 0,
         world_size: int = 1,
+        sampler: Any = None,
     ) -> None:
         self.features, self.targets = features, targets
         n = len(features)
@@ -74,7 +76,8 @@ class InMemoryBatches:
         self.rank, self.world_size = rank, world_size
         self.shard_size = len(range(rank, self.usable, world_size))
         self.item_size = batch_size * batches_per_item
-        self.sampler = SeededPermutation(seed) if shuffle else None
+        # `sampler`: another per-epoch order with SeededPermutation's interface (data.sampler=balanced)
+        self.sampler = (sampler or SeededPermutation(seed)) if shuffle else None
         self.batch_sampler = None  # Lightning looks for one beside `sampler`
 
     def __len__(self) -> int:
@@ -145,8 +148,12 @@ class ArrayDataModule(LightningDataModule):
         drop_last: bool = False,
         steps_per_call: int = 1,
         seed: int = 0,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
+        require(sampler in ("shuffle", "balanced"), "data.sampler", sampler,
+                "use shuffle (a seeded permutation) or balanced (classes equally often per epoch)")  # fmt: skip
+        self.sampler = sampler
         require_int("steps_per_call", steps_per_call, 1)
         self.steps_per_call = steps_per_call
         require_int("data.batch_size", batch_size, 1)
@@ -184,6 +191,8 @@ class ArrayDataModule(LightningDataModule):
         if not np.isfinite(data.features).all():
             raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
         self.task, self.num_classes = data.task, data.num_classes
+        require(self.sampler != "balanced" or data.task != "multilabel", "data.sampler", self.sampler,
+                "balanced sampling needs single-label data: use data.sampler=shuffle on multi-label data")  # fmt: skip
         self.num_features = data.features.shape[1]
         train, val, test = stratified_split(data.hard_labels, len(data.features), self.fractions, self.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
@@ -215,7 +224,13 @@ class ArrayDataModule(LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.seed,
-                            batches_per_item=self.steps_per_call)  # fmt: skip
+                            batches_per_item=self.steps_per_call, sampler=self._balanced(self.seed))  # fmt: skip
+
+    def _balanced(self, seed: int) -> BalancedPermutation | None:
+        if self.sampler != "balanced":
+            return None
+        targets = self.train_targets
+        return BalancedPermutation(seed, targets.argmax(dim=1) if targets.ndim == 2 else targets)
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._loader("val", self.eval_batch_size, shuffle=False)
