@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from lossheads.report import stats
-from lossheads.report.thresholds import best_f1_threshold, f1_at
+from lossheads.report.thresholds import f1_at, study
 
 
 def test_paired_numbers_are_scipys():
@@ -54,12 +54,13 @@ def test_holm_matches_its_formula():
     assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
-def test_best_f1_threshold_is_exact_over_the_cut_points():
+def test_threshold_study_finds_the_exact_validation_f1_threshold():
     scores = np.array([0.95, 0.614, 0.612, 0.3, 0.1])
     targets = np.array([1, 1, 0, 0, 1])
-    best = best_f1_threshold(scores, targets)
-    assert best == 0.614  # TP 2, FP 0, FN 1: F1 0.8
-    assert f1_at(scores, targets, best) == pytest.approx(0.8)
-    grid = np.round(np.linspace(0.05, 0.95, 91), 2)  # the old grid: its best rule is worse
-    assert max(f1_at(scores, targets, t) for t in grid) == pytest.approx(0.75)  # at 0.1: all predicted
-    assert max(f1_at(scores, targets, t) for t in np.unique(scores)) == pytest.approx(0.8)  # nothing beats it
+    arrays = {"val_probs": scores, "val_targets": targets, "test_probs": scores, "test_targets": targets}
+    threshold, at_run_threshold, at_best = study(arrays, 0.5)
+    assert 0.612 < threshold <= 0.614  # between the cut points: TP 2, FP 0, FN 1
+    assert (at_run_threshold, at_best) == (pytest.approx(2 * 2 / (3 + 3)), pytest.approx(0.8))
+    grid = np.round(np.linspace(0.05, 0.95, 91), 2)  # the old grid's best rule is worse
+    assert max(f1_at(scores, targets, t) for t in grid) == pytest.approx(0.75)
+    assert study({"test_probs": scores, "test_targets": targets}, 0.5) is None  # evaluate-only: no val split

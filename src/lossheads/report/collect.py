@@ -143,9 +143,9 @@ def label(runs: list[Run]) -> None:
     config_keys = [k for k in varying if k != "data" and k not in data_keys]
     for run in runs:
         name = str(run.metrics.get("data") or run.overrides.get("data") or "data")
-        run.dataset = " ".join([name, *(f"{k}={short(run.overrides.get(k, '-'))}" for k in data_keys)])
+        run.dataset = " ".join([name, *(f"{k}={short(run.overrides[k])}" for k in data_keys if k in run.overrides)])
         words = [PART_NAMES.get(run.part, run.part)] if run.part else []
-        words += [f"{k}={short(run.overrides.get(k, '-'))}" for k in config_keys]
+        words += [f"{k}={short(run.overrides[k])}" for k in config_keys if k in run.overrides]  # absent: default
         run.config = " ".join(words) or "all"
 
 
