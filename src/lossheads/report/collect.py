@@ -142,7 +142,7 @@ def label(runs: list[Run]) -> None:
     data_keys = [k for k in varying if k.startswith("data.")]
     config_keys = [k for k in varying if k != "data" and k not in data_keys]
     for run in runs:
-        name = str(run.metrics.get("data") or run.overrides.get("data") or "data")
+        name = str(run.overrides.get("data") or run.metrics.get("data") or "data")  # the name typed
         run.dataset = " ".join([name, *(f"{k}={short(run.overrides[k])}" for k in data_keys if k in run.overrides)])
         words = [PART_NAMES.get(run.part, run.part)] if run.part else []
         words += [f"{k}={short(run.overrides[k])}" for k in config_keys if k in run.overrides]  # absent: default
