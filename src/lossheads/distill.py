@@ -17,6 +17,7 @@ from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head, build_head, logits_as
 from lossheads.losses import hard_loss_for, resolve_head_name
+from lossheads.models import build_net
 
 KEY = "teacher.ckpt_path"
 
@@ -58,14 +59,14 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     state = read_checkpoint(KEY, path)["state_dict"]
     head_name = resolve_head_name(teacher_cfg.head.name, get_class(teacher_cfg.loss._target_), datamodule.task)
     head = build_head(head_name, datamodule.num_classes, student_head.threshold)
-    net = instantiate_checked(teacher_cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
+    net = build_net(teacher_cfg.model, datamodule.input_shape, head.num_logits)
     weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
     except RuntimeError:
         raise ConfigError(
             f"{KEY}={str(path)!r}: the teacher's network does not fit this data "
-            f"({datamodule.num_features} features, {head.num_logits} logits): it was trained with another "
+            f"(input shape {tuple(datamodule.input_shape)}, {head.num_logits} logits): it was trained with another "
             "number of classes or features"
         ) from None
     return Teacher(net, head, student_head)

@@ -30,6 +30,7 @@ from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
 from lossheads.heads import build_head
 from lossheads.losses import Distillation, build_loss, resolve_head_name
+from lossheads.models import build_net
 from lossheads.module import ClassifierModule, Diverged
 
 EXIT_DIVERGED = 1
@@ -60,7 +61,7 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     if isinstance(loss, Distillation):
         teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
-    net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
+    net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
     optimizer = instantiate(cfg.optimizer)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call)  # fmt: skip

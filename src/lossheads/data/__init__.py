@@ -3,6 +3,8 @@
 from lossheads.data.base import ArrayDataModule, InMemoryBatches, LabeledArrays
 from lossheads.data.csv_file import CsvData
 from lossheads.data.embedded import BreastCancer, Digits, DigitsMultilabel
+from lossheads.data.image_folder import ImageFolder
+from lossheads.data.images import MNIST, DigitsImages, ImageDataModule
 from lossheads.data.synthetic import SyntheticBinary, SyntheticMulticlass, SyntheticMultilabel
 
 __all__ = [
@@ -10,9 +12,13 @@ __all__ = [
     "BreastCancer",
     "CsvData",
     "Digits",
+    "DigitsImages",
     "DigitsMultilabel",
+    "ImageDataModule",
+    "ImageFolder",
     "InMemoryBatches",
     "LabeledArrays",
+    "MNIST",
     "SyntheticBinary",
     "SyntheticMulticlass",
     "SyntheticMultilabel",

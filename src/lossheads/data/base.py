@@ -161,6 +161,8 @@ class ArrayDataModule(LightningDataModule):
         self.task: Task = "binary"
         self.num_classes = 0
         self.num_features = 0
+        self.input_shape: tuple[int, ...] = ()  # one sample's shape: (F,) for tables, (C, H, W) for images
+        self.split_indices: dict[str, np.ndarray] = {}  # rows of the loaded data in each split, in loader order
 
     def load(self) -> LabeledArrays:
         raise NotImplementedError
@@ -177,19 +179,27 @@ class ArrayDataModule(LightningDataModule):
         if not np.isfinite(data.features).all():
             raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
         self.task, self.num_classes = data.task, data.num_classes
-        self.num_features = data.features.shape[1]
+        self.input_shape = tuple(data.features.shape[1:])
+        self.num_features = math.prod(self.input_shape)
         train, val, test = stratified_split(data.hard_labels, len(data.features), self.fractions, self.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
             require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
-        mean = data.features[train].mean(axis=0)
-        std = data.features[train].std(axis=0)
-        std[std == 0] = 1.0
-        features = torch.as_tensor((data.features - mean) / std, dtype=torch.float32)
+        features = self.prepare_features(data.features, train)
         targets = torch.as_tensor(data.targets)
         targets = targets.float() if targets.is_floating_point() or data.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):
+            self.split_indices[split] = idx
             index = torch.as_tensor(idx)
             self.splits[split] = (features[index], targets[index])
+
+    def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
+        """Standardized with the training split's statistics (kept in `self.standardization` for
+        predictions on new data); image datasets keep their uint8 pixels instead."""
+        mean = features[train].mean(axis=0)
+        std = features[train].std(axis=0)
+        std[std == 0] = 1.0
+        self.standardization = (mean, std)
+        return torch.as_tensor((features - mean) / std, dtype=torch.float32)
 
     @property
     def train_targets(self) -> Tensor:
