@@ -1,11 +1,11 @@
 """Datamodules: each knows its task (binary | multiclass | multilabel), classes and features."""
 
 from lossheads.data.base import ArrayDataModule, InMemoryBatches, LabeledArrays
-from lossheads.data.csv_file import CsvData
 from lossheads.data.embedded import BreastCancer, Digits, DigitsMultilabel
 from lossheads.data.image_folder import ImageFolder
 from lossheads.data.images import MNIST, DigitsImages, ImageDataModule
 from lossheads.data.synthetic import SyntheticBinary, SyntheticMulticlass, SyntheticMultilabel
+from lossheads.data.table import CsvData, TableData
 
 __all__ = [
     "ArrayDataModule",
@@ -22,4 +22,5 @@ __all__ = [
     "SyntheticBinary",
     "SyntheticMulticlass",
     "SyntheticMultilabel",
+    "TableData",
 ]

@@ -176,8 +176,6 @@ class ArrayDataModule(LightningDataModule):
         if labels is not None:
             present = np.unique(labels).size
             require(present >= 2, "data", self.name, f"the labels hold {present} class; a classifier needs >= 2")
-        if not np.isfinite(data.features).all():
-            raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
         self.task, self.num_classes = data.task, data.num_classes
         self.input_shape = tuple(data.features.shape[1:])
         self.num_features = math.prod(self.input_shape)
@@ -195,11 +193,22 @@ class ArrayDataModule(LightningDataModule):
     def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
         """Standardized with the training split's statistics (kept in `self.standardization` for
         predictions on new data); image datasets keep their uint8 pixels instead."""
+        if not np.isfinite(features).all():
+            raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
         mean = features[train].mean(axis=0)
         std = features[train].std(axis=0)
         std[std == 0] = 1.0
         self.standardization = (mean, std)
         return torch.as_tensor((features - mean) / std, dtype=torch.float32)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What predictions on new data need to read it as training did (plain data: predictions.py
+        and the run folder's preprocessing.json)."""
+        mean, std = getattr(self, "standardization", (np.zeros(0), np.zeros(0)))
+        names = getattr(self, "label_names", None) or [str(i) for i in range(self.num_classes)]
+        return {"data": self.name, "task": self.task, "num_classes": self.num_classes, "label_names": names,
+                "input_shape": list(self.input_shape), "mean": np.asarray(mean).tolist(),
+                "std": np.asarray(std).tolist()}  # fmt: skip
 
     @property
     def train_targets(self) -> Tensor:
