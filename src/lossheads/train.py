@@ -134,6 +134,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build(cfg)
     ckpt_path = checked_checkpoint(cfg, module)
     save_config(cfg, Path(cfg.paths.output_dir))
+    if rank_zero_only.rank == 0:  # what predict.py needs to read new data as this run read its data
+        write_metrics(Path(cfg.paths.output_dir) / "preprocessing.json", datamodule.preprocessing())
     trainer = build_trainer(cfg)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")

@@ -213,6 +213,12 @@ class ImageDataModule(ArrayDataModule):
         return DataLoader(self.dataset(split), batch_sampler=sampler, num_workers=self.num_workers,
                           pin_memory=pin, persistent_workers=self.num_workers > 0)  # fmt: skip
 
+    def preprocessing(self) -> dict[str, Any]:
+        """New images are decoded to this run's channels and size, then normalized as in training."""
+        state = super().preprocessing()
+        state["image"] = {"mode": "L" if self.input_shape[0] == 1 else "RGB", "size": list(self.input_shape[1:])}
+        return state
+
     def dataset(self, split: str) -> Dataset:
         pixels, targets = self.splits[split]
         return PixelDataset(pixels, targets)
