@@ -191,3 +191,14 @@ def test_the_readme_network_trains(train, tmp_path, monkeypatch):
     sys.modules.pop("my_nets", None)
     record = train("data=digits_images", "model=custom", "model._target_=my_nets.TinyNet", "+model.width=16", "loss=ce")
     assert record["status"] == "ok" and record["test/acc"] > 0.5
+
+
+def test_channels_last_keeps_the_networks_outputs(config):
+    """The GPU option on a CPU: the same weights give the same logits in NHWC memory format."""
+    from lossheads.train import build
+
+    _, plain = build(config("data=digits_images", "model=cnn", "loss=ce"))
+    _, nhwc = build(config("data=digits_images", "model=cnn", "loss=ce", "model.channels_last=true"))
+    assert nhwc.net.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(plain.net.eval()(images), nhwc.net.eval()(images), rtol=1e-4, atol=1e-5)

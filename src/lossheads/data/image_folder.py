@@ -97,7 +97,7 @@ class ImageFolder(ImageDataModule):
         self.label_names = [f.name for f in folders]
         require(len(folders) >= 2, "data.path", str(self.root),
                 f"found {len(folders)} class sub-folder(s); one sub-folder of images per class (>= 2)")  # fmt: skip
-        empty = [f.name for f in folders if labels.count(folders.index(f)) == 0]
+        empty = [f.name for f in folders if labels.count(folders.index(f)) == 0][:5]
         require(
             not empty, "data.path", str(self.root), f"class folder(s) {empty} hold no images ({sorted(EXTENSIONS)})"
         )

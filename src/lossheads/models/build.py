@@ -19,6 +19,8 @@ SHARED_OPTIONS = ("weights", "channels_last", "compile")
 
 def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int) -> nn.Module:
     """The network for data of `input_shape` (without the batch dimension) and a head of `num_logits`."""
+    require(not OmegaConf.is_missing(model_cfg, "_target_"), "model._target_", "???",
+            "name your network's class, e.g. model=custom model._target_=my_nets.TinyNet")  # fmt: skip
     options = {key: model_cfg.get(key) for key in SHARED_OPTIONS}
     constructor = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k not in SHARED_OPTIONS])
     target = model_cfg.get("_target_")
@@ -27,7 +29,7 @@ def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(
-            f"model._target_={target!r} could not be built ({str(cause).splitlines()[0]}): a model's constructor "
+            f"model._target_={target!r} could not be built ({first_line(cause)}): a model's constructor "
             "takes (input_shape, num_logits, **options), see the README's 'Your own network'"
         ) from None
     require(isinstance(net, nn.Module), "model._target_", target, "it must build a torch.nn.Module")
@@ -40,6 +42,10 @@ def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int
     if options["compile"]:
         net.compile()  # in place: the state_dict keys stay those of the plain network
     return net
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def load_weights(net: nn.Module, path: Any) -> None:
