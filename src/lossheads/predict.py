@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lossheads.check import ConfigError, require
 from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
-from lossheads.heads import Head, build_head
-from lossheads.losses import resolve_head_name
+from lossheads.heads import Head
 from lossheads.models import build_net
+from lossheads.pairing import build_head_for
 
 USAGE = "python predict.py ckpt_path=RUN_FOLDER_OR_CKPT data.path=FILE_OR_DIR [output=predictions.csv]"
 
@@ -48,8 +47,7 @@ def load_run(
                 f"the run used your network {saved_target}: name it on the command line, "
                 f"model._target_={saved_target} (a run folder never chooses code to import)")  # fmt: skip
     model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in ("weights", "compile")])
-    head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), prep["task"])
-    head = build_head(head_name, prep["num_classes"], run_threshold(run_dir, cfg))
+    head = build_head_for(cfg.head, cfg.loss, prep["task"], prep["num_classes"], run_threshold(run_dir, cfg))
     net = build_net(model_cfg, prep["input_shape"], head.num_logits)
     state = read_checkpoint("ckpt_path", ckpt)["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})

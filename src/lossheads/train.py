@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
@@ -28,10 +28,9 @@ from lossheads.check import ConfigError, check_config, instantiate_checked, requ
 from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
-from lossheads.heads import build_head
-from lossheads.losses import Distillation, build_loss, resolve_head_name
 from lossheads.models import build_net
 from lossheads.module import ClassifierModule, Diverged
+from lossheads.pairing import build_head_for, build_loss
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
@@ -54,11 +53,10 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=cfg.steps_per_call)
     datamodule.setup()
-    head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
-    head = build_head(head_name, datamodule.num_classes, cfg.threshold)
+    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes, cfg.threshold)
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     teacher = None
-    if isinstance(loss, Distillation):
+    if loss.needs_teacher:
         teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
