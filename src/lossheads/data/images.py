@@ -203,6 +203,10 @@ class ImageDataModule(ArrayDataModule):
                 self.train_order = loader.sampler
             return loader
         pixels, targets = self.splits[split]
+        # Lightning would inject a DistributedSampler, which this order-keeping batch sampler does not take
+        world = self.trainer.world_size if self.trainer is not None else 1
+        require(world == 1, "data.in_memory", self.in_memory_option,
+                "the DataLoader path runs on one device: use data.in_memory=true under DDP")  # fmt: skip
         batches_per_item = options.pop("batches_per_item", 1)
         sampler = PermutationBatches(len(targets), batch_size, batch_size * batches_per_item,
                                      shuffle=options.get("shuffle", False), drop_last=options.get("drop_last", False),
