@@ -28,6 +28,8 @@ def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int
         net = instantiate_checked(constructor, input_shape=list(input_shape), num_logits=num_logits)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
+        if not isinstance(cause, (ImportError, AttributeError, TypeError)):
+            raise  # a bug inside the network's constructor: a traceback, not a config error
         raise ConfigError(
             f"model._target_={target!r} could not be built ({first_line(cause)}): a model's constructor "
             "takes (input_shape, num_logits, **options), see the README's 'Your own network'"
