@@ -17,6 +17,7 @@ from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
 from lossheads.models import build_net
 from lossheads.pairing import build_head_for
+from lossheads.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
 
@@ -51,10 +52,6 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     teacher_cfg = OmegaConf.load(config_file)
     theirs, ours = teacher_cfg.data._target_, data_cfg._target_
     require(theirs == ours, KEY, str(path), f"the teacher was trained on {theirs}, the student uses {ours}")
-    their_split, our_split = teacher_cfg.data.get("split_seed"), data_cfg.get("split_seed")
-    require(their_split == our_split, KEY, str(path),
-            f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
-            f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
     state = read_checkpoint(KEY, path)["state_dict"]
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
@@ -68,6 +65,7 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
             f"(input shape {tuple(datamodule.input_shape)}, {head.num_logits} logits): it was trained with another "
             "number of classes or features"
         ) from None
+    check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)
     return Teacher(net, head, student_head)
 
 

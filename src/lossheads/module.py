@@ -36,6 +36,7 @@ class ClassifierModule(LightningModule):
         teacher: nn.Module | None = None,
         batch_size: int = 64,
         steps_per_call: int = 1,
+        labels: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -45,8 +46,10 @@ class ClassifierModule(LightningModule):
         self.make_optimizer = make_optimizer
         # the last epoch's val and test probabilities with their targets, for the report's curves
         self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self.per_class: dict[str, list] = {}  # the last test's per-class numbers, for per_class.json
         for stage in STAGES:
-            metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train")
+            metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train",
+                                  per_class=stage == "test", labels=labels)  # fmt: skip
             setattr(self, f"{stage}_metrics", metrics)
             setattr(self, f"{stage}_loss", MeanMetric())
 
@@ -148,6 +151,8 @@ class ClassifierModule(LightningModule):
         on_bar = {f"{stage}/loss", f"{stage}/acc"} if stage != "test" else set()
         self.log_dict({k: v for k, v in values.items() if k in on_bar}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in on_bar})
+        if stage == "test":
+            self.per_class = metrics.per_class()
         mean_loss.reset()
         metrics.reset()
 

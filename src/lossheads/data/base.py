@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lossheads.check import ConfigError, require, require_fraction, require_int
 from lossheads.heads import Task
+from lossheads.splits import sample_hashes, split_record
 
 
 class SeededPermutation:
@@ -129,7 +130,8 @@ def stratified_split(
 
 class ArrayDataModule(LightningDataModule):
     """Base of every in-memory dataset: a seeded stratified split, features standardized with the
-    training split's statistics only, batches served by `InMemoryBatches` on the training device."""
+    training split's statistics only, batches served by `InMemoryBatches` on the training device.
+    `split_seed` draws the split; `seed` (the run's seed) the training order."""
 
     name = ""
 
@@ -142,6 +144,7 @@ class ArrayDataModule(LightningDataModule):
         split_seed: int = 0,
         drop_last: bool = False,
         steps_per_call: int = 1,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         require_int("steps_per_call", steps_per_call, 1)
@@ -157,6 +160,9 @@ class ArrayDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.fractions = (val_fraction, test_fraction)
         self.split_seed, self.drop_last = split_seed, drop_last
+        require_int("seed", seed, 0)
+        self.seed = seed
+        self.split_record: dict[str, Any] = {}  # what split.json holds: each split's sample hashes
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.task: Task = "binary"
         self.num_classes = 0
@@ -182,6 +188,8 @@ class ArrayDataModule(LightningDataModule):
         train, val, test = stratified_split(data.hard_labels, len(data.features), self.fractions, self.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
             require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
+        hashes = sample_hashes(data.features, data.targets)
+        self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
         features = self.prepare_features(data.features, train)
         targets = torch.as_tensor(data.targets)
         targets = targets.float() if targets.is_floating_point() or data.task == "multilabel" else targets.long()
@@ -224,7 +232,7 @@ class ArrayDataModule(LightningDataModule):
         return InMemoryBatches(features, targets, batch_size, **options)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.split_seed,
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.seed,
                             batches_per_item=self.steps_per_call)  # fmt: skip
 
     def val_dataloader(self) -> InMemoryBatches:

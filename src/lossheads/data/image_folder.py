@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from lossheads.check import ConfigError, require, require_choice
 from lossheads.data.base import LabeledArrays, stratified_split
 from lossheads.data.images import ImageDataModule, check_shape, fits_in_memory
+from lossheads.splits import sample_hashes, split_record
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -170,6 +171,9 @@ class ImageFolder(ImageDataModule):
         self.num_features = int(np.prod(self.input_shape))
         sample = np.stack([decode(self.files[i], self.mode, self.size) for i in train[:2000]])
         self.prepare_features(sample, np.arange(len(sample)))  # statistics of (up to) 2,000 training images
+        names = np.array([str(f.relative_to(self.root)) for f in self.files], dtype=object)[:, None]
+        indices = {"train": train, "val": val, "test": test}
+        self.split_record = split_record(self.name, sample_hashes(names, self.targets), indices)  # by file name
         targets = torch.as_tensor(self.targets)
         targets = targets.float() if self.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):

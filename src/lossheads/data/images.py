@@ -155,7 +155,6 @@ class ImageDataModule(ArrayDataModule):
         self.transform: ImageTransform | None = None
         self.in_memory = True
         self.label_names: list[str] = []
-        self.train_seed = self.split_seed
 
     # -- loading: a subclass gives pixels (load) or per-sample decoding (dataset) --------------
     def load(self) -> LabeledArrays:
