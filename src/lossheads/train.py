@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shlex
 import sys
 import warnings
@@ -29,8 +28,12 @@ from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
 from lossheads.heads import build_head
+from lossheads.loggers import log_run_hparams
 from lossheads.losses import Distillation, build_loss, resolve_head_name
 from lossheads.module import ClassifierModule, Diverged
+from lossheads.optim import Plateau
+from lossheads.selection import early_stopping, validation_monitor, weights_to_test
+from lossheads.stepping import plan_stepping, trainer_arguments
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
@@ -40,18 +43,25 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells rep
 def build_trainer(cfg: DictConfig) -> Trainer:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    stopper = early_stopping(cfg, callbacks)
+    callbacks += [stopper] if stopper else []
+    counts = trainer_arguments(cfg.trainer, plan_stepping(cfg))  # batches counted in optimizer steps
     try:
-        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **counts)
     except (InstantiationException, MisconfigurationException, ValueError) as exc:
-        cause = exc.__cause__ or exc
-        raise ConfigError(f"trainer: {str(cause).splitlines()[0]}: fix the trainer.* overrides") from exc
+        reason = str(exc.__cause__ or exc).splitlines()[0].rstrip(".")
+        at = {k: reason.lower().find(k.lower()) for k in cfg.trainer if k != "_target_"}
+        named = sorted((k for k in at if at[k] >= 0), key=at.get)  # the key Lightning names first
+        key = f"trainer.{named[0]}={cfg.trainer[named[0]]!r}" if named else "trainer"
+        raise ConfigError(f"{key} is not valid: Lightning says {reason}") from exc
 
 
 def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     """Everything a run needs, every input checked, before any training starts."""
     check_config(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=cfg.steps_per_call)
+    stepping = plan_stepping(cfg)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call)
     datamodule.setup()
     head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
     head = build_head(head_name, datamodule.num_classes, cfg.threshold)
@@ -62,8 +72,13 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
     optimizer = instantiate(cfg.optimizer)
+    schedule = instantiate_checked(cfg.scheduler) if cfg.get("scheduler") else None
+    if isinstance(schedule, Plateau):
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        schedule.monitor, schedule.mode = validation_monitor(callbacks)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
-                              batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call)  # fmt: skip
+                              batch_size=datamodule.batch_size, steps_per_call=stepping.steps_per_call,
+                              schedule=schedule, stepping=stepping)  # fmt: skip
     return datamodule, module
 
 
@@ -137,10 +152,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     metrics: dict[str, float] = {}
+    tested: dict[str, Any] = {}
     if cfg.train:
         fit(trainer, module, datamodule, ckpt_path)
         metrics = logged(trainer, "val/")
-        ckpt_path = None  # test the weights training ended with
+        ckpt_path, tested = weights_to_test(cfg, trainer)  # None: the weights training ended with
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     metrics.update(logged(trainer, "test/"))
     record = {
@@ -150,6 +166,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data": datamodule.name,
         "seed": cfg.seed,
         **({"epochs": trainer.current_epoch, "steps": trainer.global_step} if cfg.train else {"evaluated": ckpt_path}),
+        **tested,
         **metrics,
     }
     if not trainer.is_global_zero:
@@ -157,10 +174,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     save_predictions(module, output_dir / "predictions.npz")
     write_metrics(output_dir / "metrics.json", record)
-    if trainer.logger is not None and hasattr(trainer.logger, "log_hyperparams"):
-        params = {k: v for k, v in record.items() if "/" not in k}
-        params.update(flat_overrides(cfg))
-        trainer.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
+    params = {k: v for k, v in record.items() if "/" not in k}
+    params.update(flat_overrides(cfg))
+    log_run_hparams(trainer, params, metrics)
     return record
 
 
