@@ -39,13 +39,17 @@ FEATURES = 32
 
 
 STEPS_PER_CALL: list[str] = []  # --steps-per-call K: the harness's override, e.g. 1 for Lightning's own loop
+# --schedule-and-clip: a cosine schedule and norm clipping at 1.0 in both loops
+SCHEDULE_AND_CLIP = ["scheduler=cosine", "trainer.gradient_clip_val=1.0"]
+EXTRA: list[str] = []
 
 
 def data_overrides(batch_size: int, n_samples: int) -> list[str]:
     """drop_last: the raw loop skips an epoch's last, smaller mini-batch, so the harness does too."""
-    return [*STEPS_PER_CALL, "data=synthetic_binary", f"data.n_features={FEATURES}", f"data.n_samples={n_samples}",
-            f"data.batch_size={batch_size}", "data.drop_last=true", "data.val_fraction=0.1", "data.test_fraction=0.1",
-            "model.hidden=[256,256]", "loss=bce_logits", "print_config=false"]  # fmt: skip
+    return [*STEPS_PER_CALL, *EXTRA, "data=synthetic_binary", f"data.n_features={FEATURES}",
+            f"data.n_samples={n_samples}", f"data.batch_size={batch_size}", "data.drop_last=true",
+            "data.val_fraction=0.1", "data.test_fraction=0.1", "model.hidden=[256,256]", "loss=bce_logits",
+            "print_config=false"]  # fmt: skip
 
 
 def accelerator(device: str) -> str:
@@ -99,6 +103,7 @@ def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, d
     targets = targets.float()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0)  # train.yaml's
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if EXTRA else None
     n, done, start = len(features), 0, 0.0
     while done < steps:
         order = torch.randperm(n, device=device)
@@ -109,7 +114,11 @@ def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, d
             loss = loss_fn(net(x_epoch[i : i + batch_size]).squeeze(-1), y_epoch[i : i + batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scheduler is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             done += 1
             if done == steps:
                 break
@@ -177,13 +186,17 @@ def main() -> None:
     parser.add_argument("--steps-only", action="store_true", help="skip the start-up and grid measurements")
     parser.add_argument("--steps", type=count, default=300, help="optimizer steps per measurement (default 300)")
     parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
+    parser.add_argument("--schedule-and-clip", action="store_true",
+                        help="a cosine schedule and gradient clipping (norm 1.0) in both loops")  # fmt: skip
     args = parser.parse_args()
+    if args.schedule_and_clip:
+        EXTRA.extend(SCHEDULE_AND_CLIP)
     if args.steps_per_call is not None:
         STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
     batches = args.batch_sizes
     steps, repeats, n_samples = (20, 1, 4000) if args.quick else (args.steps, args.repeats, 40000)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} steps={steps} "
-          f"repeats={repeats}")  # fmt: skip
+          f"repeats={repeats} {' '.join(EXTRA)}")  # fmt: skip
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
