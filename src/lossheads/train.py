@@ -6,7 +6,6 @@ import json
 import logging
 import shlex
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossheads.callbacks import InterruptCheckpoint, Interrupted
 from lossheads.check import ConfigError, check_config, instantiate_checked, require
 from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
+from lossheads.console import print_results, quiet_lightning, show_config
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
 from lossheads.heads import build_head
@@ -191,34 +191,6 @@ def flat_overrides(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def print_config(cfg: DictConfig) -> None:
-    """The composed config as a tree, one branch per group (as lightning-hydra-template prints it)."""
-    from rich import print as rich_print
-    from rich.syntax import Syntax
-    from rich.tree import Tree
-
-    tree = Tree("config", guide_style="dim")
-    for key, node in cfg.items():
-        text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else str(node)
-        tree.add(str(key)).add(Syntax(text, "yaml"))
-    rich_print(tree)
-
-
-def quiet_lightning() -> None:
-    """Lightning logs through its own console handler and the root logger, which Hydra also
-    prints and writes to the run's train.log: drop Lightning's handler so each line shows once."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-        logger.propagate = True
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher
-    # DDP: the logged values come from torchmetrics' compute(), which has already synced the ranks
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
-
-
 def in_sweep() -> bool:
     try:
         return HydraConfig.get().mode == RunMode.MULTIRUN
@@ -256,8 +228,8 @@ def main(cfg: DictConfig) -> float | None:
     quiet_lightning()
     sweeping = in_sweep()
     try:
-        if cfg.get("print_config", True) and not sweeping and rank_zero_only.rank == 0:
-            print_config(cfg)
+        if not sweeping and rank_zero_only.rank == 0:
+            show_config(cfg)
         if cfg.get("distill"):
             record = run_distillation(cfg, run)
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
@@ -288,5 +260,7 @@ def main(cfg: DictConfig) -> float | None:
         record_status(cfg, "failed", f"{type(exc).__name__}: {exc}")
         logging.getLogger(__name__).exception("job failed; the sweep goes on")
         return None
+    if not sweeping and rank_zero_only.rank == 0:
+        print_results(record, cfg.paths.output_dir)
     metric = cfg.get("optimized_metric")
     return record.get(metric) if metric else None
