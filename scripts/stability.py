@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lossheads.heads import build_head
-from lossheads.losses import BCEOnProbabilities, BCEWithLogits, CrossEntropy, Focal, SquareLoss
+from lossheads.losses import LOSSES
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SHOWN = (-1000.0, -100.0, -30.0, -10.0, 0.0, 10.0, 30.0, 100.0, 1000.0)
@@ -38,9 +38,10 @@ def logit_grid() -> Tensor:
 def arms() -> dict[str, Callable[[Tensor], Tensor]]:
     """Each arm's loss on one positive example with logit z (a 0-d tensor), as the harness computes it."""
     sigmoid, two_way = build_head("sigmoid", 2), build_head("softmax", 2)
-    bce, bce_logits, ce = BCEOnProbabilities(1), BCEWithLogits(1), CrossEntropy(2)
-    focal, square = Focal(1, sigmoid), SquareLoss(2, two_way)
     positive, label = torch.ones(1, 1), torch.ones(1, dtype=torch.long)
+    bce, bce_logits = LOSSES["bce"](sigmoid, positive), LOSSES["bce_logits"](sigmoid, positive)
+    ce, square = LOSSES["ce"](two_way, label), LOSSES["mse"](two_way, label)
+    focal = LOSSES["focal"](sigmoid, positive)
 
     def two_way_logits(z: Tensor) -> Tensor:  # [0, z]: the two-way softmax whose p1 = sigmoid(z)
         return torch.stack([torch.zeros_like(z), z]).reshape(1, 2)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from conftest import QUIET, built, compose_config, run_train_py
 from lossheads.check import ConfigError
-from lossheads.heads import build_head, logits_as
-from lossheads.losses import build_loss
+from lossheads.heads import build_head
+from lossheads.pairing import build_loss
 from lossheads.train import build, run
 
 STUDENT = torch.tensor([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]])
@@ -62,9 +62,9 @@ def test_sigmoid_heads_distil_bernoulli_pairs_and_match_a_softmax_teacher(config
     p, q = torch.sigmoid(z_student), torch.sigmoid(z_teacher)
     by_hand = (q * (q / p).log() + (1 - q) * ((1 - q) / (1 - p)).log()).mean()
     assert loss(z_student, targets, z_teacher).item() == pytest.approx(by_hand.item(), abs=1e-6)
-    as_softmax = logits_as(z_teacher, sigmoid, softmax)  # a sigmoid teacher for a two-way softmax student
+    as_softmax = softmax.read_logits(z_teacher, sigmoid)  # a sigmoid teacher for a two-way softmax student
     torch.testing.assert_close(softmax.probabilities(as_softmax), q)
-    torch.testing.assert_close(logits_as(as_softmax, softmax, sigmoid), z_teacher)
+    torch.testing.assert_close(sigmoid.read_logits(as_softmax, softmax), z_teacher)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_distill_recipe_puts_teacher_kd_and_hard_students_side_by_side(tmp_path)
         assert list((tmp_path / "run" / name / "tensorboard").glob("events.out.tfevents.*"))
     assert record["teacher.ckpt_path"].endswith("teacher/checkpoints/last.ckpt")
     kd_config = (tmp_path / "run" / "kd" / ".hydra" / "config.yaml").read_text()
-    assert "Distillation" in kd_config and "hidden:\n  - 32" in kd_config
+    assert "name: kd" in kd_config and "hidden:\n  - 32" in kd_config
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, teacher_ckpt):

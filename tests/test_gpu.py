@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import QUIET, built, compose_config
-from lossheads.losses import BCEOnProbabilities, BCEWithLogits
+from lossheads.heads import build_head
+from lossheads.losses import LOSSES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -48,8 +49,9 @@ def test_bce_under_cuda_autocast_is_computed_in_fp32_and_matches_bce_logits():
     with torch.autocast("cuda", dtype=torch.float16):
         with pytest.raises(RuntimeError, match="unsafe to autocast"):
             torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), targets)
-        ours = BCEOnProbabilities(num_logits=4)(logits, targets)
-        fused = BCEWithLogits(num_logits=4)(logits, targets)
+        head = build_head("multilabel", 4)
+        ours = LOSSES["bce"](head, targets)(logits, targets)
+        fused = LOSSES["bce_logits"](head, targets)(logits, targets)
     assert ours.dtype == torch.float32
     assert ours.item() == pytest.approx(fused.item(), rel=1e-3)
 

@@ -10,8 +10,8 @@ from torchmetrics.classification import BinaryAccuracy
 
 from lossheads.check import ConfigError
 from lossheads.heads import build_head
-from lossheads.losses import LOSSES, resolve_head_name
 from lossheads.metrics import HeadMetrics
+from lossheads.pairing import resolve
 
 
 def test_two_way_softmax_equals_sigmoid_of_the_logit_difference():
@@ -78,27 +78,40 @@ def test_multilabel_calibration_error_pools_labels():
         ("softmax", "ce", "binary", "softmax"),
         ("auto", "focal", "binary", "sigmoid"),
         ("auto", "focal", "multiclass", "softmax"),
-        ("auto", "mse", "binary", "softmax"),
+        ("auto", "mse", "binary", "sigmoid"),  # the data's default head, since mse fits it
+        ("auto", "auto", "binary", "sigmoid"),
+        ("auto", "auto", "multiclass", "softmax"),
+        ("auto", "auto", "multilabel", "multilabel"),
+        ("softmax", "auto", "binary", "softmax"),
         ("auto", "multilabel_soft_margin", "multilabel", "multilabel"),
     ],
 )
 def test_auto_head_follows_loss_and_data(head, loss, task, expected):
-    assert resolve_head_name(head, LOSSES[loss], task) == expected
+    assert resolve(head, loss, task)[0].name == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "task", "expected"),
+    [("auto", "binary", "bce_logits"), ("softmax", "binary", "ce"), ("auto", "multiclass", "ce"),
+     ("auto", "multilabel", "bce_logits")],
+)  # fmt: skip
+def test_auto_loss_is_the_heads_own_loss(head, task, expected):
+    assert resolve(head, "auto", task)[1].name == expected
 
 
 @pytest.mark.parametrize(
     ("head", "loss", "task", "message"),
     [
-        ("sigmoid", "ce", "binary", "loss=ce needs head=softmax, got head=sigmoid: use head=softmax or loss=bce|"),
-        ("softmax", "bce_logits", "binary", "got head=softmax: use head=sigmoid or loss=ce|focal|nll|mse"),
-        ("multilabel", "ce", "multilabel", "use loss=bce|bce_logits|focal|multilabel_soft_margin|mse"),
+        ("sigmoid", "ce", "binary", "loss=ce needs head=softmax, got head=sigmoid: use head=softmax or loss=bce_l"),
+        ("softmax", "bce_logits", "binary", "got head=softmax: use head=sigmoid or loss=ce|focal|"),
+        ("multilabel", "ce", "multilabel", "got head=multilabel: use loss=bce_logits|bce|focal|"),
         ("sigmoid", "bce_logits", "multiclass", "head=sigmoid does not fit multiclass data"),
-        ("auto", "bce_logits", "multiclass", "use loss=ce|focal|nll|mse"),
+        ("auto", "bce_logits", "multiclass", "loss=bce_logits fits no head on multiclass data: use loss=auto or"),
         ("multilabel", "bce", "binary", "head=multilabel does not fit binary data: use head=sigmoid"),
         ("sigmoid", "nll", "binary", "loss=nll needs head=softmax"),
-        ("sigmoid", "multilabel_soft_margin", "binary", "needs head=multilabel, got head=sigmoid: use loss=bce|"),
+        ("auto", "ce", "multilabel", "loss=ce fits no head on multilabel data: use loss=auto or loss=bce_logits|"),
     ],
 )
 def test_bad_head_loss_data_combinations_are_refused(head, loss, task, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        resolve_head_name(head, LOSSES[loss], task)
+        resolve(head, loss, task)

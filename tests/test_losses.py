@@ -11,7 +11,7 @@ from torch import nn
 
 from lossheads.check import ConfigError
 from lossheads.heads import build_head
-from lossheads.losses import build_loss
+from lossheads.pairing import build_loss
 
 P = torch.tensor([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]])
 Y = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -151,7 +151,7 @@ def test_bce_runs_in_fp32_under_autocast(config):
 )
 def test_bad_loss_options_are_refused_with_the_key_and_the_fix(config, overrides, message):
     cfg = config(*overrides)
-    head = build_head("softmax" if cfg.loss._target_.endswith("CrossEntropy") else "multilabel", 3)
+    head = build_head("softmax" if cfg.loss.name == "ce" else "multilabel", 3)
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_loss(cfg.loss, head, Y)
 

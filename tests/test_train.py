@@ -72,7 +72,7 @@ def test_every_valid_pair_trains_and_writes_metrics(train, tmp_path, data, head,
         (["head=softmax", "loss=bce_logits"], "got head=softmax: use head=sigmoid or loss=ce"),
         (
             ["data=digits_multilabel", "head=multilabel", "loss=ce"],
-            "got head=multilabel: use loss=bce|bce_logits|focal|",
+            "got head=multilabel: use loss=bce_logits|bce|focal|",
         ),
         (["data=digits", "head=sigmoid", "loss=bce_logits"], "head=sigmoid does not fit multiclass data"),
         (["loss.pos_weight=[1.0,2.0]"], "loss.pos_weight=[1.0, 2.0] is not valid: give one number, a list of 1"),
@@ -143,7 +143,7 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["head"] == "sigmoid" and metrics["loss"] == "bce_logits" and metrics["epochs"] == 2
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("data=breast_cancer  head=auto  loss=bce_logits")  # the config summary first
+    assert lines[0].startswith("data=breast_cancer  head=auto  loss=auto")  # the config summary first
     assert [line.split()[0:2] for line in lines if line.startswith("epoch ")] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert "\r" not in result.stdout  # redirected: one line per epoch, no redraws
     table = lines[lines.index("test metrics (last weights, after 2 epochs)") + 1 :]
@@ -165,3 +165,21 @@ def test_train_py_refuses_bad_input_in_one_line_with_exit_2(tmp_path, overrides,
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message)
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["head=sigmoid", "loss=ce"], ["data=digits", "head=sigmoid", "loss=auto"],
+     ["data=digits_multilabel", "loss=ce"], ["head=softmax", "loss=bce_logits"]],
+)  # fmt: skip
+def test_a_refused_pair_names_fixes_that_train(train, tmp_path, overrides):
+    """Each `use key=value` the refusal suggests (the first of each `|` list), applied, trains."""
+    with pytest.raises(ConfigError) as refused:
+        run(compose_config(["print_config=false", *overrides], tmp_path / "refused"))
+    fixes = re.search(r": use (.*)$", str(refused.value)).group(1).split(" or ")
+    for number, fix in enumerate(fixes):
+        changes = [word.split("|")[0] for word in fix.split()]
+        keys = {change.split("=")[0] for change in changes}
+        kept = [o for o in overrides if o.split("=")[0] not in keys]
+        metrics = train(*kept, *changes, "trainer=debug", folder=f"fix{number}")
+        assert metrics["status"] == "ok", (fix, metrics)

@@ -14,8 +14,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-KNOWN_HEADS = ("auto", "sigmoid", "softmax", "multilabel")
-
 
 class ConfigError(ValueError):
     """A user's input that cannot work; the message is shown as one line, without a traceback."""
@@ -69,7 +67,10 @@ def check_config(cfg: DictConfig) -> None:
     require_int("seed", cfg.seed, 0)
     require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
     require_fraction("threshold", cfg.threshold, low_open=True, high_open=True)
-    require_choice("head", cfg.head.name, KNOWN_HEADS)
+    from lossheads.pairing import AUTO, HEADS, LOSSES, loss_name  # here: the heads import this module
+
+    require_choice("head", cfg.head.name, (AUTO, *sorted(HEADS)))
+    require_choice("loss", loss_name(cfg.loss), (AUTO, *sorted(LOSSES)))
     optimizer = cfg.optimizer
     require(is_number(optimizer.get("lr")) and optimizer.lr > 0, "optimizer.lr", optimizer.get("lr"),
             "use a learning rate > 0, e.g. optimizer.lr=1e-3")  # fmt: skip

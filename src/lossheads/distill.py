@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from lossheads.check import ConfigError, instantiate_checked, require
 from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
-from lossheads.heads import Head, build_head, logits_as
-from lossheads.losses import hard_loss_for, resolve_head_name
+from lossheads.heads import Head
+from lossheads.pairing import build_head_for
 
 KEY = "teacher.ckpt_path"
 
@@ -36,7 +35,7 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, features: Tensor) -> Tensor:
-        return logits_as(self.head.logits(self.net(features)), self.head, self.student_head)
+        return self.student_head.read_logits(self.head.logits(self.net(features)), self.head)
 
 
 def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModule, student_head: Head) -> Teacher:
@@ -56,8 +55,8 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
             f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
             f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
     state = read_checkpoint(KEY, path)["state_dict"]
-    head_name = resolve_head_name(teacher_cfg.head.name, get_class(teacher_cfg.loss._target_), datamodule.task)
-    head = build_head(head_name, datamodule.num_classes, student_head.threshold)
+    head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
+                          student_head.threshold)  # fmt: skip
     net = instantiate_checked(teacher_cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
     weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     try:
@@ -78,27 +77,23 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     datamodule: ArrayDataModule = instantiate_checked(cfg.data)
     datamodule.setup()
-    head = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
-    hard_loss = {"_target_": _target(hard_loss_for(head))}
+    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes)
+    hard_loss = {"name": head.hard_loss}  # the head's own loss: what a teacher and a hard-label student train on
     teacher_ckpt = cfg.teacher.ckpt_path
     results: dict[str, dict[str, Any]] = {}
     if not teacher_ckpt:
-        teacher_cfg = _variant(cfg, out / "teacher", head={"name": head}, loss=hard_loss)
+        teacher_cfg = _variant(cfg, out / "teacher", head={"name": head.name}, loss=hard_loss)
         with open_dict(teacher_cfg):
             teacher_cfg.model = OmegaConf.merge(teacher_cfg.model, cfg.distill.teacher_model)
         results["teacher"] = run(teacher_cfg)
         teacher_ckpt = str(out / "teacher" / "checkpoints" / "last.ckpt")
-    results["kd"] = run(_variant(cfg, out / "kd", head={"name": head}, teacher={"ckpt_path": teacher_ckpt}))
-    results["hard"] = run(_variant(cfg, out / "hard", head={"name": head}, loss=hard_loss))
+    results["kd"] = run(_variant(cfg, out / "kd", head={"name": head.name}, teacher={"ckpt_path": teacher_ckpt}))
+    results["hard"] = run(_variant(cfg, out / "hard", head={"name": head.name}, loss=hard_loss))
     record: dict[str, Any] = {"head": results["kd"]["head"], "loss": "kd", "data": results["kd"]["data"],
                               "seed": cfg.seed, "teacher.ckpt_path": teacher_ckpt}  # fmt: skip
     for name, metrics in results.items():
         record.update({f"{name}/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))})
     return record
-
-
-def _target(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _variant(cfg: DictConfig, output_dir: Path, **replace: Any) -> DictConfig:

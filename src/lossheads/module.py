@@ -49,7 +49,7 @@ class ClassifierModule(LightningModule):
         self.stepping = stepping or Stepping(steps_per_call)
         self.epoch_steps = 0  # optimizer steps taken in this epoch by the fast path
         self.net, self.head, self.loss = net, head, loss
-        self.teacher = teacher  # frozen, eval mode, logits in this head's form (loss=kd)
+        self.teacher = teacher  # frozen, eval mode, logits in this head's form (a loss that needs_teacher)
         self.make_optimizer = make_optimizer
         # the last epoch's val and test probabilities with their targets, for the report's curves
         self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
@@ -73,9 +73,8 @@ class ClassifierModule(LightningModule):
 
     def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         logits = self(features)
-        if self.teacher is None:
-            return logits, self.loss(logits, targets)
-        return logits, self.loss(logits, targets, self.teacher(features))
+        teacher_logits = None if self.teacher is None else self.teacher(features)
+        return logits, self.loss(logits, targets, teacher_logits)
 
     def _record(self, stage: str, logits: Tensor, targets: Tensor, losses: Tensor, sizes: Tensor | int) -> None:
         """Metric state updates only: the computes happen once per epoch."""

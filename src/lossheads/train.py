@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
@@ -27,11 +27,10 @@ from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.console import print_results, quiet_lightning, show_config
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
-from lossheads.heads import build_head
 from lossheads.loggers import log_run_hparams
-from lossheads.losses import Distillation, build_loss, resolve_head_name
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.optim import Plateau
+from lossheads.pairing import build_head_for, build_loss
 from lossheads.selection import early_stopping, validation_monitor, weights_to_test
 from lossheads.stepping import plan_stepping, trainer_arguments
 
@@ -63,11 +62,10 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     stepping = plan_stepping(cfg)
     datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call)
     datamodule.setup()
-    head_name = resolve_head_name(cfg.head.name, get_class(cfg.loss._target_), datamodule.task)
-    head = build_head(head_name, datamodule.num_classes, cfg.threshold)
+    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes, cfg.threshold)
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     teacher = None
-    if isinstance(loss, Distillation):
+    if loss.needs_teacher:
         teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)

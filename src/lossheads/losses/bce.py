@@ -1,0 +1,36 @@
+"""`loss=bce`: sigmoid, then `nn.BCELoss` (kept to compare its stability with `bce_logits`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lossheads.losses.base import reduce_none
+from lossheads.losses.binary import BinaryCrossEntropyBase
+
+
+class BCEOnProbabilities(BinaryCrossEntropyBase):
+    """`bce`: p = sigmoid(z), then `nn.BCELoss`: l = -w [pw y log p + (1 - y) log(1 - p)].
+
+    Kept on purpose to compare with the fused `bce_logits`: equal in value, less stable, since
+    BCELoss clamps each log at -100 (so the loss saturates at 100 and its gradient vanishes).
+    Computed in fp32 with autocast off: PyTorch refuses `binary_cross_entropy` under CUDA autocast.
+    """
+
+    name = "bce"
+
+    def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            probs = torch.sigmoid(logits.float())
+            targets = self.smooth(targets, torch.float32)
+            if self.pos_weight is None:
+                loss = F.binary_cross_entropy(probs, targets, self.weight, reduction=self.reduction)
+                return reduce_none(loss) if self.reduction == "none" else loss
+            # BCELoss has no pos_weight: weigh its two clamped log terms as BCEWithLogitsLoss does.
+            log_p = F.binary_cross_entropy(probs, torch.ones_like(probs), reduction="none")
+            log_not_p = F.binary_cross_entropy(probs, torch.zeros_like(probs), reduction="none")
+            loss = self.pos_weight * targets * log_p + (1 - targets) * log_not_p
+            if self.weight is not None:
+                loss = loss * self.weight
+            return self.reduce(loss)
