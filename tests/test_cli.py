@@ -55,7 +55,7 @@ def test_non_editable_install_runs_lossheads_train_from_another_folder(tmp_path)
     shutil.rmtree(source)  # nothing may come from the source tree any more
     work = tmp_path / "work"
     work.mkdir()
-    command = [str(env_dir / "bin" / "lossheads-train"), "trainer.max_epochs=1", "data=digits", "loss=ce"]
+    command = [str(env_dir / "bin" / "lossheads-train"), "trainer.max_epochs=1", "data=digits"]  # loss=auto: CE
     result = subprocess.run(command, cwd=work, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "results in outputs/" in result.stdout and "test metrics" in result.stdout
