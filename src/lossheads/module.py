@@ -162,6 +162,7 @@ class ClassifierModule(LightningModule):
         on_bar = {f"{stage}/loss", f"{stage}/acc"} if stage != "test" else set()
         self.log_dict({k: v for k, v in values.items() if k in on_bar}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in on_bar})
+        self.log("step", float(self.global_step))  # the loggers' x-axis: optimizer steps, not Lightning calls
         mean_loss.reset()
         metrics.reset()
 

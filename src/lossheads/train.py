@@ -27,7 +27,7 @@ from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.console import print_results, quiet_lightning, show_config
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
-from lossheads.loggers import log_run_hparams
+from lossheads.loggers import build_loggers, log_run_hparams
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.optim import Plateau
 from lossheads.pairing import build_head_for, build_loss
@@ -40,7 +40,7 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells rep
 
 
 def build_trainer(cfg: DictConfig) -> Trainer:
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     stopper = early_stopping(cfg, callbacks)
     callbacks += [stopper] if stopper else []
