@@ -54,6 +54,10 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     require(their_split == our_split, KEY, str(path),
             f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
             f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
+    their_fold, our_fold = _fold(teacher_cfg.data), _fold(data_cfg)
+    require(their_fold == our_fold, KEY, str(path),
+            f"the teacher's (data.folds, data.fold)={their_fold} differ from the student's {our_fold}, so it "
+            "trained on the student's validation data: use a teacher of the same fold")  # fmt: skip
     state = read_checkpoint(KEY, path)["state_dict"]
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
@@ -94,6 +98,12 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     for name, metrics in results.items():
         record.update({f"{name}/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))})
     return record
+
+
+def _fold(data_cfg: DictConfig) -> tuple[int, int] | None:
+    """(folds, fold) of a k-fold run, None for one train/val split."""
+    folds = data_cfg.get("folds")
+    return (folds, data_cfg.get("fold")) if folds else None
 
 
 def _variant(cfg: DictConfig, output_dir: Path, **replace: Any) -> DictConfig:
