@@ -42,6 +42,7 @@ STEPS_PER_CALL: list[str] = []  # --steps-per-call K: the harness's override, e.
 # --schedule-and-clip: a cosine schedule and norm clipping at 1.0 in both loops
 SCHEDULE_AND_CLIP = ["scheduler=cosine", "trainer.gradient_clip_val=1.0"]
 EXTRA: list[str] = []
+GRID_LAUNCHER: list[str] = []  # --grid-launcher joblib: the grids' jobs in parallel processes
 
 
 def data_overrides(batch_size: int, n_samples: int) -> list[str]:
@@ -161,7 +162,8 @@ def grid_seconds(folder: Path, arms: list[str], epochs: int, seeds: str, device:
     t0 = time.perf_counter()
     command = [sys.executable, str(ROOT / "train.py"), "-m", *arms, f"seed={seeds}", "data=breast_cancer,digits",
                f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={folder}",
-               "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={accelerator(device)}"]  # fmt: skip
+               "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={accelerator(device)}",
+               *GRID_LAUNCHER]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
     seconds = time.perf_counter() - t0
     jobs = [p for p in folder.iterdir() if p.is_dir()]
@@ -188,7 +190,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
     parser.add_argument("--schedule-and-clip", action="store_true",
                         help="a cosine schedule and gradient clipping (norm 1.0) in both loops")  # fmt: skip
+    parser.add_argument("--grid-launcher", choices=["basic", "joblib"], default="basic",
+                        help="Hydra launcher of the grids (joblib: one process per core)")  # fmt: skip
+    parser.add_argument("--grid-only", action="store_true", help="only the start-up and grid measurements")
     args = parser.parse_args()
+    if args.grid_launcher == "joblib":
+        GRID_LAUNCHER.append("hydra/launcher=joblib")
+    if args.grid_only:
+        args.batch_sizes = []
     if args.schedule_and_clip:
         EXTRA.extend(SCHEDULE_AND_CLIP)
     if args.steps_per_call is not None:
@@ -221,7 +230,8 @@ def main() -> None:
                 grid, jobs, trained = grid_seconds(folder / f"grid{i}", arms, epochs, seeds, args.device)
                 print(f"grid ({name} x {len(seeds.split(','))} seeds x 2 datasets, {epochs} epochs): {jobs} jobs, "
                       f"{trained} trained, in {grid:.1f} s")  # fmt: skip
-    print("bench: " + " ".join(f"ratio@{b}={ratios[b]:.2f}" for b in batches))
+    if ratios:
+        print("bench: " + " ".join(f"ratio@{b}={ratios[b]:.2f}" for b in batches))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_non_editable_install_runs_lossheads_train_from_another_folder(tmp_path)
 def test_a_joblib_sweep_runs_jobs_in_parallel_processes_named_by_their_overrides(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = run_train_py("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss=bce_logits,ce",
-                          "trainer.max_epochs=1", "hydra.sweep.dir=sweep", cwd=tmp_path)  # fmt: skip
+                          "trainer.max_epochs=1", "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"
     assert {p.parent.name for p in sweep.glob("*/metrics.json")} == {"0", "1"}
