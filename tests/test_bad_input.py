@@ -45,7 +45,7 @@ FRACTION_HALF_OPEN = wrong(floats_outside(0, 1, low_ok=True, high_ok=False))  # 
 # (key, the overrides that make the key matter, wrong values)
 KEYS = [
     ("seed", [], wrong(ints(-1), non_integers)),
-    ("threshold", [], FRACTION_OPEN),
+    ("threshold", [], FRACTION_OPEN.filter(lambda v: v != "auto")),  # auto: the validation F1-best
     ("train", [], wrong()),
     ("steps_per_call", [], POSITIVE_INT),
     ("optimizer.lr", [], wrong(floats_outside(0, 0, low_ok=True, high_ok=False).filter(lambda v: float(v) <= 0))),

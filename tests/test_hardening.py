@@ -92,7 +92,7 @@ def test_evaluating_a_checkpoint_gives_the_training_runs_own_test_numbers(tmp_pa
     evaluated = train(tmp_path / "eval", "data=digits", "loss=ce", "train=false", f"ckpt_path={ckpt}")
     assert evaluated["evaluated"] == str(ckpt) and evaluated["status"] == "ok"
     test_keys = [k for k in trained if k.startswith("test/")]
-    assert len(test_keys) == 8 and not any(k.startswith("val/") for k in evaluated)
+    assert len(test_keys) == 10 and not any(k.startswith("val/") for k in evaluated)
     for key in test_keys:
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
 

@@ -57,7 +57,8 @@ def test_binary_metrics_match_hand_counts():
     assert values["test/precision"] == pytest.approx(2 / 3)
     assert values["test/recall"] == pytest.approx(2 / 3)
     assert values["test/auroc"] == pytest.approx(7 / 9)  # 7 of 9 positive-negative pairs ranked right
-    assert set(values) == {f"test/{m}" for m in ("acc", "precision", "recall", "f1", "auroc", "ap", "ece")}
+    names = ("acc", "precision", "recall", "f1", "auroc", "ap", "nll", "brier", "ece", "positive_ece")
+    assert set(values) == {f"test/{m}" for m in names}
 
 
 def test_multilabel_calibration_error_pools_labels():
@@ -65,7 +66,9 @@ def test_multilabel_calibration_error_pools_labels():
     targets = torch.tensor([[1, 0], [0, 0]])
     metrics = HeadMetrics("multilabel", 2, prefix="val/")
     metrics.update((probs >= 0.5).long(), probs, targets)
-    assert metrics.compute()["val/ece"].item() == pytest.approx(0.25)  # one of 4 confident decisions wrong
+    values = metrics.compute()
+    assert values["val/ece"].item() == pytest.approx(0.25)  # one of 4 confident decisions wrong
+    assert values["val/positive_ece"].item() == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize(

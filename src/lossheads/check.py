@@ -66,7 +66,9 @@ def check_config(cfg: DictConfig) -> None:
     Lightning the trainer's arguments (its aliases, e.g. precision=16 or devices=[0], work)."""
     require_int("seed", cfg.seed, 0)
     require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
-    require_fraction("threshold", cfg.threshold, low_open=True, high_open=True)
+    if cfg.threshold != "auto":
+        require(is_number(cfg.threshold) and 0 < cfg.threshold < 1, "threshold", cfg.threshold,
+                "use a number in (0, 1), or auto (the validation F1-maximizing threshold)")  # fmt: skip
     from lossheads.pairing import AUTO, HEADS, LOSSES, loss_name  # here: the heads import this module
 
     require_choice("head", cfg.head.name, (AUTO, *sorted(HEADS)))

@@ -113,7 +113,8 @@ def print_results(record: dict[str, Any], output_dir: str) -> None:
     weights = record.get("test_weights")
     heading = "test metrics"
     if weights:
-        heading += f" ({weights} weights, after {record.get('test_weights_epoch')} epochs)"
+        epoch = record.get("test_weights_epoch")  # 0-based, as in checkpoint names
+        heading += f" ({weights} weights, after {epoch + 1} epochs)" if isinstance(epoch, int) else f" ({weights})"
     lines = results_table(record)
     print("\n".join([heading, *lines] if lines else []))
     folder = Path(output_dir).resolve()

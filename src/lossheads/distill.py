@@ -16,6 +16,7 @@ from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
 from lossheads.pairing import build_head_for
+from lossheads.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
 
@@ -50,14 +51,6 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     teacher_cfg = OmegaConf.load(config_file)
     theirs, ours = teacher_cfg.data._target_, data_cfg._target_
     require(theirs == ours, KEY, str(path), f"the teacher was trained on {theirs}, the student uses {ours}")
-    their_split, our_split = teacher_cfg.data.get("split_seed"), data_cfg.get("split_seed")
-    require(their_split == our_split, KEY, str(path),
-            f"the teacher's split_seed={their_split} differs from the student's {our_split}, so it saw the "
-            f"student's test data: use seed={their_split} or data.split_seed={their_split}")  # fmt: skip
-    their_fold, our_fold = _fold(teacher_cfg.data), _fold(data_cfg)
-    require(their_fold == our_fold, KEY, str(path),
-            f"the teacher's (data.folds, data.fold)={their_fold} differ from the student's {our_fold}, so it "
-            "trained on the student's validation data: use a teacher of the same fold")  # fmt: skip
     state = read_checkpoint(KEY, path)["state_dict"]
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
@@ -71,6 +64,7 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
             f"({datamodule.num_features} features, {head.num_logits} logits): it was trained with another "
             "number of classes or features"
         ) from None
+    check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)
     return Teacher(net, head, student_head)
 
 
@@ -98,12 +92,6 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     for name, metrics in results.items():
         record.update({f"{name}/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))})
     return record
-
-
-def _fold(data_cfg: DictConfig) -> tuple[int, int] | None:
-    """(folds, fold) of a k-fold run, None for one train/val split."""
-    folds = data_cfg.get("folds")
-    return (folds, data_cfg.get("fold")) if folds else None
 
 
 def _variant(cfg: DictConfig, output_dir: Path, **replace: Any) -> DictConfig:

@@ -41,6 +41,7 @@ class ClassifierModule(LightningModule):
         steps_per_call: int = 1,
         schedule: Schedule | None = None,
         stepping: Stepping | None = None,
+        labels: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -53,8 +54,10 @@ class ClassifierModule(LightningModule):
         self.make_optimizer = make_optimizer
         # the last epoch's val and test probabilities with their targets, for the report's curves
         self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self.per_class: dict[str, list] = {}  # the last test's per-class numbers, for per_class.json
         for stage in STAGES:
-            metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train")
+            metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train",
+                                  per_class=stage == "test", labels=labels)  # fmt: skip
             setattr(self, f"{stage}_metrics", metrics)
             setattr(self, f"{stage}_loss", MeanMetric())
 
@@ -163,6 +166,8 @@ class ClassifierModule(LightningModule):
         self.log_dict({k: v for k, v in values.items() if k in on_bar}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in on_bar})
         self.log("step", float(self.global_step))  # the loggers' x-axis: optimizer steps, not Lightning calls
+        if stage == "test":
+            self.per_class = metrics.per_class()
         mean_loss.reset()
         metrics.reset()
 

@@ -3,14 +3,11 @@ validation metric the checkpoint callback monitors (select on validation, report
 
 from __future__ import annotations
 
-from typing import Any
-
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from lossheads.check import require
-from lossheads.checkpoints import read_checkpoint
 
 
 def checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | None:
@@ -35,15 +32,13 @@ def early_stopping(cfg: DictConfig, callbacks: list[Callback]) -> EarlyStopping 
                          min_delta=options.get("min_delta", 0.0), check_on_train_epoch_end=False)  # fmt: skip
 
 
-def weights_to_test(cfg: DictConfig, trainer: Trainer) -> tuple[str | None, dict[str, Any]]:
-    """(ckpt_path for `trainer.test`, metrics.json's `test_weights` keys) after training.
-    `test_weights_epoch` counts epochs as `epochs` does: the weights after that many epochs."""
+def weights_to_test(cfg: DictConfig, trainer: Trainer) -> str | None:
+    """The checkpoint `trainer.test` loads after training: None for `test_on=last` (the weights training
+    ended with), the checkpoint monitor's best for `test_on=best` (metrics.json's `test_weights` says which)."""
     if cfg.get("test_on", "last") != "best":
-        return None, {"test_weights": "last", "test_weights_epoch": trainer.current_epoch}
+        return None
     checkpoint = checkpoint_callback(trainer.callbacks)
     path = checkpoint.best_model_path if checkpoint else ""
     require(bool(path), "test_on", "best",
             "no best checkpoint was saved: keep callbacks.model_checkpoint monitoring and validation on")  # fmt: skip
-    epoch = int(read_checkpoint("test_on", path)["epoch"]) + 1
-    return path, {"test_weights": "best", "test_weights_epoch": epoch,
-                  "test_weights_monitor": f"{checkpoint.monitor}={float(checkpoint.best_model_score):.6g}"}  # fmt: skip
+    return path

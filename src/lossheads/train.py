@@ -32,7 +32,9 @@ from lossheads.module import ClassifierModule, Diverged
 from lossheads.optim import Plateau
 from lossheads.pairing import build_head_for, build_loss
 from lossheads.selection import early_stopping, validation_monitor, weights_to_test
+from lossheads.splits import write_split
 from lossheads.stepping import plan_stepping, trainer_arguments
+from lossheads.threshold import tune_threshold
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
@@ -60,9 +62,14 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     check_config(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
     stepping = plan_stepping(cfg)
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call,
+                                                      seed=cfg.seed)  # fmt: skip
     datamodule.setup()
-    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes, cfg.threshold)
+    require(cfg.threshold != "auto" or datamodule.task != "multiclass", "threshold", cfg.threshold,
+            "multi-class heads predict the argmax and take no threshold: drop threshold=auto")  # fmt: skip
+    # threshold=auto trains and validates at 0.5; the tuned threshold is set before testing
+    threshold = 0.5 if cfg.threshold == "auto" else cfg.threshold
+    head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes, threshold)
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     teacher = None
     if loss.needs_teacher:
@@ -76,7 +83,8 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
         schedule.monitor, schedule.mode = validation_monitor(callbacks)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=stepping.steps_per_call,
-                              schedule=schedule, stepping=stepping)  # fmt: skip
+                              schedule=schedule, stepping=stepping,
+                              labels=getattr(datamodule, "label_names", None) or None)  # fmt: skip
     return datamodule, module
 
 
@@ -128,6 +136,33 @@ def save_predictions(module: ClassifierModule, path: Path) -> None:
     np.savez_compressed(path, **arrays)
 
 
+def choose_threshold(
+    trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule, ckpt_path: str | None
+) -> dict[str, float]:
+    """`threshold=auto`: validate the weights to be tested (at threshold 0.5), set the head's threshold
+    to the one that maximizes validation F1 (per label on multi-label data), and return the val metrics."""
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+    batches = module.predictions["val"]
+    chosen = tune_threshold(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]))
+    module.head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
+    return logged(trainer, "val/")
+
+
+def threshold_value(threshold: float | torch.Tensor) -> float | list[float]:
+    return threshold.tolist() if isinstance(threshold, torch.Tensor) else float(threshold)
+
+
+def tested_weights(trainer: Trainer, ckpt_path: str | None) -> dict[str, Any]:
+    """Which weights `test/*` came from: `last` (the weights training ended with) or, evaluating a
+    checkpoint, `last`/`best` by its file name (else the name), with the 0-based epoch they were
+    saved at, as Lightning numbers epochs in checkpoint names and TensorBoard."""
+    if ckpt_path is None:
+        return {"test_weights": "last", "test_weights_epoch": trainer.current_epoch - 1}
+    stem = Path(ckpt_path).stem
+    kind = next((k for k in ("last", "best") if stem.startswith(k)), stem)
+    return {"test_weights": kind, "test_weights_epoch": read_checkpoint("ckpt_path", Path(ckpt_path)).get("epoch")}
+
+
 def fit(trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule, ckpt_path: str | None) -> None:
     """`trainer.fit`, with Ctrl-C and SIGTERM turned into `Interrupted` (its checkpoint saved by
     `InterruptCheckpoint`), whatever form Lightning gives them (SystemExit for Ctrl-C)."""
@@ -147,30 +182,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = checked_checkpoint(cfg, module)
     save_config(cfg, Path(cfg.paths.output_dir))
     trainer = build_trainer(cfg)
+    if trainer.is_global_zero:
+        write_split(Path(cfg.paths.output_dir), datamodule.split_record)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     metrics: dict[str, float] = {}
-    tested: dict[str, Any] = {}
     if cfg.train:
         fit(trainer, module, datamodule, ckpt_path)
         metrics = logged(trainer, "val/")
-        ckpt_path, tested = weights_to_test(cfg, trainer)  # None: the weights training ended with
+        ckpt_path = weights_to_test(cfg, trainer)  # None: the weights training ended with
+    if cfg.threshold == "auto":
+        metrics = choose_threshold(trainer, module, datamodule, ckpt_path)
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     metrics.update(logged(trainer, "test/"))
     record = {
         "status": "ok",
+        "task": datamodule.task,
         "head": module.head.name,
         "loss": module.loss.name,
         "data": datamodule.name,
         "seed": cfg.seed,
         **({"epochs": trainer.current_epoch, "steps": trainer.global_step} if cfg.train else {"evaluated": ckpt_path}),
-        **tested,
+        **tested_weights(trainer, ckpt_path),
+        "threshold": None if datamodule.task == "multiclass" else threshold_value(module.head.threshold),
         **metrics,
     }
     if not trainer.is_global_zero:
         return record
     output_dir = Path(cfg.paths.output_dir)
     save_predictions(module, output_dir / "predictions.npz")
+    if module.per_class:
+        write_metrics(output_dir / "per_class.json", module.per_class)
     write_metrics(output_dir / "metrics.json", record)
     params = {k: v for k, v in record.items() if "/" not in k}
     params.update(flat_overrides(cfg))

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lossheads.check import ConfigError, require, require_fraction, require_int
 from lossheads.heads import Task
+from lossheads.splits import sample_hashes, split_record
 
 
 class SeededPermutation:
@@ -138,7 +139,8 @@ def stratified_split(
 
 class ArrayDataModule(LightningDataModule):
     """Base of every in-memory dataset: a seeded stratified split, features standardized with the
-    training split's statistics only, batches served by `InMemoryBatches` on the training device."""
+    training split's statistics only, batches served by `InMemoryBatches` on the training device.
+    `split_seed` draws the split; `seed` (the run's seed) the training order."""
 
     name = ""
 
@@ -153,6 +155,7 @@ class ArrayDataModule(LightningDataModule):
         steps_per_call: int = 1,
         folds: int | None = None,
         fold: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         require(folds is None or (isinstance(folds, int) and folds >= 2), "data.folds", folds,
@@ -173,6 +176,9 @@ class ArrayDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.fractions = (val_fraction, test_fraction)
         self.split_seed, self.drop_last = split_seed, drop_last
+        require_int("seed", seed, 0)
+        self.seed = seed
+        self.split_record: dict[str, Any] = {}  # what split.json holds: each split's sample hashes
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.task: Task = "binary"
         self.num_classes = 0
@@ -199,6 +205,8 @@ class ArrayDataModule(LightningDataModule):
         )
         for split, idx in (("train", train), ("val", val), ("test", test)):
             require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
+        hashes = sample_hashes(data.features, data.targets)
+        self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
         mean = data.features[train].mean(axis=0)
         std = data.features[train].std(axis=0)
         std[std == 0] = 1.0
@@ -223,7 +231,7 @@ class ArrayDataModule(LightningDataModule):
         return InMemoryBatches(features, targets, batch_size, **options)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.split_seed,
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.seed,
                             batches_per_item=self.steps_per_call)  # fmt: skip
 
     def val_dataloader(self) -> InMemoryBatches:

@@ -51,4 +51,5 @@ class DigitsMultilabel(ArrayDataModule):
 
         features, digits = load_digits(return_X_y=True)
         labels = np.stack([np.isin(digits, sorted(s)) for s in DIGIT_LABELS.values()], axis=1)
+        self.label_names = list(DIGIT_LABELS)
         return LabeledArrays(features, labels.astype(np.float32), "multilabel", len(DIGIT_LABELS))
