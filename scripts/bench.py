@@ -40,13 +40,18 @@ FEATURES = 32
 
 
 STEPS_PER_CALL: list[str] = []  # --steps-per-call K: the harness's override, e.g. 1 for Lightning's own loop
+# --schedule-and-clip: a cosine schedule and norm clipping at 1.0 in both loops
+SCHEDULE_AND_CLIP = ["scheduler=cosine", "trainer.gradient_clip_val=1.0"]
+EXTRA: list[str] = []
+GRID_LAUNCHER: list[str] = []  # --grid-launcher joblib: the grids' jobs in parallel processes
 
 
 def data_overrides(batch_size: int, n_samples: int) -> list[str]:
     """drop_last: the raw loop skips an epoch's last, smaller mini-batch, so the harness does too."""
-    return [*STEPS_PER_CALL, "data=synthetic_binary", f"data.n_features={FEATURES}", f"data.n_samples={n_samples}",
-            f"data.batch_size={batch_size}", "data.drop_last=true", "data.val_fraction=0.1", "data.test_fraction=0.1",
-            "model.hidden=[256,256]", "loss=bce_logits", "print_config=false"]  # fmt: skip
+    return [*STEPS_PER_CALL, *EXTRA, "data=synthetic_binary", f"data.n_features={FEATURES}",
+            f"data.n_samples={n_samples}", f"data.batch_size={batch_size}", "data.drop_last=true",
+            "data.val_fraction=0.1", "data.test_fraction=0.1", "model.hidden=[256,256]", "loss=bce_logits",
+            "print_config=false"]  # fmt: skip
 
 
 def accelerator(device: str) -> str:
@@ -102,6 +107,7 @@ def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, d
     targets = targets.float()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0)  # train.yaml's
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if EXTRA else None
     n, done, start = len(features), 0, 0.0
     while done < steps:
         order = torch.randperm(n, device=device)
@@ -112,7 +118,11 @@ def raw_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Path, d
             loss = loss_fn(net(x_epoch[i : i + batch_size]).squeeze(-1), y_epoch[i : i + batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scheduler is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             done += 1
             if done == steps:
                 break
@@ -155,7 +165,8 @@ def grid_seconds(folder: Path, arms: list[str], epochs: int, seeds: str, device:
     t0 = time.perf_counter()
     command = [sys.executable, str(ROOT / "train.py"), "-m", *arms, f"seed={seeds}", "data=breast_cancer,digits",
                f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={folder}",
-               "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={accelerator(device)}"]  # fmt: skip
+               "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={accelerator(device)}",
+               *GRID_LAUNCHER]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
     seconds = time.perf_counter() - t0
     jobs = [p for p in folder.iterdir() if p.is_dir()]
@@ -181,17 +192,28 @@ def main() -> None:
     parser.add_argument("--steps", type=count, default=300, help="optimizer steps per measurement (default 300)")
     parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
     parser.add_argument("--images", action="store_true", help="the image and table data paths (scripts/bench_data.py)")
+    parser.add_argument("--schedule-and-clip", action="store_true",
+                        help="a cosine schedule and gradient clipping (norm 1.0) in both loops")  # fmt: skip
+    parser.add_argument("--grid-launcher", choices=["basic", "joblib"], default="basic",
+                        help="Hydra launcher of the grids (joblib: one process per core)")  # fmt: skip
+    parser.add_argument("--grid-only", action="store_true", help="only the start-up and grid measurements")
     args = parser.parse_args()
     if args.images:
         from bench_data import main as bench_data
 
         return bench_data([*(["--quick"] if args.quick else []), "--device", args.device])
+    if args.grid_launcher == "joblib":
+        GRID_LAUNCHER.append("hydra/launcher=joblib")
+    if args.grid_only:
+        args.batch_sizes = []
+    if args.schedule_and_clip:
+        EXTRA.extend(SCHEDULE_AND_CLIP)
     if args.steps_per_call is not None:
         STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
     batches = args.batch_sizes
     steps, repeats, n_samples = (20, 1, 4000) if args.quick else (args.steps, args.repeats, 40000)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} steps={steps} "
-          f"repeats={repeats}")  # fmt: skip
+          f"repeats={repeats} {' '.join(EXTRA)}")  # fmt: skip
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -216,7 +238,8 @@ def main() -> None:
                 grid, jobs, trained = grid_seconds(folder / f"grid{i}", arms, epochs, seeds, args.device)
                 print(f"grid ({name} x {len(seeds.split(','))} seeds x 2 datasets, {epochs} epochs): {jobs} jobs, "
                       f"{trained} trained, in {grid:.1f} s")  # fmt: skip
-    print("bench: " + " ".join(f"ratio@{b}={ratios[b]:.2f}" for b in batches))
+    if ratios:
+        print("bench: " + " ".join(f"ratio@{b}={ratios[b]:.2f}" for b in batches))
 
 
 if __name__ == "__main__":

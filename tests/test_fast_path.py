@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import QUIET, ROOT, built, compose_config
+from conftest import QUIET, ROOT, built
 from lossheads.data import InMemoryBatches
 
 
@@ -130,13 +130,10 @@ def test_max_steps_is_exact_with_several_steps_per_call(tmp_path):
     assert trainer.global_step == 10
 
 
-def test_gradient_clipping_needs_one_step_per_call(tmp_path):
-    from lossheads.check import ConfigError
-    from lossheads.train import run
-
-    cfg = compose_config(["print_config=false", "+trainer.gradient_clip_val=1.0"], tmp_path)
-    with pytest.raises(ConfigError, match="also set steps_per_call=1"):
-        run(cfg)
+def test_accumulation_makes_the_fast_path_step_aside(tmp_path):
+    """Lightning's own loop accumulates (and counts limit_train_batches in mini-batches, as its docs say)."""
+    trainer, module = train(tmp_path, "trainer.accumulate_grad_batches=2", "trainer.max_epochs=1", "steps_per_call=8")
+    assert module.automatic_optimization and trainer.global_step == 3  # 6 mini-batches of breast_cancer
 
 
 def test_benchmark_quick_mode_prints_its_ratio_line(tmp_path):

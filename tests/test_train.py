@@ -63,7 +63,7 @@ def test_every_valid_pair_trains_and_writes_metrics(train, tmp_path, data, head,
         (["threshold=1.5"], "threshold=1.5 is not valid: use a number in (0, 1)"),
         (["threshold=0"], "threshold=0 is not valid"),
         (["optimizer.lr=0"], "optimizer.lr=0 is not valid"),
-        (["trainer.precision=17"], "trainer.precision='17' is not valid"),
+        (["trainer.precision=17"], "trainer.precision=17 is not valid: Lightning says Precision 17 is invalid"),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not valid"),
         (["model.hidden=[64,0]"], "model.hidden=[64, 0] is not valid"),
         (["model.dropout=1.0"], "model.dropout=1.0 is not valid"),
@@ -124,7 +124,13 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["head"] == "sigmoid" and metrics["loss"] == "bce_logits" and metrics["epochs"] == 2
-    assert "─ data" in result.stdout or "data" in result.stdout  # the config tree is printed first
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("data=breast_cancer  head=auto  loss=auto")  # the config summary first
+    assert [line.split()[0:2] for line in lines if line.startswith("epoch ")] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert "\r" not in result.stdout  # redirected: one line per epoch, no redraws
+    table = lines[lines.index("test metrics (last weights, after 2 epochs)") + 1 :]
+    assert table[0].split() == ["test"] and table[1].split()[0] == "acc" and 0.5 < float(table[1].split()[1]) <= 1
+    assert lines[-1] == "results in run"
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-PRECISIONS = (
-    "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
-    "transformer-engine", "transformer-engine-float16",
-)  # fmt: skip
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
@@ -72,7 +67,8 @@ def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Checks of the top-level keys and the trainer; data, head, loss and model check themselves."""
+    """Checks of the top-level keys; data, head, loss, model and scheduler check themselves, and
+    Lightning the trainer's arguments (its aliases, e.g. precision=16 or devices=[0], work)."""
     require(is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"use a whole number in [0, {MAX_SEED}]")
     require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
     if cfg.threshold != "auto":
@@ -91,16 +87,11 @@ def check_config(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     require(is_int(trainer.max_epochs) and (trainer.max_epochs >= 1 or trainer.max_epochs == -1),
             "trainer.max_epochs", trainer.max_epochs, "use a whole number >= 1")  # fmt: skip
-    require_choice("trainer.precision", str(trainer.precision), PRECISIONS)
-    require_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)
     require_int("steps_per_call", cfg.steps_per_call, 1)
-    for key, off in (("gradient_clip_val", (None, 0)), ("accumulate_grad_batches", (None, 1))):
-        value = trainer.get(key)
-        require(cfg.steps_per_call == 1 or value in off, f"trainer.{key}", value,
-                "needs automatic optimization: also set steps_per_call=1")  # fmt: skip
-    devices = trainer.devices
-    require(devices == "auto" or (is_int(devices) and (devices >= 1 or devices == -1)),
-            "trainer.devices", devices, "use auto, -1 or a whole number >= 1")  # fmt: skip
+    patience = cfg.get("early_stopping", {}).get("patience")
+    require(patience is None or (is_int(patience) and patience >= 1), "early_stopping.patience", patience,
+            "use a whole number of epochs >= 1, or null for no early stopping")  # fmt: skip
+    require_choice("test_on", cfg.get("test_on", "last"), ("last", "best"))
     check_training_budget(trainer)
     check_machine(trainer)
 

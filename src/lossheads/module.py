@@ -12,10 +12,13 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 
 from lossheads.heads import Head
 from lossheads.metrics import HeadMetrics
+from lossheads.optim import Schedule, steps_in_epoch, total_optimizer_steps
+from lossheads.stepping import Stepping
 
 STAGES = ("train", "val", "test")
 
@@ -36,11 +39,16 @@ class ClassifierModule(LightningModule):
         teacher: nn.Module | None = None,
         batch_size: int = 64,
         steps_per_call: int = 1,
+        schedule: Schedule | None = None,
+        stepping: Stepping | None = None,
         labels: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.automatic_optimization = steps_per_call == 1
+        self.schedule = schedule
+        self.stepping = stepping or Stepping(steps_per_call)
+        self.epoch_steps = 0  # optimizer steps taken in this epoch by the fast path
         self.net, self.head, self.loss = net, head, loss
         self.teacher = teacher  # frozen, eval mode, logits in this head's form (a loss that needs_teacher)
         self.make_optimizer = make_optimizer
@@ -107,12 +115,18 @@ class ClassifierModule(LightningModule):
         max_steps = self.trainer.max_steps
         if max_steps >= 0:
             chunks = chunks[: max(0, max_steps - self.trainer.global_step)]
+        if self.stepping.epoch_step_limit is not None:  # limit_train_batches, in optimizer steps
+            chunks = chunks[: max(0, self.stepping.epoch_step_limit - self.epoch_steps)]
+        self.epoch_steps += len(chunks)
+        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
         step_logits, step_losses = [], []
         for x, y in chunks:
             logits, loss = self._forward_loss(x, y)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            optimizer.step()
+            optimizer.step()  # clips in on_before_optimizer_step, after AMP's unscale
+            for scheduler in schedulers:  # as Lightning steps interval="step" ones under automatic optimization
+                scheduler.step()
             step_logits.append(logits)  # detached below, once for all steps (backward freed their graphs)
             step_losses.append(loss)
         if not chunks:
@@ -159,6 +173,7 @@ class ClassifierModule(LightningModule):
         on_bar = {f"{stage}/loss", f"{stage}/acc"} if stage != "test" else set()
         self.log_dict({k: v for k, v in values.items() if k in on_bar}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in on_bar})
+        self.log("step", float(self.global_step))  # the loggers' x-axis: optimizer steps, not Lightning calls
         if stage == "test":
             self.per_class = metrics.per_class()
         mean_loss.reset()
@@ -190,8 +205,26 @@ class ClassifierModule(LightningModule):
     def on_test_epoch_start(self) -> None:
         self.predictions["test"].clear()
 
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Gradient clipping for the fast path (Lightning clips only under automatic optimization);
+        Lightning calls this after unscaling fp16 gradients, before the step."""
+        if self.stepping.clip_val is not None and not self.automatic_optimization:
+            self.clip_gradients(optimizer, self.stepping.clip_val, self.stepping.clip_algorithm)
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_steps = 0
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        if not self.automatic_optimization:  # Lightning steps epoch-interval schedulers only under automatic
+            for config in self.trainer.lr_scheduler_configs:
+                if config.interval != "epoch":
+                    continue
+                if not isinstance(config.scheduler, ReduceLROnPlateau):
+                    config.scheduler.step()
+                elif (value := self.trainer.callback_metrics.get(self.schedule.monitor)) is not None:
+                    config.scheduler.step(value)  # no validation this epoch: no step, as strict=False
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -201,5 +234,24 @@ class ClassifierModule(LightningModule):
         self._log_epoch("test")
         self._gather_predictions("test")
 
-    def configure_optimizers(self) -> Optimizer:
-        return self.make_optimizer(self.net.parameters())
+    def configure_optimizers(self) -> Optimizer | tuple[list[Optimizer], list[dict]]:
+        optimizer = self.make_optimizer(self.net.parameters())
+        if self.schedule is None:
+            return optimizer
+        per_epoch = self.optimizer_steps_per_epoch()
+        total = total_optimizer_steps(per_epoch, self.trainer.max_epochs, self.trainer.max_steps)
+        configs = self.schedule.build(optimizer, total, per_epoch)
+        if not self.automatic_optimization:  # the module steps them itself (Lightning warns of unused keys)
+            configs = [{k: v for k, v in c.items() if k not in ("monitor", "strict")} for c in configs]
+        return [optimizer], configs
+
+    def optimizer_steps_per_epoch(self) -> int:
+        """This process's optimizer steps in one training epoch, `limit_train_batches` included."""
+        loader = self.trainer.datamodule.train_dataloader()
+        limit = self.stepping.epoch_step_limit
+        if self.automatic_optimization and isinstance(self.trainer.limit_train_batches, int):
+            limit = self.trainer.limit_train_batches
+        samples = getattr(loader, "shard_size", None)
+        if samples is None:  # a torch DataLoader: one step per batch
+            return max(1, min(len(loader), limit) if limit is not None else len(loader))
+        return steps_in_epoch(samples, self.batch_size, limit)

@@ -6,9 +6,7 @@ import contextlib
 import io
 import json
 import logging
-import math
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,13 @@ from lossheads.atomic import StorageError, require_writable, write_bytes, write_
 from lossheads.callbacks import Interrupted, LastCheckpoint
 from lossheads.check import ConfigError, check_config, instantiate_checked, require
 from lossheads.checkpoints import RunCheckpointIO, newest_checkpoint, read_checkpoint, resolve_checkpoint
+from lossheads.console import print_results, quiet_lightning, show_config
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
+from lossheads.loggers import build_loggers, log_run_hparams
 from lossheads.models import build_net
 from lossheads.module import ClassifierModule, Diverged
+from lossheads.optim import Plateau
 from lossheads.pairing import build_head_for, build_loss
 from lossheads.resume import check_resume, resolved, resumed_from
 from lossheads.run_folder import (
@@ -43,7 +44,9 @@ from lossheads.run_folder import (
     read_record,
     restore_hydra_files,
 )
+from lossheads.selection import early_stopping, validation_monitor, weights_to_test
 from lossheads.splits import write_split
+from lossheads.stepping import plan_stepping, trainer_arguments
 from lossheads.stops import StopSignals, caught, resume_command
 from lossheads.threshold import tune_threshold
 
@@ -52,21 +55,29 @@ EXIT_BAD_INPUT = 2
 
 
 def build_trainer(cfg: DictConfig) -> Trainer:
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    stopper = early_stopping(cfg, callbacks)
+    callbacks += [stopper] if stopper else []
+    counts = trainer_arguments(cfg.trainer, plan_stepping(cfg))  # batches counted in optimizer steps
     io_plugin = RunCheckpointIO(resolved(cfg))  # atomic writes, the run's config and a checksum in each
     try:
-        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[io_plugin])
+        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[io_plugin], **counts)
     except (InstantiationException, MisconfigurationException, ValueError) as exc:
-        cause = exc.__cause__ or exc
-        raise ConfigError(f"trainer: {str(cause).splitlines()[0]}: fix the trainer.* overrides") from exc
+        reason = str(exc.__cause__ or exc).splitlines()[0].rstrip(".")
+        at = {k: reason.lower().find(k.lower()) for k in cfg.trainer if k != "_target_"}
+        named = sorted((k for k in at if at[k] >= 0), key=at.get)  # the key Lightning names first
+        key = f"trainer.{named[0]}={cfg.trainer[named[0]]!r}" if named else "trainer"
+        raise ConfigError(f"{key} is not valid: Lightning says {reason}") from exc
 
 
 def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     """Everything a run needs, every input checked, before any training starts."""
     check_config(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=cfg.steps_per_call, seed=cfg.seed)
+    stepping = plan_stepping(cfg)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call,
+                                                      seed=cfg.seed)  # fmt: skip
     datamodule.setup()
     require(cfg.threshold != "auto" or datamodule.task != "multiclass", "threshold", cfg.threshold,
             "multi-class heads predict the argmax and take no threshold: drop threshold=auto")  # fmt: skip
@@ -80,8 +91,13 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
     optimizer = checked_optimizer(cfg.optimizer, net)
+    schedule = instantiate_checked(cfg.scheduler) if cfg.get("scheduler") else None
+    if isinstance(schedule, Plateau):
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        schedule.monitor, schedule.mode = validation_monitor(callbacks)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
-                              batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call,
+                              batch_size=datamodule.batch_size, steps_per_call=stepping.steps_per_call,
+                              schedule=schedule, stepping=stepping,
                               labels=getattr(datamodule, "label_names", None) or None)  # fmt: skip
     return datamodule, module
 
@@ -212,7 +228,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
                               "the data leave no training batch): its numbers would be the random "
                               "initialization's; give training something to do")  # fmt: skip
         metrics = logged(trainer, "val/") or last_val_metrics(trainer)
-        ckpt_path = None  # test the weights training ended with
+        ckpt_path = weights_to_test(cfg, trainer)  # None: the weights training ended with
     if cfg.threshold == "auto":
         metrics = choose_threshold(trainer, module, datamodule, ckpt_path)
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
@@ -242,10 +258,9 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     if module.per_class:
         write_metrics(metrics_file.with_name(metrics_file.name.replace("metrics", "per_class")), module.per_class)
     write_metrics(metrics_file, record)
-    if trainer.logger is not None and hasattr(trainer.logger, "log_hyperparams"):
-        params = {k: v for k, v in record.items() if "/" not in k}
-        params.update(flat_overrides(cfg))
-        trainer.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
+    params = {k: v for k, v in record.items() if "/" not in k}
+    params.update(flat_overrides(cfg))
+    log_run_hparams(trainer, params, metrics)
     return record
 
 
@@ -274,34 +289,6 @@ def flat_overrides(cfg: DictConfig) -> dict[str, Any]:
             if key != "_target_" and (value is None or isinstance(value, (int, float, str, bool, list))):
                 flat[f"{group}.{key}"] = str(value) if isinstance(value, list) or value is None else value
     return flat
-
-
-def print_config(cfg: DictConfig) -> None:
-    """The composed config as a tree, one branch per group (as lightning-hydra-template prints it)."""
-    from rich import print as rich_print
-    from rich.syntax import Syntax
-    from rich.tree import Tree
-
-    tree = Tree("config", guide_style="dim")
-    for key, node in cfg.items():
-        text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else str(node)
-        tree.add(str(key)).add(Syntax(text, "yaml"))
-    rich_print(tree)
-
-
-def quiet_lightning() -> None:
-    """Lightning logs through its own console handler and the root logger, which Hydra also
-    prints and writes to the run's train.log: drop Lightning's handler so each line shows once."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-        logger.propagate = True
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher
-    # DDP: the logged values come from torchmetrics' compute(), which has already synced the ranks
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def in_sweep() -> bool:
@@ -375,8 +362,8 @@ def main(cfg: DictConfig) -> float | None:
 
 def _main(cfg: DictConfig, sweeping: bool) -> float | None:
     try:
-        if cfg.get("print_config", True) and not sweeping and rank_zero_only.rank == 0:
-            print_config(cfg)
+        if not sweeping and rank_zero_only.rank == 0:
+            show_config(cfg)
         if cfg.get("distill"):
             record = run_distillation(cfg, run)
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
@@ -414,5 +401,7 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
         record_status(cfg, "failed", f"{type(exc).__name__}: {exc}")
         logging.getLogger(__name__).exception("job failed; the sweep goes on")
         return None
+    if not sweeping and rank_zero_only.rank == 0:
+        print_results(record, cfg.paths.output_dir)
     metric = cfg.get("optimized_metric")
     return record.get(metric) if metric else None

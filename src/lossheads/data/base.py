@@ -116,14 +116,23 @@ class LabeledArrays:
 
 
 def stratified_split(
-    labels: np.ndarray | None, n: int, fractions: tuple[float, float], seed: int
+    labels: np.ndarray | None, n: int, fractions: tuple[float, float], seed: int, fold: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train/val/test indices; each class is split in the same proportions where labels are given."""
+    """Seeded train/val/test indices; each class is split in the same proportions where labels are given.
+    With `fold` = (K, i): stratified K-fold cross-validation; the test split is the same for every i,
+    the rest is cut in K folds and fold i validates (the val fraction is then 1/K of the rest)."""
     rng = np.random.default_rng(seed)
     groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
     parts: tuple[list, list, list] = ([], [], [])
     for group in groups:
         group = rng.permutation(group)
+        if fold is not None:
+            n_test = round(len(group) * fractions[1])
+            folds = np.array_split(group[n_test:], fold[0])
+            parts[2].append(group[:n_test])
+            parts[1].append(folds[fold[1]])
+            parts[0].append(np.concatenate([f for i, f in enumerate(folds) if i != fold[1]]))
+            continue
         n_val, n_test = (round(len(group) * f) for f in fractions)
         parts[1].append(group[:n_val])
         parts[2].append(group[n_val : n_val + n_test])
@@ -147,6 +156,8 @@ class ArrayDataModule(LightningDataModule):
         split_seed: int = 0,
         drop_last: bool = False,
         steps_per_call: int = 1,
+        folds: int | None = None,
+        fold: int = 0,
         seed: int = 0,
         sampler: str = "shuffle",
     ) -> None:
@@ -154,6 +165,11 @@ class ArrayDataModule(LightningDataModule):
         require(sampler in ("shuffle", "balanced"), "data.sampler", sampler,
                 "use shuffle (a seeded permutation) or balanced (classes equally often per epoch)")  # fmt: skip
         self.sampler = sampler
+        require(folds is None or (isinstance(folds, int) and folds >= 2), "data.folds", folds,
+                "use a number of folds >= 2, or null for one train/val split")  # fmt: skip
+        require(folds is None or (isinstance(fold, int) and 0 <= fold < folds), "data.fold", fold,
+                f"use a fold from 0 to {(folds or 1) - 1}")  # fmt: skip
+        self.fold = (folds, fold) if folds else None
         require_int("steps_per_call", steps_per_call, 1)
         self.steps_per_call = steps_per_call
         require_int("data.batch_size", batch_size, 1)
@@ -195,7 +211,9 @@ class ArrayDataModule(LightningDataModule):
                 "balanced sampling needs single-label data: use data.sampler=shuffle on multi-label data")  # fmt: skip
         self.input_shape = tuple(data.features.shape[1:])
         self.num_features = math.prod(self.input_shape)
-        train, val, test = stratified_split(data.hard_labels, len(data.features), self.fractions, self.split_seed)
+        train, val, test = stratified_split(
+            data.hard_labels, len(data.features), self.fractions, self.split_seed, self.fold
+        )
         for split, idx in (("train", train), ("val", val), ("test", test)):
             require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
         hashes = sample_hashes(data.features, data.targets)

@@ -1,0 +1,11 @@
+"""Packaging that pyproject.toml cannot say statically: the top-level `configs/` folder ships inside
+the package as `lossheads/configs`, so an installed `lossheads-train` finds its configs anywhere
+(`python train.py` in the repository reads `configs/` directly)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    packages=[*find_packages("src"), "lossheads.configs"],
+    package_dir={"": "src", "lossheads.configs": "configs"},
+    package_data={"lossheads.configs": ["*.yaml", "**/*.yaml"]},
+)

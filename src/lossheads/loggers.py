@@ -1,0 +1,128 @@
+"""Experiment loggers (`logger=tensorboard|csv|mlflow|wandb|many`) and what a run records in them.
+
+MLflow and W&B are optional extras: a config that names one whose package is missing is refused in
+one line naming the extra. Every logger gets the same hyperparameters, head, loss, threshold and the
+swept keys first, and in a sweep each run is named by its overrides.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from lossheads.check import ConfigError
+
+# the package each optional logger needs, and the extra that installs it
+EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+FIRST_PARAMS = ("head", "loss", "threshold", "data", "seed")
+
+
+def run_name(outside_sweeps: str = "") -> str | None:
+    """A sweep job's overrides (`loss=ce,seed=2`): the name TensorBoard, MLflow and W&B show for it.
+    Outside a sweep `outside_sweeps` ("none": None, so that MLflow and W&B pick their own name)."""
+    try:
+        hydra = HydraConfig.get()
+        if hydra.mode == RunMode.MULTIRUN and hydra.job.override_dirname:
+            return hydra.job.override_dirname
+    except ValueError:  # no Hydra run
+        pass
+    return None if outside_sweeps == "none" else outside_sweeps
+
+
+if not OmegaConf.has_resolver("lossheads.run_name"):
+    OmegaConf.register_new_resolver("lossheads.run_name", run_name)
+
+
+# the custom-scalars page: train and val on one chart, then the yardsticks a comparison looks at first
+LAYOUT = {
+    "lossheads": {
+        "loss: train and val": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+        "accuracy: train and val": ["Multiline", [r"^train/acc$", r"^val/acc$"]],
+        "AUROC (val)": ["Multiline", [r"^val/auroc$"]],
+        "calibration: ECE, NLL, Brier (val)": ["Multiline", [r"^val/ece$", r"^val/nll$", r"^val/brier$"]],
+        "learning rate": ["Multiline", [r"^train/lr$"]],
+    }
+}
+
+
+class TensorBoard(TensorBoardLogger):
+    """Lightning's TensorBoard logger, arranged for comparing runs: no `epoch` chart (Lightning adds
+    one to every log call, and it sorted first), no single-point `hp/*` charts (the HPARAMS tab reads
+    the final values of the `val/*` and `test/*` series themselves), and a custom-scalars page with
+    train and val loss on one chart, accuracy, AUROC and calibration."""
+
+    _hparams_metrics = False
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self._hparams_metrics:
+            super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    def log_hyperparams(self, params: Any, metrics: dict[str, float] | None = None, step: int | None = None) -> None:
+        self._hparams_metrics = True  # Lightning logs `metrics` as scalars too: they exist already
+        try:
+            super().log_hyperparams(params, metrics, step)
+        finally:
+            self._hparams_metrics = False
+        if metrics:
+            self.experiment.add_custom_scalars(LAYOUT)
+
+
+def _one_logger(node: DictConfig) -> Logger:
+    target = str(node.get("_target_", ""))
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        for name, (package, extra) in EXTRAS.items():
+            if name in target.lower() and isinstance(cause, (ModuleNotFoundError, ImportError)):
+                raise ConfigError(
+                    f"logger={name} needs the {package} package: pip install 'lossheads[{extra}]' "
+                    f"(or pip install -e '.[{extra}]' in the repository), or use logger=tensorboard"
+                ) from None
+        raise ConfigError(f"logger: {str(cause or exc).splitlines()[0]}: fix the logger.* overrides") from exc
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger] | bool:
+    """`logger` is one logger's config (`_target_`) or, for `logger=many`, a mapping of them."""
+    node = cfg.get("logger")
+    if not node:
+        return False
+    if "_target_" in node:
+        return [_one_logger(node)]
+    return [_one_logger(child) for child in node.values() if child]
+
+
+def swept_keys() -> list[str]:
+    try:
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:
+        return []
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+
+
+def ordered_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Head, loss, threshold, then the keys this run overrode, then the rest: the columns a reader
+    of the HPARAMS table or the MLflow run list wants first."""
+    first = [k for k in (*FIRST_PARAMS, *swept_keys()) if k in params]
+    return {**{k: params[k] for k in dict.fromkeys(first)}, **params}
+
+
+def log_run_hparams(trainer: Trainer, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """The run's hyperparameters in every logger; TensorBoard's HPARAMS tab gets the final metrics
+    beside them (the other loggers hold the metrics as logged series already)."""
+    params = ordered_params({k: (str(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()})
+    finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, finite)
+        else:
+            logger.log_hyperparams(params)
+        logger.save()

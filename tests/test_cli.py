@@ -1,0 +1,73 @@
+"""The command line as a user meets it: the help page, mistyped overrides, the installed command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from conftest import ROOT, run_train_py
+from lossheads.cli import config_dir, help_page
+
+
+def test_help_lists_groups_options_and_top_level_keys_from_the_configs():
+    page = help_page(config_dir())
+    assert "loss            auto*, bce, bce_logits, ce" in page
+    assert "scheduler       cosine, none*, onecycle, plateau, step" in page
+    assert "_split" not in page and "test_on" in page and "early_stopping" in page
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss=bce_logit", "error: loss=bce_logit is not an option of loss: did you mean loss=bce_logits?"),
+        ("trainer.max_epoch=3", "error: trainer.max_epoch is not a key of trainer: did you mean trainer.max_epochs?"),
+    ],
+)
+def test_a_mistyped_override_is_one_line_with_the_nearest_name_and_exit_2(tmp_path, override, message):
+    result = run_train_py(override, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "outputs").exists()
+
+
+def test_non_editable_install_runs_lossheads_train_from_another_folder(tmp_path):
+    """Slow-ish (~20-40 s): `pip install .` (not editable) into a fresh venv that borrows torch,
+    Lightning and Hydra from this environment (--system-site-packages), then `lossheads-train` in an
+    empty folder: its configs come from the package, its run folder lands under that folder."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("src", "configs", "pyproject.toml", "setup.py", "README.md"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(ROOT / name, source / name)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    python = env_dir / "bin" / "python"
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--no-build-isolation", str(source)], check=True, env=environment, timeout=300)  # fmt: skip
+    shutil.rmtree(source)  # nothing may come from the source tree any more
+    work = tmp_path / "work"
+    work.mkdir()
+    command = [str(env_dir / "bin" / "lossheads-train"), "trainer.max_epochs=1", "data=digits"]  # loss=auto: CE
+    result = subprocess.run(command, cwd=work, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "results in outputs/" in result.stdout and "test metrics" in result.stdout
+    assert len(list((work / "outputs").glob("*/*/metrics.json"))) == 1
+
+
+def test_a_joblib_sweep_runs_jobs_in_parallel_processes_named_by_their_overrides(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    result = run_train_py("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss=bce_logits,ce",
+                          "trainer.max_epochs=1", "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    assert {p.parent.name for p in sweep.glob("*/metrics.json")} == {"0", "1"}
+    assert (sweep / "0" / "tensorboard" / "loss=bce_logits,trainer.max_epochs=1").is_dir()
+    assert (sweep / "report.md").is_file()

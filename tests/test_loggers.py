@@ -1,0 +1,66 @@
+"""Experiment loggers: each records the run's metrics and hyperparameters where its own tools read them."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import QUIET
+
+
+def test_csv_logger_records_metrics_and_hyperparameters(train, tmp_path):
+    metrics = train("logger=csv", *QUIET)
+    assert metrics["status"] == "ok"
+    folder = tmp_path / "run" / "csv"
+    with (folder / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert any(row.get("val/loss") for row in rows) and any(row.get("train/lr") for row in rows)
+    hparams = (folder / "hparams.yaml").read_text()
+    assert "head: sigmoid" in hparams and "loss: bce_logits" in hparams
+
+
+def test_tensorboard_has_no_epoch_or_single_point_charts_and_steps_count_optimizer_steps(train, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = train("trainer.max_epochs=2", *QUIET, quick=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/acc", "val/auroc", "train/lr"} <= tags
+    assert "epoch" not in tags and not any(t.startswith("hp/") for t in tags)
+    assert [e.step for e in events.Scalars("val/loss")] == [6, 12] == [6, metrics["steps"]]  # optimizer steps
+    plugins = events.PluginTagToContent("custom_scalars")  # the loss/accuracy/AUROC/calibration page
+    assert plugins
+
+
+def test_mlflow_client_reads_back_the_logged_params_and_metrics(train, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    metrics = train("logger=mlflow", f"logger.tracking_uri={uri}", "trainer.max_epochs=2", *QUIET, quick=False)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("lossheads").experiment_id])
+    assert run.data.params["head"] == "sigmoid" and run.data.params["loss"] == "bce_logits"
+    assert run.data.params["optimizer.lr"] == "0.001"
+    assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    history = client.get_metric_history(run.info.run_id, "val/loss")
+    assert [m.step for m in history] == [6, 12] and history[-1].value == pytest.approx(metrics["val/loss"])
+
+
+def test_a_missing_optional_logger_is_refused_in_one_line_naming_its_extra(config, monkeypatch):
+    import builtins
+
+    from lossheads.check import ConfigError
+    from lossheads.train import build_trainer
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name.startswith("wandb"):
+            raise ModuleNotFoundError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    with pytest.raises(ConfigError, match=r"logger=wandb needs the wandb package: pip install 'lossheads\[wandb\]'"):
+        build_trainer(config("logger=wandb"))
