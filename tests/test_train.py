@@ -68,7 +68,7 @@ def test_every_valid_pair_trains_and_writes_metrics(train, tmp_path, data, head,
         (["model.hidden=[64,0]"], "model.hidden=[64, 0] is not valid"),
         (["model.dropout=1.0"], "model.dropout=1.0 is not valid"),
         (["data=synthetic_binary", "data.pos_fraction=0"], "data.pos_fraction=0 is not valid"),
-        (["data=csv"], "data.path=None is not valid: give the CSV file"),
+        (["data=csv"], "data.path=None is not valid: give the file (CSV, Parquet or .npz)"),
         (["seed=-1"], "seed=-1 is not valid"),
     ],
 )

@@ -15,6 +15,7 @@ from lossheads.check import ConfigError, instantiate_checked, require
 from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
+from lossheads.models import build_net
 from lossheads.pairing import build_head_for
 from lossheads.splits import check_teacher_split
 
@@ -54,14 +55,14 @@ def load_teacher(ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModu
     state = read_checkpoint(KEY, path)["state_dict"]
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
-    net = instantiate_checked(teacher_cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
+    net = build_net(teacher_cfg.model, datamodule.input_shape, head.num_logits)
     weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
     except RuntimeError:
         raise ConfigError(
             f"{KEY}={str(path)!r}: the teacher's network does not fit this data "
-            f"({datamodule.num_features} features, {head.num_logits} logits): it was trained with another "
+            f"(input shape {tuple(datamodule.input_shape)}, {head.num_logits} logits): it was trained with another "
             "number of classes or features"
         ) from None
     check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)

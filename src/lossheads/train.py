@@ -28,6 +28,7 @@ from lossheads.check import ConfigError, check_config, instantiate_checked, requ
 from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
+from lossheads.models import build_net
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.pairing import build_head_for, build_loss
 from lossheads.splits import write_split
@@ -64,7 +65,7 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     if loss.needs_teacher:
         teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
-    net = instantiate_checked(cfg.model, in_features=datamodule.num_features, out_features=head.num_logits)
+    net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
     optimizer = instantiate(cfg.optimizer)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call,
@@ -165,6 +166,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = build(cfg)
     ckpt_path = checked_checkpoint(cfg, module)
     save_config(cfg, Path(cfg.paths.output_dir))
+    if rank_zero_only.rank == 0:  # what predict.py needs to read new data as this run read its data
+        write_metrics(Path(cfg.paths.output_dir) / "preprocessing.json", datamodule.preprocessing())
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         write_split(Path(cfg.paths.output_dir), datamodule.split_record)

@@ -174,6 +174,8 @@ class ArrayDataModule(LightningDataModule):
         self.task: Task = "binary"
         self.num_classes = 0
         self.num_features = 0
+        self.input_shape: tuple[int, ...] = ()  # one sample's shape: (F,) for tables, (C, H, W) for images
+        self.split_indices: dict[str, np.ndarray] = {}  # rows of the loaded data in each split, in loader order
 
     def load(self) -> LabeledArrays:
         raise NotImplementedError
@@ -187,26 +189,43 @@ class ArrayDataModule(LightningDataModule):
         if labels is not None:
             present = np.unique(labels).size
             require(present >= 2, "data", self.name, f"the labels hold {present} class; a classifier needs >= 2")
-        if not np.isfinite(data.features).all():
-            raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
         self.task, self.num_classes = data.task, data.num_classes
         require(self.sampler != "balanced" or data.task != "multilabel", "data.sampler", self.sampler,
                 "balanced sampling needs single-label data: use data.sampler=shuffle on multi-label data")  # fmt: skip
-        self.num_features = data.features.shape[1]
+        self.input_shape = tuple(data.features.shape[1:])
+        self.num_features = math.prod(self.input_shape)
         train, val, test = stratified_split(data.hard_labels, len(data.features), self.fractions, self.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
             require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
         hashes = sample_hashes(data.features, data.targets)
         self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
-        mean = data.features[train].mean(axis=0)
-        std = data.features[train].std(axis=0)
-        std[std == 0] = 1.0
-        features = torch.as_tensor((data.features - mean) / std, dtype=torch.float32)
+        features = self.prepare_features(data.features, train)
         targets = torch.as_tensor(data.targets)
         targets = targets.float() if targets.is_floating_point() or data.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):
+            self.split_indices[split] = idx
             index = torch.as_tensor(idx)
             self.splits[split] = (features[index], targets[index])
+
+    def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
+        """Standardized with the training split's statistics (kept in `self.standardization` for
+        predictions on new data); image datasets keep their uint8 pixels instead."""
+        if not np.isfinite(features).all():
+            raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
+        mean = features[train].mean(axis=0)
+        std = features[train].std(axis=0)
+        std[std == 0] = 1.0
+        self.standardization = (mean, std)
+        return torch.as_tensor((features - mean) / std, dtype=torch.float32)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What predictions on new data need to read it as training did (plain data: predictions.py
+        and the run folder's preprocessing.json)."""
+        mean, std = getattr(self, "standardization", (np.zeros(0), np.zeros(0)))
+        names = getattr(self, "label_names", None) or [str(i) for i in range(self.num_classes)]
+        return {"data": self.name, "task": self.task, "num_classes": self.num_classes, "label_names": names,
+                "input_shape": list(self.input_shape), "mean": np.asarray(mean).tolist(),
+                "std": np.asarray(std).tolist()}  # fmt: skip
 
     @property
     def train_targets(self) -> Tensor:
