@@ -163,3 +163,31 @@ def test_threshold_auto_run_records_its_threshold_and_per_class_json(train, tmp_
     assert record["test/f1"] == pytest.approx(f1_score(val["test_targets"], tested), abs=1e-6)
     per_class = json.loads((tmp_path / "run" / "per_class.json").read_text())
     assert sum(map(sum, per_class["confusion"])) == len(val["test_targets"])
+
+
+def test_evaluating_a_checkpoint_with_threshold_auto_tunes_on_validation_again(train, tmp_path):
+    trained = train("data=synthetic_binary", "data.n_samples=300", "threshold=auto")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    evaluated = train("data=synthetic_binary", "data.n_samples=300", "threshold=auto", "train=false",
+                      f"ckpt_path={ckpt}", folder="eval")  # fmt: skip
+    assert evaluated["threshold"] == pytest.approx(trained["threshold"])
+    assert evaluated["test/f1"] == pytest.approx(trained["test/f1"], abs=1e-6)
+    assert evaluated["test_weights"] == "last" and evaluated["test_weights_epoch"] == 0
+    assert set(np.load(tmp_path / "eval" / "predictions.npz")) == {"val_probs", "val_targets", "test_probs",
+                                                                  "test_targets"}  # fmt: skip
+
+
+def test_one_stray_row_of_another_class_leaves_macro_auroc_over_the_defined_classes(train, tmp_path):
+    """Three separable classes plus one row of a fourth: the stratified split puts it in training, so
+    class 3 is absent from val and test: its AUROC is NaN there, not 0 averaged into the macro."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 40)
+    features = rng.normal(size=(120, 2)) * 0.3 + np.stack([labels, -labels], axis=1)
+    rows = [[*f, y] for f, y in zip(features.tolist(), labels.tolist(), strict=True)] + [[9.0, 9.0, 3]]
+    path = tmp_path / "stray.csv"
+    path.write_text("a,b,label\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    with pytest.warns(UndefinedMetricWarning, match="class 3 in the test split"):
+        record = train("data=csv", f"data.path={path}", "loss=ce", "trainer.max_epochs=3")
+    assert 0.9 < record["test/auroc"] <= 1.0  # 0.75 at most if class 3 counted as 0
+    per_class = json.loads((tmp_path / "run" / "per_class.json").read_text())
+    assert len(per_class["confusion"]) == 4 and sum(per_class["confusion"][3]) == 0
