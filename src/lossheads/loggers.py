@@ -7,6 +7,7 @@ swept keys first, and in a sweep each run is named by its overrides.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -30,8 +31,10 @@ def run_name(outside_sweeps: str = "") -> str | None:
     Outside a sweep `outside_sweeps` ("none": None, so that MLflow and W&B pick their own name)."""
     try:
         hydra = HydraConfig.get()
-        if hydra.mode == RunMode.MULTIRUN and hydra.job.override_dirname:
-            return hydra.job.override_dirname
+        name = hydra.job.override_dirname
+        if hydra.mode == RunMode.MULTIRUN and name:
+            # a folder name for TensorBoard: an Optuna trial's overrides can pass the 255-byte limit
+            return name if len(name) <= 150 else f"{name[:140]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     except ValueError:  # no Hydra run
         pass
     return None if outside_sweeps == "none" else outside_sweeps
