@@ -13,6 +13,7 @@ Last line: `bench: ratio@64=... ratio@256=... ratio@1024=...` (harness / raw).
     python scripts/bench.py --quick    # seconds: keeps the script from rotting (a test runs it)
     python scripts/bench.py --batch-sizes 256 --steps-per-call 64 --steps-only   # one setting
     python scripts/bench.py --steps 1000 --repeats 7   # longer, steadier pairs (a GPU's runs vary more)
+    python scripts/bench.py --images   # model=cnn on data=mnist vs a raw loop; DataLoader path; 1M-row CSV load
 """
 
 from __future__ import annotations
@@ -179,7 +180,12 @@ def main() -> None:
     parser.add_argument("--steps-only", action="store_true", help="skip the start-up and grid measurements")
     parser.add_argument("--steps", type=count, default=300, help="optimizer steps per measurement (default 300)")
     parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
+    parser.add_argument("--images", action="store_true", help="the image and table data paths (scripts/bench_data.py)")
     args = parser.parse_args()
+    if args.images:
+        from bench_data import main as bench_data
+
+        return bench_data([*(["--quick"] if args.quick else []), "--device", args.device])
     if args.steps_per_call is not None:
         STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
     batches = args.batch_sizes

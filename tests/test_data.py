@@ -143,14 +143,14 @@ def test_csv_binary_multiclass_multilabel_and_soft_labels(tmp_path):
 @pytest.mark.parametrize(
     ("header", "rows", "options", "message"),
     [
-        ("a,label", ["1,0", "nan,1", "2,1"], {}, "row 3 has a NaN or inf feature"),
-        ("a,label", ["1,0", "inf,1", "2,1"], {}, "row 3 has a NaN or inf feature"),
-        ("a,label", ["1,0", "2,1", "-inf,1"], {}, "row 4 has a NaN or inf feature"),
+        ("a,label", ["1,0", "nan,1", "2,1"], {}, "missing feature values in a (1): clean the file, or impute"),
+        ("a,label", ["1,0", "inf,1", "2,1"], {}, "column 'a' holds an infinite value (data row 2)"),
+        ("a,label", ["1,0", "2,1", "-inf,1"], {}, "column 'a' holds an infinite value (data row 3)"),
         ("a,label", ["1,0", "x,1", "2,1"], {}, "row 3, column 'a' holds 'x', not a number"),
         ("a,label", ["1,0", "2,0", "3,0"], {}, "the labels hold 1 class; a classifier needs >= 2"),
         ("a,label", ["1,0", "2,1", "3,5"], {"num_classes": 3}, "label 5 lies outside the classes 0..2"),
         ("a,label", ["1,0", "2,1.5"], {}, "labels must be class indices"),
-        ("a,label", ["1,0", "2,1"], {"label_columns": ["y"]}, "the CSV has columns ['a', 'label']"),
+        ("a,label", ["1,0", "2,1"], {"label_columns": ["y"]}, "the file has columns ['a', 'label']"),
     ],
 )
 def test_bad_csv_input_is_refused(tmp_path, header, rows, options, message):

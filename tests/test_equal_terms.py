@@ -28,9 +28,9 @@ def value_and_gradient(head, loss, labels: torch.Tensor) -> tuple[float, torch.T
     return value.item(), grad
 
 
-def both_forms(config, *overrides: str, sigmoid_loss: str, softmax_loss: str):
-    sigmoid = build_loss(config(f"loss={sigmoid_loss}", *overrides).loss, SIGMOID, LABELS)
-    softmax = build_loss(config(f"loss={softmax_loss}", *overrides).loss, TWO_WAY, LABELS)
+def both_forms(options: dict, *, sigmoid_loss: str, softmax_loss: str):
+    sigmoid = build_loss({"name": sigmoid_loss, **options}, SIGMOID, LABELS)
+    softmax = build_loss({"name": softmax_loss, **options}, TWO_WAY, LABELS)
     return value_and_gradient(SIGMOID, sigmoid.double(), LABELS), value_and_gradient(TWO_WAY, softmax.double(), LABELS)
 
 
@@ -50,19 +50,19 @@ def test_both_binary_heads_take_a_threshold_per_label_tensor():
     assert two_way.predict(two_way.from_binary_logit(torch.tensor([-0.49]))).tolist() == [1]
 
 
-@pytest.mark.parametrize("options", [["loss.gamma=2", "loss.alpha=0.25"], ["loss.gamma=1", "loss.alpha=0.8"],
-                                     ["loss.gamma=0", "loss.alpha=-1"]])  # fmt: skip
-def test_focal_softmax_form_equals_its_sigmoid_form_on_binary_data(config, options):
-    (value, grad), (softmax_value, softmax_grad) = both_forms(config, *options, sigmoid_loss="focal",
-                                                              softmax_loss="focal")  # fmt: skip
+@pytest.mark.parametrize(
+    "options", [{"gamma": 2, "alpha": 0.25}, {"gamma": 1, "alpha": 0.8}, {"gamma": 0, "alpha": -1}]
+)
+def test_focal_softmax_form_equals_its_sigmoid_form_on_binary_data(options):
+    (value, grad), (softmax_value, softmax_grad) = both_forms(options, sigmoid_loss="focal", softmax_loss="focal")
     assert softmax_value == pytest.approx(value, rel=1e-12)
     torch.testing.assert_close(softmax_grad, grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("pos_weight", ["4.0", "auto"])
-def test_ce_with_pos_weight_equals_bce_logits_with_pos_weight(config, pos_weight):
-    (value, grad), (softmax_value, softmax_grad) = both_forms(config, f"loss.pos_weight={pos_weight}",
-                                                              sigmoid_loss="bce_logits", softmax_loss="ce")  # fmt: skip
+@pytest.mark.parametrize("pos_weight", [4.0, "auto"])
+def test_ce_with_pos_weight_equals_bce_logits_with_pos_weight(pos_weight):
+    (value, grad), (softmax_value, softmax_grad) = both_forms({"pos_weight": pos_weight}, sigmoid_loss="bce_logits",
+                                                              softmax_loss="ce")  # fmt: skip
     assert softmax_value == pytest.approx(value, rel=1e-12)
     torch.testing.assert_close(softmax_grad, grad, rtol=1e-10, atol=1e-12)
 
@@ -76,7 +76,7 @@ def test_ce_without_pos_weight_equals_bce_logits():
     torch.testing.assert_close(softmax_grad, grad)
 
 
-def test_pytorchs_weighted_ce_is_a_weighted_mean_and_ours_with_pos_weight_is_the_plain_mean(config):
+def test_pytorchs_weighted_ce_is_a_weighted_mean_and_ours_with_pos_weight_is_the_plain_mean():
     """Why ce + pos_weight does not call nn.CrossEntropyLoss(weight=...) as it is: its `mean` divides by
     the sum of the weights, a per-batch factor that BCE's plain mean does not have."""
     d = LOG_ODDS
@@ -85,12 +85,12 @@ def test_pytorchs_weighted_ce_is_a_weighted_mean_and_ours_with_pos_weight_is_the
     per_sample = F.cross_entropy(logits, LABELS, reduction="none")
     weighted = F.cross_entropy(logits, LABELS, weight=w)
     assert weighted.item() == pytest.approx(((w[LABELS] * per_sample).sum() / w[LABELS].sum()).item())
-    ours = build_loss(config("loss=ce", "loss.pos_weight=9").loss, TWO_WAY, LABELS).double()(logits, LABELS)
+    ours = build_loss({"name": "ce", "pos_weight": 9.0}, TWO_WAY, LABELS).double()(logits, LABELS)
     assert ours.item() == pytest.approx((w[LABELS] * per_sample).mean().item())
     assert ours.item() != pytest.approx(weighted.item(), rel=1e-2)  # 9x positives at 30%: factors apart
 
 
-def test_multilabel_kd_weighs_soft_and_hard_terms_per_label(config):
+def test_multilabel_kd_weighs_soft_and_hard_terms_per_label():
     """L copies of one label give the same loss as the label alone: the soft KL is averaged over
     labels as the hard BCE is, so soft_weight means the same for any number of labels."""
     student = torch.tensor([[0.3], [-1.2], [2.0]])
@@ -99,7 +99,7 @@ def test_multilabel_kd_weighs_soft_and_hard_terms_per_label(config):
     losses = []
     for labels in (1, 4):
         head = build_head("multilabel", labels)
-        kd = build_loss(config("loss=kd", "loss.soft_weight=0.3", "loss.temperature=2").loss, head, targets)
+        kd = build_loss({"name": "kd", "soft_weight": 0.3, "temperature": 2.0}, head, targets)
         copies = (student.repeat(1, labels), targets.repeat(1, labels), teacher.repeat(1, labels))
         losses.append((kd(*copies).item(), kd.soft(copies[0], copies[2]).item(), kd.hard(*copies[:2]).item()))
     (one, one_soft, one_hard), (four, four_soft, four_hard) = losses

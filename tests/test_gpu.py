@@ -66,3 +66,13 @@ def test_distillation_runs_on_cuda_in_bf16(tmp_path, head):
     record = run_distillation(compose_config(overrides, tmp_path), run)
     for arm in ("teacher", "kd", "hard"):
         assert record[f"{arm}/test/acc"] >= 0.8, record
+
+
+@pytest.mark.parametrize("options", [[], ["model.channels_last=true"], ["model.compile=true"]])
+def test_a_cnn_trains_on_mnist_with_images_and_augmentation_on_the_gpu(tmp_path, options):
+    overrides = ["data=mnist", "model=cnn", "loss=ce", "trainer=gpu", "trainer.max_epochs=3", *options, *QUIET]
+    datamodule, module, trainer = built(overrides, tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    images = datamodule.train_dataloader().features
+    assert images.device.type == "cuda" and images.dtype == torch.uint8  # decoded once, kept on the GPU
+    assert float(trainer.callback_metrics["val/acc"]) >= 0.9

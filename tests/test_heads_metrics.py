@@ -82,6 +82,8 @@ def test_multilabel_calibration_error_pools_labels():
         ("auto", "focal", "binary", "sigmoid"),
         ("auto", "focal", "multiclass", "softmax"),
         ("auto", "mse", "binary", "sigmoid"),  # the data's default head, since mse fits it
+        ("auto", "bce_logits", "multiclass", "ovr"),  # the per-logit loss on single-label data: one-vs-rest
+        ("auto", "asl", "multiclass", "ovr"),
         ("auto", "auto", "binary", "sigmoid"),
         ("auto", "auto", "multiclass", "softmax"),
         ("auto", "auto", "multilabel", "multilabel"),
@@ -106,10 +108,9 @@ def test_auto_loss_is_the_heads_own_loss(head, task, expected):
     ("head", "loss", "task", "message"),
     [
         ("sigmoid", "ce", "binary", "loss=ce needs head=softmax, got head=sigmoid: use head=softmax or loss=bce_l"),
-        ("softmax", "bce_logits", "binary", "got head=softmax: use head=sigmoid or loss=ce|focal|"),
-        ("multilabel", "ce", "multilabel", "got head=multilabel: use loss=bce_logits|bce|focal|"),
+        ("softmax", "bce_logits", "binary", "got head=softmax: use head=sigmoid or loss=ce|"),
+        ("multilabel", "ce", "multilabel", "got head=multilabel: use loss=bce_logits|"),
         ("sigmoid", "bce_logits", "multiclass", "head=sigmoid does not fit multiclass data"),
-        ("auto", "bce_logits", "multiclass", "loss=bce_logits fits no head on multiclass data: use loss=auto or"),
         ("multilabel", "bce", "binary", "head=multilabel does not fit binary data: use head=sigmoid"),
         ("sigmoid", "nll", "binary", "loss=nll needs head=softmax"),
         ("auto", "ce", "multilabel", "loss=ce fits no head on multilabel data: use loss=auto or loss=bce_logits|"),

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from scipy import stats as scipy_stats
 
 from conftest import QUICK, run_train_py
-from lossheads.report import collect, f1_at, write_report
+from lossheads.report import collect, main, write_report
+from lossheads.report.collect import Run, ranking
+from lossheads.report.thresholds import f1_at
 
 
 def test_grid_records_invalid_pairs_and_reports_the_valid_ones(tmp_path):
@@ -27,17 +32,21 @@ def test_grid_records_invalid_pairs_and_reports_the_valid_ones(tmp_path):
     invalid = [json.loads((j / "failure.json").read_text()) for j in jobs if (j / "failure.json").is_file()]
     assert len(valid) == 4 and len(invalid) == 4
     assert all(f["status"] == "invalid" and "needs head=" in f["reason"] for f in invalid)
-    for name in ("report.md", "results.csv", "metrics.png", "curves.png", "reliability.png", "roc_pr.png"):
+    names = ("report.md", "results.csv", "comparisons.csv", *(f"breast_cancer-{p}.png" for p in PLOTS))
+    for name in names:
         assert (sweep / name).is_file(), name
 
     report = (sweep / "report.md").read_text()
     acc = [json.loads((j / "metrics.json").read_text())["test/acc"] for j in valid if "head=sigmoid" in _overrides(j)]
-    row = next(line for line in report.splitlines() if line.startswith("| head=sigmoid loss=bce_logits |"))
-    assert f"{statistics.fmean(acc):.4f} ± {statistics.stdev(acc):.4f} (n=2)" in row
+    row = next(line for line in report.splitlines() if re.match(r"\| \d \| \**head=sigmoid loss=bce_logits", line))
+    assert f"| {statistics.fmean(acc):.4f} ± {statistics.stdev(acc):.4f} |" in row
     assert report.count("| invalid |") == 4
     with (sweep / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["status"] for r in rows) == ["invalid"] * 4 + ["ok"] * 4
+
+
+PLOTS = ("metrics", "curves", "reliability", "roc_pr")
 
 
 def _overrides(job: Path) -> str:
@@ -45,26 +54,28 @@ def _overrides(job: Path) -> str:
 
 
 def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # nn.Identity builds (it takes any arguments) but has no weights to train: the job crashes in training
     result = run_train_py(
-        "-m", "model._target_=no.such.Model,lossheads.models.MLP", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
+        "-m", "model._target_=torch.nn.Identity,lossheads.models.MLP", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     failure = json.loads((tmp_path / "sweep" / "0" / "failure.json").read_text())
-    assert failure["status"] == "failed" and "no.such.Model" in failure["reason"]
+    assert failure["status"] == "failed" and "ValueError" in failure["reason"], failure
     assert (tmp_path / "sweep" / "1" / "metrics.json").is_file()
     assert "| failed |" in (tmp_path / "sweep" / "report.md").read_text()
 
 
 def test_optuna_search_returns_the_metric_to_the_sweeper(tmp_path):
     result = run_train_py(
-        "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
+        "hparams_search=optuna", "loss=focal", "hydra.sweeper.n_trials=3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    trials = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text())["val/auroc"] for i in range(3)]
-    assert best["best_value"] == pytest.approx(max(trials))
+    records = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text()) for i in range(3)]
+    assert [r["status"] for r in records] == ["ok"] * 3  # only keys that focal takes were searched
+    assert best["best_value"] == pytest.approx(max(r["val/auroc"] for r in records))
     assert set(best["best_params"]) == {
-        "optimizer.lr", "optimizer.weight_decay", "model.hidden", "loss.pos_weight", "loss.label_smoothing"
+        "optimizer.lr", "optimizer.weight_decay", "model.hidden", "loss.gamma", "loss.alpha"
     }  # fmt: skip
 
 
@@ -82,21 +93,125 @@ def test_report_from_hand_made_job_folders(tmp_path):
     sweep = tmp_path / "sweep"
     values = {("bce_logits", 1): 0.90, ("bce_logits", 2): 0.94, ("ce", 1): 0.80, ("ce", 2): 0.86}
     for i, ((loss, seed), auroc) in enumerate(values.items()):
-        metrics = {"head": "x", "loss": loss, "seed": seed, "test/auroc": auroc, "test/acc": auroc - 0.1,
-                   "test/ece": 0.1 if loss == "ce" else 0.2}  # fmt: skip
+        metrics = {"head": "x", "loss": loss, "seed": seed, "task": "binary", "val/auroc": auroc,
+                   "test/auroc": auroc, "test/acc": auroc - 0.1, "test/ece": 0.1 if loss == "ce" else 0.2}  # fmt: skip
         make_job(sweep, str(i), [f"loss={loss}", f"seed={seed}"], metrics)
     make_job(sweep, "4", ["loss=focal", "seed=1"], None, failure="RuntimeError: boom")
     write_report(sweep)
-    report = (sweep / "report.md").read_text().splitlines()
-    top = report.index(next(line for line in report if line.startswith("| configuration |"))) + 2
-    assert report[top].startswith("| loss=bce_logits | **0.8200 ± 0.0283 (n=2)**")  # ranked first, best acc
-    assert "| **0.9200 ± 0.0283 (n=2)** |" in report[top]
-    assert "**0.1000 ± 0.0000 (n=2)**" in report[top + 1]  # lower ECE is better: ce wins that column
-    text = "\n".join(report)
-    assert "difference +0.0900 ± 0.0141 (std over seeds, n=2): larger than the seed noise" in text
-    assert "| 4 | loss=focal seed=1 | failed | RuntimeError: boom |" in text
+    report = (sweep / "report.md").read_text()
+    assert "| 1 | **loss=bce_logits** | 2 | **0.9200 ± 0.0283** | 0.8200 ± 0.0283 | 0.9200 ± 0.0283 |" in report
+    assert "| loss=ce | 2 | -0.0900 | [-0.2171, +0.0371] | 0.070 | 0.070 | " in report
+    assert "cannot tell: 2 common seeds, at least 3 needed" in report  # the old rule called this real
+    assert "| 4 | loss=focal seed=1 | failed | RuntimeError: boom |" in report
     assert [j.status for j in collect(sweep)] == ["ok", "ok", "ok", "ok", "failed"]
-    assert (sweep / "metrics.png").is_file() and not (sweep / "reliability.png").exists()  # no predictions saved
+    assert (sweep / "data-metrics.png").is_file() and not (sweep / "data-reliability.png").exists()  # no predictions
+
+
+def seeded(base: float, spread: list[float]) -> list[float]:
+    return [round(base + s, 4) for s in spread]
+
+
+def test_report_ranks_by_validation_within_each_dataset(tmp_path):
+    """Two datasets; on breast_cancer the validation-best (ce) is not the test-best (bce_logits)."""
+    sweep = tmp_path / "sweep"
+    noise = [0.0, 0.01, -0.01, 0.005, -0.004]
+    arms = {  # (data, loss): (val/auroc, test/auroc)
+        ("breast_cancer", "bce_logits"): (0.90, 0.95), ("breast_cancer", "ce"): (0.95, 0.93),
+        ("breast_cancer", "focal"): (0.80, 0.80), ("synthetic_imbalanced", "bce_logits"): (0.70, 0.71),
+        ("synthetic_imbalanced", "ce"): (0.60, 0.62), ("synthetic_imbalanced", "focal"): (math.nan, 0.99),
+    }  # fmt: skip
+    test_values: dict[tuple[str, str], list[float]] = {}
+    job = 0
+    for (data, loss), (val, test) in arms.items():
+        test_values[(data, loss)] = seeded(test, {"ce": noise[::-1], "focal": noise[1:] + noise[:1]}.get(loss, noise))
+        for seed, value in zip(range(1, 6), test_values[(data, loss)], strict=True):
+            metrics = {"head": "x", "loss": loss, "data": data, "seed": seed, "task": "binary",
+                       "val/auroc": val + noise[seed - 1] / 2, "test/auroc": value, "test/nll": 0.3}  # fmt: skip
+            make_job(sweep, str(job), [f"data={data}", f"loss={loss}", f"seed={seed}"], metrics)
+            job += 1
+    write_report(sweep)
+    report = (sweep / "report.md").read_text()
+    cancer, synthetic = report.split("## breast_cancer (binary)")[1].split("## synthetic_imbalanced (binary)")
+    rows = [line.split(" | ")[1] for line in cancer.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows == ["**loss=ce**", "loss=bce_logits", "loss=focal"]  # by val/auroc, though bce_logits wins on test
+    rows = [line.split(" | ")[1] for line in synthetic.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows == ["**loss=bce_logits**", "loss=ce", "loss=focal"]  # NaN val/auroc never first, though test 0.99
+    assert "data=" not in report.split("## Jobs")[0] and "seed=" not in report
+
+    with (sweep / "comparisons.csv").open() as handle:
+        found = list(csv.DictReader(handle))
+    assert [(r["data"], r["config"], r["baseline"]) for r in found] == [
+        ("breast_cancer", "loss=bce_logits", "loss=ce"),
+        ("breast_cancer", "loss=focal", "loss=ce"),
+        ("synthetic_imbalanced", "loss=ce", "loss=bce_logits"),
+        ("synthetic_imbalanced", "loss=focal", "loss=bce_logits"),
+    ]
+    pvalues = []
+    for row in found:
+        mine = test_values[(row["data"], row["config"].removeprefix("loss="))]
+        base = test_values[(row["data"], row["baseline"].removeprefix("loss="))]
+        diffs = np.subtract(mine, base)
+        low, high = scipy_stats.t.interval(0.95, 4, loc=diffs.mean(), scale=diffs.std(ddof=1) / math.sqrt(5))
+        p = scipy_stats.ttest_rel(mine, base).pvalue
+        assert (row["metric"], int(row["n"])) == ("test/auroc", 5)
+        assert [float(row[k]) for k in ("mean_diff", "ci_low", "ci_high", "p")] == pytest.approx(
+            [diffs.mean(), low, high, p]
+        )
+        pvalues.append(p)
+        assert (
+            f"{float(row['mean_diff']):+.4f} | [{low:+.4f}, {high:+.4f}] | {p:.3f} | {float(row['p_adjusted']):.3f}"
+            in report
+        )
+    for data in ("breast_cancer", "synthetic_imbalanced"):  # Holm within each dataset, two comparisons each
+        mine = [float(r["p_adjusted"]) for r in found if r["data"] == data]
+        ps = [p for p, r in zip(pvalues, found, strict=True) if r["data"] == data]
+        assert mine == pytest.approx([min(1, max(2 * min(ps), p if p == max(ps) else 2 * p)) for p in ps])
+    verdicts = {(r["data"], r["config"]): r["verdict"] for r in found}
+    assert verdicts[("breast_cancer", "loss=bce_logits")] == "better"  # the test metric disagrees with selection
+    assert verdicts[("breast_cancer", "loss=focal")] == "worse"
+
+
+def test_distillation_and_evaluate_only_sweeps_are_reported(tmp_path):
+    sweep = tmp_path / "distill"
+    for seed in (1, 2, 3):
+        record = {"head": "softmax", "loss": "kd", "data": "digits", "seed": seed}
+        for part, acc in (("teacher", 0.97), ("kd", 0.93), ("hard", 0.95)):
+            record |= {f"{part}/val/auroc": acc + seed / 1000, f"{part}/test/auroc": acc, f"{part}/test/acc": acc}
+        make_job(sweep, str(seed - 1), [f"seed={seed}"], record)
+    write_report(sweep)
+    report = (sweep / "report.md").read_text()
+    assert "| 1 | **teacher** | 3 |" in report
+    assert "| 2 | hard-label student | 3 |" in report and "| 3 | KD student | 3 |" in report
+
+    sweep = tmp_path / "evaluate"
+    for seed in (1, 2):
+        record = {"head": "sigmoid", "loss": "bce_logits", "data": "breast_cancer", "seed": seed, "test/auroc": 0.9}
+        make_job(sweep, str(seed), ["train=false", f"seed={seed}"], record)
+        probs = np.array([0.2, 0.7, 0.9])
+        np.savez(sweep / str(seed) / "predictions.npz", test_probs=probs, test_targets=np.array([0, 1, 1]))
+    write_report(sweep)
+    report = (sweep / "report.md").read_text()
+    assert "## breast_cancer (binary)" in report and "not ranked, and no verdict is drawn" in report
+    assert "No run with validation and test predictions: no threshold study." in report
+    assert (sweep / "breast_cancer-roc_pr.png").is_file()
+
+
+def test_a_configuration_with_an_undefined_metric_never_ranks_first(tmp_path):
+    runs = {"a": [Run(tmp_path, "0", {}, "ok", {"val/nll": math.nan, "val/auroc": math.nan})],
+            "b": [Run(tmp_path, "1", {}, "ok", {"val/nll": 0.4, "val/auroc": 0.7})],
+            "c": [Run(tmp_path, "2", {}, "ok", {"val/nll": 0.3, "val/auroc": 0.8})]}  # fmt: skip
+    assert ranking(runs, "val/nll") == ["c", "b", "a"]
+    assert ranking(runs, "val/auroc") == ["c", "b", "a"]
+    assert ranking(runs, "val/ap") is None  # nothing to rank by
+
+
+def test_a_test_metric_is_refused_as_the_ranking_metric(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path), "--metric", "test/auroc"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --metric='test/auroc' is not valid") and error.count("\n") == 1
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_f1_at_a_threshold_and_macro_over_labels():

@@ -15,8 +15,9 @@ from lossheads.check import ConfigError, instantiate_checked, require
 from lossheads.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
+from lossheads.models import build_net
 from lossheads.pairing import build_head_for
-from lossheads.run_folder import build_from_folder
+from lossheads.run_folder import require_data_only
 from lossheads.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
@@ -58,15 +59,15 @@ def load_teacher(
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
     model = OmegaConf.to_container(teacher_cfg.model, resolve=True)
-    shape = {"in_features": datamodule.num_features, "out_features": head.num_logits}
-    net = build_from_folder(KEY, model, student_model, **shape)
+    require_data_only(KEY, model, student_model)  # lossheads' own model class or the student's, plain options
+    net = build_net(OmegaConf.create(model), datamodule.input_shape, head.num_logits)
     weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
     except RuntimeError:
         raise ConfigError(
             f"{KEY}={str(path)!r}: the teacher's network does not fit this data "
-            f"({datamodule.num_features} features, {head.num_logits} logits): it was trained with another "
+            f"(input shape {tuple(datamodule.input_shape)}, {head.num_logits} logits): it was trained with another "
             "number of classes or features"
         ) from None
     check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)

@@ -85,9 +85,9 @@ def build_loss(loss_cfg: Mapping[str, Any], head: Head, train_targets: Tensor) -
     for key, value in options.items():
         if value is not None and key not in cls.takes:
             takers = [n for n, c in sorted(LOSSES.items()) if key in c.takes]
-            fix = f"the losses that take it are {'|'.join(takers)}" if takers else "no loss takes it"
+            fix = (f"the losses that take it are {'|'.join(takers)}; drop loss.{key} or pick one of those losses"
+                   if takers else f"no loss takes it; drop loss.{key}")  # fmt: skip
             raise ConfigError(
-                f"loss.{key}={value!r} is not an option of loss={cls.name} (it takes {', '.join(cls.takes)}): "
-                f"{fix}; drop loss.{key} or pick one of those losses"
+                f"loss.{key}={value!r} is not an option of loss={cls.name} (it takes {', '.join(cls.takes)}): {fix}"
             )
     return cls(head, train_targets, **{k: v for k, v in options.items() if k in cls.takes and v is not None})

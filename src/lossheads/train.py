@@ -29,6 +29,7 @@ from lossheads.check import ConfigError, check_config, instantiate_checked, requ
 from lossheads.checkpoints import RunCheckpointIO, newest_checkpoint, read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
+from lossheads.models import build_net
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.pairing import build_head_for, build_loss
 from lossheads.resume import check_resume, resolved, resumed_from
@@ -77,7 +78,7 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     if loss.needs_teacher:
         teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head, cfg.model)
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
-    net = instantiate_checked(cfg.model, "model", in_features=datamodule.num_features, out_features=head.num_logits)
+    net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
     optimizer = checked_optimizer(cfg.optimizer, net)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=cfg.steps_per_call,
@@ -194,6 +195,8 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         save_config(cfg, output_dir)
         if cfg.train:
             keep_hydra_files(output_dir)
+        if cfg.train or not owns_training_record(output_dir):  # what predict.py needs to read new data
+            write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
     trainer = build_trainer(cfg)
     StopSignals.trainer = trainer
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder

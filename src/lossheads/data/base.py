@@ -17,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
 from lossheads.check import ConfigError, require, require_fraction, require_int
+from lossheads.data.sampler import BalancedPermutation
 from lossheads.heads import Task
 from lossheads.splits import sample_hashes, split_record
 
@@ -65,6 +66,7 @@ class InMemoryBatches:
         batches_per_item: int = 1,
         rank: int = 0,
         world_size: int = 1,
+        sampler: Any = None,
     ) -> None:
         self.features, self.targets = features, targets
         n = len(features)
@@ -74,7 +76,8 @@ class InMemoryBatches:
         self.rank, self.world_size = rank, world_size
         self.shard_size = len(range(rank, self.usable, world_size))
         self.item_size = batch_size * batches_per_item
-        self.sampler = SeededPermutation(seed) if shuffle else None
+        # `sampler`: another per-epoch order with SeededPermutation's interface (data.sampler=balanced)
+        self.sampler = (sampler or SeededPermutation(seed)) if shuffle else None
         self.batch_sampler = None  # Lightning looks for one beside `sampler`
 
     def __len__(self) -> int:
@@ -145,8 +148,12 @@ class ArrayDataModule(LightningDataModule):
         drop_last: bool = False,
         steps_per_call: int = 1,
         seed: int = 0,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
+        require(sampler in ("shuffle", "balanced"), "data.sampler", sampler,
+                "use shuffle (a seeded permutation) or balanced (classes equally often per epoch)")  # fmt: skip
+        self.sampler = sampler
         require_int("steps_per_call", steps_per_call, 1)
         self.steps_per_call = steps_per_call
         require_int("data.batch_size", batch_size, 1)
@@ -168,6 +175,8 @@ class ArrayDataModule(LightningDataModule):
         self.task: Task = "binary"
         self.num_classes = 0
         self.num_features = 0
+        self.input_shape: tuple[int, ...] = ()  # one sample's shape: (F,) for tables, (C, H, W) for images
+        self.split_indices: dict[str, np.ndarray] = {}  # rows of the loaded data in each split, in loader order
 
     def load(self) -> LabeledArrays:
         raise NotImplementedError
@@ -181,24 +190,43 @@ class ArrayDataModule(LightningDataModule):
         if labels is not None:
             present = np.unique(labels).size
             require(present >= 2, "data", self.name, f"the labels hold {present} class; a classifier needs >= 2")
-        if not np.isfinite(data.features).all():
-            raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
         self.task, self.num_classes = data.task, data.num_classes
-        self.num_features = data.features.shape[1]
+        require(self.sampler != "balanced" or data.task != "multilabel", "data.sampler", self.sampler,
+                "balanced sampling needs single-label data: use data.sampler=shuffle on multi-label data")  # fmt: skip
+        self.input_shape = tuple(data.features.shape[1:])
+        self.num_features = math.prod(self.input_shape)
         train, val, test = stratified_split(data.hard_labels, len(data.features), self.fractions, self.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
             require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
         hashes = sample_hashes(data.features, data.targets)
         self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
-        mean = data.features[train].mean(axis=0)
-        std = data.features[train].std(axis=0)
-        std[std == 0] = 1.0
-        features = torch.as_tensor((data.features - mean) / std, dtype=torch.float32)
+        features = self.prepare_features(data.features, train)
         targets = torch.as_tensor(data.targets)
         targets = targets.float() if targets.is_floating_point() or data.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):
+            self.split_indices[split] = idx
             index = torch.as_tensor(idx)
             self.splits[split] = (features[index], targets[index])
+
+    def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
+        """Standardized with the training split's statistics (kept in `self.standardization` for
+        predictions on new data); image datasets keep their uint8 pixels instead."""
+        if not np.isfinite(features).all():
+            raise ConfigError(f"data={self.name} has NaN or inf features: clean or impute them first")
+        mean = features[train].mean(axis=0)
+        std = features[train].std(axis=0)
+        std[std == 0] = 1.0
+        self.standardization = (mean, std)
+        return torch.as_tensor((features - mean) / std, dtype=torch.float32)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What predictions on new data need to read it as training did (plain data: predictions.py
+        and the run folder's preprocessing.json)."""
+        mean, std = getattr(self, "standardization", (np.zeros(0), np.zeros(0)))
+        names = getattr(self, "label_names", None) or [str(i) for i in range(self.num_classes)]
+        return {"data": self.name, "task": self.task, "num_classes": self.num_classes, "label_names": names,
+                "input_shape": list(self.input_shape), "mean": np.asarray(mean).tolist(),
+                "std": np.asarray(std).tolist()}  # fmt: skip
 
     @property
     def train_targets(self) -> Tensor:
@@ -215,7 +243,13 @@ class ArrayDataModule(LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.seed,
-                            batches_per_item=self.steps_per_call)  # fmt: skip
+                            batches_per_item=self.steps_per_call, sampler=self._balanced(self.seed))  # fmt: skip
+
+    def _balanced(self, seed: int) -> BalancedPermutation | None:
+        if self.sampler != "balanced":
+            return None
+        targets = self.train_targets
+        return BalancedPermutation(seed, targets.argmax(dim=1) if targets.ndim == 2 else targets)
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -90,6 +90,25 @@ class SyntheticMulticlass(_Synthetic):
         return LabeledArrays(features, self._with_noise(labels, num_classes), "multiclass", num_classes)
 
 
+class SyntheticLongTail(SyntheticMulticlass):
+    """Long-tailed classes: class c has a share proportional to imbalance^(-c / (C - 1)), so class sizes
+    fall geometrically by `imbalance` (10x by default) from the first class to the last."""
+
+    name = "synthetic_longtail"
+
+    def __init__(self, imbalance: float = 10.0, **options) -> None:
+        super().__init__(**options)
+        require(isinstance(imbalance, (int, float)) and imbalance >= 1, "data.imbalance", imbalance,
+                "use a number >= 1: the ratio of the first class's size to the last's")  # fmt: skip
+        self.imbalance = float(imbalance)
+
+    def load(self) -> LabeledArrays:
+        c = self.n_classes
+        shares = [self.imbalance ** (-k / (c - 1)) for k in range(c)]
+        features, labels = self._clusters(c, [s / sum(shares) for s in shares])
+        return LabeledArrays(features, self._with_noise(labels, c), "multiclass", c)
+
+
 class SyntheticMultilabel(_Synthetic):
     """`num_classes` labels per sample (sklearn's make_multilabel_classification, about 2 on per
     sample); `label_noise` flips each label bit with that probability."""

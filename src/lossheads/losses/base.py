@@ -110,6 +110,9 @@ def as_weight_tensor(key: str, value: Weight, length: int, *, per_element: bool)
 def balanced_weights(head: Head, train_targets: Tensor) -> list[float]:
     """`weight=auto`: the "balanced" class weights n / (C * n_c) (sklearn's `class_weight="balanced"`),
     one per logit's class, with n the training samples and n_c those of class (or label) c."""
+    require(head.num_logits > 1, "loss.weight", "auto",
+            f"head={head.name} has one logit, so class weights do not apply: use loss.pos_weight=auto "
+            "(negatives / positives) or head=softmax")  # fmt: skip
     counts = head.class_counts(train_targets)
     for c, count in enumerate(counts.tolist()):
         require(count > 0, "loss.weight", "auto",

@@ -1,0 +1,13 @@
+"""The comparison report of a sweep folder: report.md, results.csv, comparisons.csv and PNG plots.
+
+Written by a Hydra callback when a multirun ends (`ReportCallback`), or by hand:
+`python scripts/report.py SWEEP_DIR` or `python -m lossheads.report SWEEP_DIR`. Modules by
+concern: `collect` (job folders -> runs, datasets, configurations), `stats` (paired verdicts),
+`thresholds`, `markdown` (report.md and the CSV files), `plots`, `cli` (the callback and the command).
+"""
+
+from lossheads.report.cli import ReportCallback, main
+from lossheads.report.collect import collect
+from lossheads.report.markdown import write_report
+
+__all__ = ["ReportCallback", "collect", "main", "write_report"]

@@ -1,0 +1,3 @@
+from lossheads.report.cli import main
+
+main()

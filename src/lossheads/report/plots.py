@@ -1,0 +1,269 @@
+"""The report's figures, one set per dataset (matplotlib, imported only when a report is written).
+
+Every figure holds one dataset's configurations, in the ranking's order and with one colour each;
+legends sit outside the axes; bars start at zero; curves read the common yardstick (`val/nll`,
+`val/acc`), never each arm's own loss.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+if TYPE_CHECKING:
+    from lossheads.report.collect import Run
+
+BINS = 15  # the bins of the logged ECE
+MOST = 8  # configurations drawn in line plots and panels: the first of the ranking
+BAR_METRICS = ("acc", "f1", "auroc", "ap", "nll")
+CURVE_TAGS = (("val/nll", "val/brier"), ("val/acc",))  # first of each group that the runs logged
+Configs = dict[str, list["Run"]]
+
+
+def dataset_figures(dataset: str, configs: Configs, order: list[str], out: Path) -> list[Path]:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset)
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(order)}
+    makers = (
+        ("metrics", metric_bars),
+        ("curves", validation_curves),
+        ("roc_pr", roc_pr),
+        ("reliability", reliability),
+        ("confusion", confusion),
+    )
+    made = [maker(dataset, configs, order, colours, out / f"{slug}-{name}.png") for name, maker in makers]
+    return [p for p in made if p is not None]
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _legend_right(figure: plt.Figure, axis: plt.Axes) -> None:
+    """One legend for the figure, right of the axes, so that it never covers a curve."""
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+
+
+def metric_bars(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
+    """Mean test metric per configuration from zero, the error bar one std over seeds."""
+    metrics = [m for m in BAR_METRICS if any(f"test/{m}" in r.metrics for c in order for r in configs[c])]
+    if not metrics:
+        return None
+    figure, axes = plt.subplots(
+        1, len(metrics), figsize=(3.0 * len(metrics), 1.2 + 0.38 * len(order)), squeeze=False, sharey=True
+    )
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        values = [np.array([r.metrics.get(f"test/{metric}", np.nan) for r in configs[c]], dtype=float) for c in order]
+        means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values])
+        stds = np.array([np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0 for v in values])
+        y = np.arange(len(order))
+        axis.barh(y, np.nan_to_num(means), xerr=stds, color=[colours[c] for c in order], alpha=0.8, capsize=2)
+        top = (
+            1.0
+            if metric != "nll"
+            else max(1e-9, float(np.nanmax(means + stds)) * 1.25)
+            if np.isfinite(means).any()
+            else 1.0
+        )
+        axis.set_xlim(0, top)
+        for yi, mean in zip(y, means, strict=True):
+            text = "n/a" if not np.isfinite(mean) else f"{mean:.3f}"
+            axis.text(top * 0.02, yi, text, va="center", fontsize=7, color="white" if np.isfinite(mean) else "black")
+        axis.set_title(f"test/{metric} ({'lower' if metric == 'nll' else 'higher'} is better)", fontsize=9)
+        axis.tick_params(labelsize=7)
+    axes[0][0].set_yticks(range(len(order)), order, fontsize=7)
+    axes[0][0].invert_yaxis()
+    figure.suptitle(f"{dataset}: test metrics, mean ± 1 std over seeds (axes from 0)", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _scalars(run: Run, tags: tuple[str, ...]) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list[float]] = {}
+    for events in sorted((run.folder / "tensorboard").glob("**/events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in set(tags) & set(accumulator.Tags()["scalars"]):
+            curves[tag] = [e.value for e in accumulator.Scalars(tag)]
+    return curves
+
+
+def validation_curves(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
+    """val/nll (or val/brier) and val/acc per epoch: the mean over seeds, the band their min to max."""
+    shown = order[:MOST]
+    runs = {c: [_scalars(r, sum(CURVE_TAGS, ())) for r in configs[c]] for c in shown}
+    tags = [next((t for t in group if any(s.get(t) for rs in runs.values() for s in rs)), None) for group in CURVE_TAGS]
+    tags = [t for t in tags if t]
+    if not tags:
+        return None
+    figure, axes = plt.subplots(1, len(tags), figsize=(5.0 * len(tags), 3.8), squeeze=False)
+    for axis, tag in zip(axes[0], tags, strict=True):
+        for config in shown:
+            series = [s[tag] for s in runs[config] if s.get(tag)]
+            if not series:
+                continue
+            length = min(len(s) for s in series)
+            stacked = np.array([s[:length] for s in series])
+            epochs = np.arange(1, length + 1)
+            axis.plot(
+                epochs, stacked.mean(0), color=colours[config], marker=".", label=f"{config} ({len(series)} seeds)"
+            )
+            axis.fill_between(epochs, stacked.min(0), stacked.max(0), color=colours[config], alpha=0.18, linewidth=0)
+        axis.set(xlabel="epoch", ylabel=tag, title=f"{tag}: mean over seeds, band min-max")
+    _legend_right(figure, axes[0][0])
+    figure.suptitle(f"{dataset}: validation curves" + (f" (first {MOST} of the ranking)" if len(order) > MOST else ""))
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _pooled(runs: list[Run], split: str = "test") -> tuple[np.ndarray, np.ndarray] | None:
+    """One split's probabilities and targets of every seed, concatenated."""
+    probs, targets = [], []
+    for run in runs:
+        file = run.folder / "predictions.npz"
+        if file.is_file():
+            with np.load(file) as arrays:
+                if f"{split}_probs" in arrays:
+                    probs.append(arrays[f"{split}_probs"])
+                    targets.append(arrays[f"{split}_targets"])
+    return (np.concatenate(probs), np.concatenate(targets)) if probs else None
+
+
+def _one_vs_rest(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Scores and 0/1 truth for ROC/PR: binary as is; multi-class and multi-label micro over classes."""
+    if probs.ndim == 1:
+        return probs, targets.astype(int), ""
+    if targets.ndim == 1:
+        targets = np.eye(probs.shape[1], dtype=int)[targets.astype(int)]
+    return probs.reshape(-1), targets.reshape(-1).astype(int), ", micro over classes/labels"
+
+
+def roc_pr(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
+    """ROC and PR of the test predictions pooled over seeds, the pooled AUC / AP in the legend."""
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    pooled = {c: p for c in order[:MOST] if (p := _pooled(configs[c])) is not None}
+    if not pooled:
+        return None
+    figure, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 4.2))
+    prevalence, how = None, ""
+    for config, (probs, targets) in pooled.items():
+        scores, truth, how = _one_vs_rest(probs, targets)
+        if truth.min() == truth.max():
+            continue  # one class only: neither curve is defined
+        fpr, tpr, _ = roc_curve(truth, scores)
+        precision, recall, _ = precision_recall_curve(truth, scores)
+        roc_axis.plot(
+            fpr,
+            tpr,
+            color=colours[config],
+            linewidth=1.2,
+            label=f"{config} (AUC {auc(fpr, tpr):.3f} | AP {average_precision_score(truth, scores):.3f})",
+        )
+        pr_axis.plot(recall, precision, color=colours[config], linewidth=1.2)
+        prevalence = truth.mean()
+    if prevalence is None:
+        plt.close(figure)
+        return None
+    roc_axis.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="chance")
+    pr_axis.axhline(prevalence, color="gray", linestyle="--", linewidth=1)
+    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC (test, seeds pooled{how})")
+    pr_axis.set(
+        xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"PR (test; chance = prevalence {prevalence:.2f})"
+    )
+    _legend_right(figure, roc_axis)
+    figure.suptitle(f"{dataset}: ROC and precision-recall")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _top_label(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of the top-label decision; each label a binary decision on multi-label data."""
+    if probs.ndim == 2 and targets.ndim == 1:  # multi-class
+        return probs.max(1), (probs.argmax(1) == targets).astype(float)
+    probs, targets = probs.reshape(-1), targets.reshape(-1)
+    positive = probs >= 0.5
+    return np.where(positive, probs, 1 - probs), (positive == targets.astype(bool)).astype(float)
+
+
+def reliability(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
+    """Per configuration: accuracy against top-label confidence in the 15 bins of the ECE, and the
+    number of test predictions in each bin (seeds pooled)."""
+    pooled = {c: p for c in order[:MOST] if (p := _pooled(configs[c])) is not None}
+    if not pooled:
+        return None
+    edges = np.linspace(0, 1, BINS + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1 / BINS
+    figure, axes = plt.subplots(
+        2,
+        len(pooled),
+        figsize=(3.2 * len(pooled), 5.2),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1]},
+        sharex=True,
+    )
+    for column, (config, (probs, targets)) in enumerate(pooled.items()):
+        confidence, correct = _top_label(probs, targets)
+        index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, BINS - 1)
+        counts = np.bincount(index, minlength=BINS)
+        accuracy = np.bincount(index, weights=correct, minlength=BINS) / np.maximum(counts, 1)
+        mean_confidence = np.bincount(index, weights=confidence, minlength=BINS) / np.maximum(counts, 1)
+        ece = float(np.sum(counts * np.abs(accuracy - mean_confidence)) / counts.sum())
+        top, bottom = axes[0][column], axes[1][column]
+        top.bar(centres[counts > 0], accuracy[counts > 0], width=width * 0.9, color=colours[config], alpha=0.8)
+        top.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
+        top.set(ylim=(0, 1), title=f"{config}\npooled ECE {ece:.3f}")
+        top.title.set_fontsize(8)
+        bottom.bar(centres, counts, width=width * 0.9, color="gray")
+        for x, n in zip(centres, counts, strict=True):
+            if n:
+                bottom.text(x, n, str(n), ha="center", va="bottom", fontsize=6, rotation=90)
+        bottom.set(xlabel="top-label confidence", ylim=(0, counts.max() * 1.6))
+    axes[0][0].set_ylabel("accuracy")
+    axes[1][0].set_ylabel("predictions")
+    figure.suptitle(f"{dataset}: reliability (test, seeds pooled, {BINS} bins as the ECE)")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def confusion(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
+    """Multi-class data: each configuration's test confusion matrix from per_class.json, summed over
+    seeds, coloured by the share of each true class, with the counts written in."""
+    matrices = {}
+    for config in order[:MOST]:
+        records = [json.loads(f.read_text()) for r in configs[config] if (f := r.folder / "per_class.json").is_file()]
+        records = [r for r in records if r.get("confusion") and len(r["confusion"]) > 2]
+        if records:
+            matrices[config] = (np.sum([r["confusion"] for r in records], axis=0), records[0]["labels"], len(records))
+    if not matrices:
+        return None
+    columns = min(4, len(matrices))
+    rows = -(-len(matrices) // columns)
+    size = len(next(iter(matrices.values()))[1])
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns + 0.8, 3.4 * rows), squeeze=False)
+    for axis, (config, (matrix, labels, seeds)) in zip(axes.flat, matrices.items(), strict=False):
+        shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+        image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if size <= 12:
+            for (i, j), n in np.ndenumerate(matrix):
+                axis.text(
+                    j, i, str(n), ha="center", va="center", fontsize=6, color="white" if shares[i, j] > 0.5 else "black"
+                )
+        axis.set_xticks(range(len(labels)), [str(x) for x in labels], fontsize=6)
+        axis.set_yticks(range(len(labels)), [str(x) for x in labels], fontsize=6)
+        axis.set(xlabel="predicted", ylabel="true", title=f"{config} ({seeds} seeds)")
+        axis.title.set_fontsize(8)
+    for axis in list(axes.flat)[len(matrices) :]:
+        axis.set_visible(False)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+    figure.suptitle(f"{dataset}: test confusion matrices, seeds summed")
+    return _save(figure, path)
