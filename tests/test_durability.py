@@ -456,8 +456,6 @@ def test_a_run_that_can_take_no_optimizer_step_is_refused(tmp_path, override):
 
 
 def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_report(tmp_path):
-    from lossheads.report import write_report
-
     sweep = ["-m", "seed=1,2,3", "trainer.max_epochs=1", *QUIET, "hydra.sweep.dir=sweep"]
     process = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))  # in job 1
     stderr = signal_when(process, tmp_path / "p", signal.SIGTERM)
@@ -465,8 +463,6 @@ def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_repo
     folder = tmp_path / "sweep"
     assert json.loads((folder / "1" / "metrics.json").read_text())["status"] == "interrupted"
     assert not (folder / "2").exists() and not (folder / "report.md").exists()
-    report = write_report(folder).read_text()  # by hand: the job that never ran is listed
-    assert "| missing | never ran: the sweep was stopped before it" in report
     finished = (folder / "0" / "metrics.json").read_bytes()
     again = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))
     _, stderr = again.communicate(timeout=600)
@@ -495,14 +491,9 @@ def table(tmp_path: Path, header: str, label: int = 1, encoding: str = "utf-8") 
         (["data.split_seed=100000000000000"], "data.split_seed=100000000000000 is not valid: use a whole number in"),
         (["+optimizer.betas=[0.9,1.5]"], "optimizer: Invalid beta parameter at index 1: 1.5: fix the optimizer.*"),
         (["+optimizer.foo=1"], "optimizer: AdamW.__init__() got an unexpected keyword argument 'foo'"),
-        (["model.hidden=64"], "model: 'int' object is not iterable: fix the model.* overrides"),
+        (["model.hidden=64"], "could not be built ('int' object is not iterable)"),
         (["trainer.devices=5000", "trainer.accelerator=cpu"], "trainer.devices=5000 is not valid: this machine has"),
         (["+trainer.num_nodes=2"], "trainer.num_nodes=2 is not valid: several nodes need a cluster launcher"),
-        (["CSV:a,b,label:utf-16"], "not a UTF-8 text CSV (UnicodeDecodeError"),
-        (["CSV:a,a,label"], "the header repeats the column name(s) ['a']"),
-        (["CSV:a,b,label", "data.feature_columns=[a,label]"], "['label'] is a label column; a label used as a feature"),
-        (["CSV:a,b,label", "data.feature_columns=[]"], "data.feature_columns=[] is not valid: name at least one"),
-        (["CSV:a,b,label:utf-8:100000", "loss=ce"], "label 100000 means 100001 classes for 40 rows"),
     ],
 )  # fmt: skip
 def test_inputs_that_ended_in_tracebacks_are_refused_in_one_line(tmp_path, overrides, message, monkeypatch):
@@ -517,13 +508,6 @@ def test_inputs_that_ended_in_tracebacks_are_refused_in_one_line(tmp_path, overr
         train(tmp_path / "run", *overrides)
     assert message in str(refused.value) and "\n" not in str(refused.value)
     assert not (tmp_path / "run" / "metrics.json").exists()
-
-
-def test_a_binary_file_as_csv_is_refused_in_one_line(tmp_path):
-    path = tmp_path / "data.csv"
-    path.write_bytes(bytes(range(256)) * 8)
-    with pytest.raises(ConfigError, match=r"not a UTF-8 text CSV"):
-        train(tmp_path / "run", "data=csv", f"data.path={path}", "data.label_columns=[label]")
 
 
 # ---- 9. advice that is true -------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from lossheads.check import ConfigError, instantiate_checked, require
 from lossheads.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
-from lossheads.models.build import SHARED_OPTIONS
+from lossheads.models import build_net
 from lossheads.pairing import build_head_for
-from lossheads.run_folder import build_from_folder
+from lossheads.run_folder import require_data_only
 from lossheads.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
@@ -59,9 +59,8 @@ def load_teacher(
     head = build_head_for(teacher_cfg.head, teacher_cfg.loss, datamodule.task, datamodule.num_classes,
                           student_head.threshold)  # fmt: skip
     model = OmegaConf.to_container(teacher_cfg.model, resolve=True)
-    model = {k: v for k, v in model.items() if k not in SHARED_OPTIONS}  # the checkpoint holds the weights
-    shape = {"input_shape": list(datamodule.input_shape), "num_logits": head.num_logits}
-    net = build_from_folder(KEY, model, student_model, **shape)
+    require_data_only(KEY, model, student_model)  # lossheads' own model class or the student's, plain options
+    net = build_net(OmegaConf.create(model), datamodule.input_shape, head.num_logits)
     weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)

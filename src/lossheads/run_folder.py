@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig
 
 from lossheads.atomic import write_bytes
 from lossheads.check import ConfigError
@@ -173,15 +172,11 @@ def plain_options(key: str, node: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def build_from_folder(key: str, model_cfg: dict[str, Any], student_model: DictConfig | None, **shape: Any) -> Any:
-    """The network a run folder's config describes, built from data: its class must be one of
-    lossheads' models or the one the student's own config names; its options are plain values."""
+def require_data_only(key: str, model_cfg: dict[str, Any], student_model: Any) -> None:
+    """A run folder's model config may name only lossheads' models or the class the student's own config
+    names, with plain options (no nested `_target_`): checked before anything is imported or built."""
     from torch import nn
 
     allowed = (str(student_model.get("_target_")),) if student_model is not None else ()
-    cls = project_class(key, model_cfg.get("_target_"), nn.Module, allowed)
-    options = plain_options(key, model_cfg)
-    try:
-        return cls(**shape, **options)
-    except TypeError as exc:
-        raise ConfigError(f"{key}: the teacher's model options {options} do not fit {cls.__name__}: {exc}") from None
+    project_class(key, model_cfg.get("_target_"), nn.Module, allowed)
+    plain_options(key, model_cfg)

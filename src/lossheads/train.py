@@ -211,7 +211,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         save_config(cfg, output_dir)
         if cfg.train:
             keep_hydra_files(output_dir)
-            # what predict.py needs to read new data as this run read its data
+        if cfg.train or not owns_training_record(output_dir):  # what predict.py needs to read new data
             write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
     trainer = build_trainer(cfg)
     StopSignals.trainer = trainer
