@@ -456,6 +456,8 @@ def test_a_run_that_can_take_no_optimizer_step_is_refused(tmp_path, override):
 
 
 def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_report(tmp_path):
+    from lossheads.report import write_report
+
     sweep = ["-m", "seed=1,2,3", "trainer.max_epochs=1", *QUIET, "hydra.sweep.dir=sweep"]
     process = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))  # in job 1
     stderr = signal_when(process, tmp_path / "p", signal.SIGTERM)
@@ -463,6 +465,8 @@ def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_repo
     folder = tmp_path / "sweep"
     assert json.loads((folder / "1" / "metrics.json").read_text())["status"] == "interrupted"
     assert not (folder / "2").exists() and not (folder / "report.md").exists()
+    report = write_report(folder).read_text()  # by hand: the job that never ran is listed
+    assert "| missing | never ran: the sweep was stopped before it" in report
     finished = (folder / "0" / "metrics.json").read_bytes()
     again = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))
     _, stderr = again.communicate(timeout=600)
