@@ -16,7 +16,7 @@ from lossheads.cli import config_dir, help_page
 
 def test_help_lists_groups_options_and_top_level_keys_from_the_configs():
     page = help_page(config_dir())
-    assert "loss            auto*, bce, bce_logits, ce" in page
+    assert "loss            asl, auto*, bce, bce_logits, ce" in page
     assert "scheduler       cosine, none*, onecycle, plateau, step" in page
     assert "_split" not in page and "test_on" in page and "early_stopping" in page
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import statistics
 from pathlib import Path
@@ -53,11 +54,29 @@ def _overrides(job: Path) -> str:
     return " ".join(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
 
 
-def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path):
-    # nn.Identity builds (it takes any arguments) but has no weights to train: the job crashes in training
+CRASHING_NET = '''
+from torch import nn
+
+
+class CrashingNet(nn.Module):
+    """Builds and has weights, then fails in its first forward pass: a bug in a user's network."""
+
+    def __init__(self, input_shape, num_logits):
+        super().__init__()
+        self.linear = nn.Linear(int(input_shape[0]), num_logits)
+
+    def forward(self, features):
+        raise ValueError("a bug in the network's forward")
+'''
+
+
+def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    (tmp_path / "crashing_net.py").write_text(CRASHING_NET)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     result = run_train_py(
-        "-m", "model._target_=torch.nn.Identity,lossheads.models.MLP", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
-    )
+        "-m", "model=custom", "model._target_=crashing_net.CrashingNet,lossheads.models.MLP", *QUICK, "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     failure = json.loads((tmp_path / "sweep" / "0" / "failure.json").read_text())
     assert failure["status"] == "failed" and "ValueError" in failure["reason"], failure

@@ -39,8 +39,8 @@ def help_page(configs: Path) -> str:
     """The `--help` page, from the configs: groups with their options and defaults, then top-level keys."""
     train = OmegaConf.load(configs / "train.yaml")
     defaults = {}
-    for entry in train.get("defaults", []):
-        if OmegaConf.is_dict(entry):
+    for entry in OmegaConf.to_container(train, resolve=False).get("defaults", []):
+        if isinstance(entry, dict):  # unresolved: an entry may name its option by interpolation
             defaults.update({str(k): v for k, v in entry.items()})
     lines = [
         "usage: lossheads-train [group=option ...] [key=value ...]   (or: python train.py ...)",
@@ -70,7 +70,7 @@ def help_page(configs: Path) -> str:
         "  lossheads-train -m loss=bce_logits,ce seed=1,2,3 hydra/launcher=joblib",
         "",
         "Any key of a group can be set: loss.pos_weight=auto, trainer.max_epochs=5. Hydra's own options:",
-        "--hydra-help; shell completion: eval \"$(lossheads-train -sc install=bash)\".",
+        '--hydra-help; shell completion: eval "$(lossheads-train -sc install=bash)".',
     ]
     return "\n".join(lines)
 

@@ -197,6 +197,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     recipe step run again): a finished run in the folder is returned as it is, a stopped one resumed."""
     output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)
+    trainer = build_trainer(cfg)  # Lightning checks its arguments before anything is written
     config = resolved(cfg)
     found = None
     if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
@@ -213,7 +214,6 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
             keep_hydra_files(output_dir)
         if cfg.train or not owns_training_record(output_dir):  # what predict.py needs to read new data
             write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
-    trainer = build_trainer(cfg)
     StopSignals.trainer = trainer
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
     if trainer.is_global_zero and not beside:
