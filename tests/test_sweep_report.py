@@ -74,8 +74,8 @@ def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     (tmp_path / "crashing_net.py").write_text(CRASHING_NET)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     result = run_train_py(
-        "-m", "model=custom", "model._target_=crashing_net.CrashingNet,lossheads.models.MLP", *QUICK, "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
+        "-m", "model=custom", "model._target_=crashing_net.CrashingNet,lossheads.models.MLP", *QUICK,
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     failure = json.loads((tmp_path / "sweep" / "0" / "failure.json").read_text())
