@@ -114,3 +114,16 @@ def test_parquet_and_npz_read_like_csv(tmp_path):
     np.savez(tmp_path / "t.npz", X=np.random.default_rng(0).normal(size=(30, 3)), y=np.arange(30) % 3)
     npz = loaded(tmp_path / "t.npz")
     assert (npz.input_shape, npz.num_classes, npz.task) == ((3,), 3, "multiclass")
+
+
+def test_a_utf16_export_is_read_and_a_binary_file_is_refused_in_one_line(tmp_path):
+    text = "a,b,label\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows())
+    path = tmp_path / "unicode.csv"
+    path.write_text(text, encoding="utf-16")  # Excel's "Unicode text": a byte order mark, then UTF-16
+    data = loaded(path)
+    assert data.reader_options["encoding"] == "utf-16" and data.label_names == ["no", "yes"]
+    binary = tmp_path / "photo.csv"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ConfigError, match="it is not a text table \\(it holds NUL bytes\\)") as refused:
+        loaded(binary)
+    assert "\n" not in str(refused.value)

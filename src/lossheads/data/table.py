@@ -42,6 +42,9 @@ class CsvLayout:
         with path.open("rb") as handle:
             raw = handle.read(1 << 16)
         self.encoding = encoding or self.detect_encoding(raw)
+        require(self.encoding.startswith("utf-16") or b"\x00" not in raw, "data.path", str(path),
+                "it is not a text table (it holds NUL bytes): give a CSV of UTF-8, UTF-16 or Latin-1 text, "
+                "a Parquet or an .npz file")  # fmt: skip
         text = raw.decode(self.encoding, errors="ignore").removeprefix("\ufeff")
         lines = text.splitlines()[:-1] if len(raw) == 1 << 16 else text.splitlines()
         lines = [line for line in lines if line.strip()]
@@ -63,6 +66,8 @@ class CsvLayout:
     def detect_encoding(raw: bytes) -> str:
         if raw.startswith(BOM):
             return "utf-8-sig"
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte order mark (Excel's "Unicode text")
+            return "utf-16"
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
