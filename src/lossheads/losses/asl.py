@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lossheads.check import is_number, require
 from lossheads.heads import Head
-from lossheads.losses.base import Loss, Weight, as_weight_tensor, class_weight, negatives_per_positive
+from lossheads.losses.base import Loss, Weight, register_element_weights
 
 
 class AsymmetricLoss(Loss):
@@ -39,13 +39,7 @@ class AsymmetricLoss(Loss):
             require(is_number(value) and value >= 0, key, value, "use a number >= 0")
         require(is_number(clip) and 0 <= clip < 1, "loss.clip", clip, "use a number in [0, 1), e.g. 0.05")
         self.gamma_pos, self.gamma_neg, self.clip = float(gamma_pos), float(gamma_neg), float(clip)
-        self.register_buffer("weight", class_weight(head, train_targets, weight, per_element=True))
-        if pos_weight == "auto":
-            pos_weight = negatives_per_positive(head.loss_target(train_targets))
-        pos = as_weight_tensor("loss.pos_weight", pos_weight, head.num_logits, per_element=True)
-        require(pos is None or pos.ndim <= 1 and bool((pos > 0).all()), "loss.pos_weight", pos_weight,
-                "give one number > 0, or one per label")  # fmt: skip
-        self.register_buffer("pos_weight", pos)
+        register_element_weights(self, head, train_targets, weight, pos_weight)
 
     def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
         targets = targets.to(logits.dtype)

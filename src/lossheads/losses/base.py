@@ -140,3 +140,15 @@ def class_weight(head: Head, train_targets: Tensor, value: Weight, *, per_elemen
 
 def one_hot(labels: Tensor, logits: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(labels.long(), logits.shape[-1]).to(logits.dtype)
+
+
+def register_element_weights(loss: Loss, head: Head, train_targets: Tensor, weight: Weight, pos_weight: Weight) -> None:
+    """`weight` per element and `pos_weight` per label as `BCEWithLogitsLoss` takes them (`auto` counted
+    on the training split), registered as buffers so that they move with the loss to the device."""
+    loss.register_buffer("weight", class_weight(head, train_targets, weight, per_element=True))
+    if pos_weight == "auto":
+        pos_weight = negatives_per_positive(head.loss_target(train_targets))
+    pos = as_weight_tensor("loss.pos_weight", pos_weight, head.num_logits, per_element=True)
+    require(pos is None or pos.ndim <= 1 and bool((pos > 0).all()), "loss.pos_weight", pos_weight,
+            "give one number > 0, or one per label")  # fmt: skip
+    loss.register_buffer("pos_weight", pos)

@@ -5,16 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lossheads.check import require
 from lossheads.heads import Head
-from lossheads.losses.base import (
-    Loss,
-    Weight,
-    as_weight_tensor,
-    class_weight,
-    negatives_per_positive,
-    require_smoothing,
-)
+from lossheads.losses.base import Loss, Weight, register_element_weights, require_smoothing
 
 
 class BinaryCrossEntropyBase(Loss):
@@ -37,13 +29,7 @@ class BinaryCrossEntropyBase(Loss):
     ) -> None:
         super().__init__(head, train_targets, reduction)
         self.label_smoothing = require_smoothing(label_smoothing)
-        self.register_buffer("weight", class_weight(head, train_targets, weight, per_element=True))
-        if pos_weight == "auto":
-            pos_weight = negatives_per_positive(head.loss_target(train_targets))
-        pos = as_weight_tensor("loss.pos_weight", pos_weight, head.num_logits, per_element=True)
-        require(pos is None or pos.ndim <= 1 and bool((pos > 0).all()), "loss.pos_weight", pos_weight,
-                "give one number > 0, or one per label")  # fmt: skip
-        self.register_buffer("pos_weight", pos)
+        register_element_weights(self, head, train_targets, weight, pos_weight)
 
     def smooth(self, targets: Tensor, dtype: torch.dtype) -> Tensor:
         targets = targets if targets.dtype == dtype else targets.to(dtype)  # already cast: no call at all
