@@ -204,3 +204,17 @@ def test_channels_last_keeps_the_networks_outputs(config):
     assert nhwc.net.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     images = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(plain.net.eval()(images), nhwc.net.eval()(images), rtol=1e-4, atol=1e-5)
+
+
+def test_image_folder_folds_are_the_same_on_both_data_paths(tmp_path):
+    """`data.in_memory=false` splits the file list itself: it must cut the folds the decoded cache cuts."""
+    folder = write_folder(tmp_path / "shapes", per_class=10)
+    splits = {}
+    for in_memory in (True, False):
+        for fold in range(3):
+            data = ImageFolder(path=str(folder), in_memory=in_memory, folds=3, fold=fold, num_workers=0)
+            data.setup()
+            splits[in_memory, fold] = {k: sorted(v.tolist()) for k, v in data.split_indices.items()}
+    assert all(splits[True, fold] == splits[False, fold] for fold in range(3))
+    vals = [set(splits[False, fold]["val"]) for fold in range(3)]
+    assert not vals[0] & vals[1] and not vals[1] & vals[2] and len(set().union(*vals)) == 24  # 30 - 6 test

@@ -165,7 +165,7 @@ class ImageFolder(ImageDataModule):
             return super().setup(stage)
         data = LabeledArrays(np.empty((len(self.files), 0)), self.targets, self.task, self.num_classes)  # type: ignore[arg-type]
         labels = data.hard_labels
-        train, val, test = stratified_split(labels, len(self.files), self.fractions, self.split_seed)
+        train, val, test = stratified_split(labels, len(self.files), self.fractions, self.split_seed, self.fold)
         channels = 1 if self.mode == "L" else 3
         self.input_shape = (channels, *self.size)
         self.num_features = int(np.prod(self.input_shape))
