@@ -35,10 +35,11 @@ def test_a_mistyped_override_is_one_line_with_the_nearest_name_and_exit_2(tmp_pa
     assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "outputs").exists()
 
 
-def test_non_editable_install_runs_lossheads_train_from_another_folder(tmp_path):
-    """Slow-ish (~20-40 s): `pip install .` (not editable) into a fresh venv that borrows torch,
+def test_non_editable_install_runs_lossheads_train_and_predict_from_another_folder(tmp_path):
+    """Slow-ish (~30-50 s): `pip install .` (not editable) into a fresh venv that borrows torch,
     Lightning and Hydra from this environment (--system-site-packages), then `lossheads-train` in an
-    empty folder: its configs come from the package, its run folder lands under that folder."""
+    empty folder: its configs come from the package, its run folder lands under that folder; then
+    `lossheads-predict` scores a table with a run trained on it."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("src", "configs", "pyproject.toml", "setup.py", "README.md"):
@@ -60,6 +61,17 @@ def test_non_editable_install_runs_lossheads_train_from_another_folder(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "results in outputs/" in result.stdout and "test metrics" in result.stdout
     assert len(list((work / "outputs").glob("*/*/metrics.json"))) == 1
+    rows = ["id,x,y,label"] + [f"r{i},{i % 7},{(i * 3) % 5},{'yes' if i % 7 > 3 else 'no'}" for i in range(60)]
+    (work / "table.csv").write_text("\n".join(rows) + "\n")
+    table = [str(env_dir / "bin" / "lossheads-train"), "trainer.max_epochs=1", "data=table", "data.path=table.csv",
+             "data.id_column=id", "hydra.run.dir=table_run"]  # fmt: skip
+    result = subprocess.run(table, cwd=work, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predict = [str(env_dir / "bin" / "lossheads-predict"), "ckpt_path=table_run", "data.path=table.csv"]
+    result = subprocess.run(predict, cwd=work, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("wrote predictions.csv: 60 rows, binary (no, yes)")
+    assert (work / "predictions.csv").read_text().splitlines()[0] == "id,p_yes,predicted"
 
 
 def test_a_joblib_sweep_runs_jobs_in_parallel_processes_named_by_their_overrides(tmp_path):

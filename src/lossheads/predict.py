@@ -1,5 +1,5 @@
-"""`python predict.py ckpt_path=RUN data.path=FILE_OR_DIR [output=predictions.csv]`: score new data
-with a trained run, read exactly as the run read its own data.
+"""`lossheads-predict ckpt_path=RUN data.path=FILE_OR_DIR [output=predictions.csv]` (in the repository
+also `python predict.py ...`): score new data with a trained run, read exactly as the run read its own data.
 
 The run folder is data: its `preprocessing.json` (standardization, category levels, label names,
 image size) and `.hydra/config.yaml` say how to read the file and rebuild the network; a model
@@ -25,7 +25,17 @@ from lossheads.heads import Head
 from lossheads.models import build_net
 from lossheads.pairing import build_head_for
 
-USAGE = "python predict.py ckpt_path=RUN_FOLDER_OR_CKPT data.path=FILE_OR_DIR [output=predictions.csv]"
+USAGE = "lossheads-predict ckpt_path=RUN_FOLDER_OR_CKPT data.path=FILE_OR_DIR [output=predictions.csv]"
+HELP = f"""usage: {USAGE}
+       (in the repository: python predict.py ...)
+
+Scores a table (CSV, Parquet, .npz with the training file's columns) or a folder of images with a run
+of lossheads-train, read as that run read its own data. Writes one row per input: its id, p_<label>
+per class and the predicted label under the run's threshold.
+  ckpt_path   the run folder (its checkpoints/last.ckpt) or a checkpoint file inside it
+  data.path   the file or folder to score (a CSV may need data.delimiter, data.encoding or data.skip_rows)
+  output      where to write (default predictions.csv in the current folder)
+  model._target_   your own network's class, if the run used one (a run folder never chooses code)"""
 
 
 def load_run(
@@ -170,7 +180,11 @@ def main(argv: list[str]) -> Path:
 
 
 def cli() -> None:
-    """Entry point: a bad input is one line on stderr and exit code 2."""
+    """Entry point of `python predict.py` and `lossheads-predict`: a bad input is one line on stderr
+    and exit code 2."""
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(HELP)
+        return
     try:
         main(sys.argv[1:])
     except ConfigError as error:
