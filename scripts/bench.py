@@ -14,6 +14,7 @@ Last line: `bench: ratio@64=... ratio@256=... ratio@1024=...` (harness / raw).
     python scripts/bench.py --batch-sizes 256 --steps-per-call 64 --steps-only   # one setting
     python scripts/bench.py --steps 1000 --repeats 7   # longer, steadier pairs (a GPU's runs vary more)
     python scripts/bench.py --images   # model=cnn on data=mnist vs a raw loop; DataLoader path; 1M-row CSV load
+    python scripts/bench.py --distill  # a KD student with the teacher's logits computed once vs per batch
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--steps", type=count, default=300, help="optimizer steps per measurement (default 300)")
     parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
     parser.add_argument("--images", action="store_true", help="the image and table data paths (scripts/bench_data.py)")
+    parser.add_argument("--distill", action="store_true", help="the teacher's outputs (scripts/bench_distill.py)")
     parser.add_argument("--schedule-and-clip", action="store_true",
                         help="a cosine schedule and gradient clipping (norm 1.0) in both loops")  # fmt: skip
     parser.add_argument("--grid-launcher", choices=["basic", "joblib"], default="basic",
@@ -202,6 +204,10 @@ def main() -> None:
         from bench_data import main as bench_data
 
         return bench_data([*(["--quick"] if args.quick else []), "--device", args.device])
+    if args.distill:
+        from bench_distill import main as bench_distill
+
+        return bench_distill([*(["--quick"] if args.quick else []), "--device", args.device])
     if args.grid_launcher == "joblib":
         GRID_LAUNCHER.append("hydra/launcher=joblib")
     if args.grid_only:

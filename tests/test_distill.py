@@ -101,6 +101,63 @@ def test_teacher_stays_frozen_and_in_eval_mode(tmp_path, teacher_ckpt):
     assert student_accuracy > 0.5  # learned from the teacher alone (soft_weight=1): chance is 0.1
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 32])
+def test_teacher_logits_computed_once_train_the_student_as_per_batch_ones(tmp_path, teacher_ckpt, steps_per_call):
+    """The cached path serves the teacher's logits with the batches (same order, same chunks under
+    steps_per_call) and never calls the teacher while training; the weights are the per-batch path's."""
+    students = {}
+    for cache in (True, False):
+        overrides = [*QUICK, "loss=kd", f"teacher.ckpt_path={teacher_ckpt}", f"steps_per_call={steps_per_call}",
+                     f"teacher.cache_outputs={str(cache).lower()}", "trainer.num_sanity_val_steps=0"]  # fmt: skip
+        datamodule, module, trainer = built(overrides, tmp_path / str(cache))
+        calls: list[int] = []
+        module.teacher.register_forward_hook(lambda mod, args, out, calls=calls: calls.append(len(args[0])))
+        trainer.fit(module, datamodule=datamodule)
+        if cache:
+            assert sorted(datamodule.teacher_outputs) == ["train", "val"]
+            assert sum(calls) == len(datamodule.splits["train"][0]) + len(datamodule.splits["val"][0])  # one pass
+        else:
+            assert not datamodule.teacher_outputs and sum(calls) > 2 * len(datamodule.splits["train"][0])
+        students[cache] = module.net.state_dict()
+        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("loss")}
+        students[cache, "loss"] = losses
+    torch.testing.assert_close(students[True], students[False])
+    assert students[True, "loss"] == pytest.approx(students[False, "loss"], rel=1e-5)
+
+
+def test_cached_rows_follow_their_samples_through_the_shuffle_the_steps_and_the_ddp_shards():
+    from lossheads.data.base import InMemoryBatches
+
+    features = torch.arange(50.0)[:, None]
+    for rank in (0, 1):
+        loader = InMemoryBatches(features, torch.arange(50), 4, shuffle=True, seed=3, batches_per_item=2, rank=rank,
+                                 world_size=2, extra=features * 10)  # fmt: skip
+        items = list(loader)
+        assert all(len(item) == 3 and torch.equal(item[2], item[0] * 10) for item in items)
+        assert sum(len(item[0]) for item in items) == 25
+
+
+def test_augmented_or_decoded_images_keep_per_batch_teacher_calls_and_say_why(caplog):
+    from lossheads.data import DigitsImages
+    from lossheads.distill import Teacher
+
+    head = build_head("softmax", 10)
+    teacher = Teacher(torch.nn.Flatten(), head, head)
+    varying = (({"crop_padding": 1}, "random augmentation"), ({"in_memory": False}, "the images are decoded per batch"))
+    for options, reason in varying:
+        data = DigitsImages(num_workers=0, **options)
+        data.setup()
+        with caplog.at_level("INFO", logger="lossheads.distill"):
+            teacher.serve_outputs(data, torch.device("cpu"))
+        assert not data.teacher_outputs
+        assert f"the teacher runs on every batch: {reason}" in caplog.text
+    plain = DigitsImages(num_workers=0)
+    plain.setup()
+    teacher.serve_outputs(plain, torch.device("cpu"))
+    train_images = plain.splits["train"][0]
+    torch.testing.assert_close(plain.teacher_outputs["train"], plain.transform(train_images).flatten(1))
+
+
 def test_distill_recipe_puts_teacher_kd_and_hard_students_side_by_side(tmp_path):
     result = run_train_py(
         "experiment=distill", "trainer.max_epochs=1", "hydra.run.dir=run", "print_config=false", cwd=tmp_path

@@ -3,7 +3,12 @@ student recipe (`experiment=distill`)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +26,16 @@ from lossheads.run_folder import require_data_only
 from lossheads.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
+log = logging.getLogger(__name__)
 
 
 class Teacher(nn.Module):
     """A frozen network whose logits come out in the student head's form; always in eval mode."""
 
-    def __init__(self, net: nn.Module, head: Head, student_head: Head) -> None:
+    def __init__(self, net: nn.Module, head: Head, student_head: Head, cache_outputs: bool = True) -> None:
         super().__init__()
         self.net, self.head, self.student_head = net, head, student_head
+        self.cache_outputs = cache_outputs
         self.requires_grad_(False)
         self.eval()
 
@@ -40,10 +47,33 @@ class Teacher(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return self.student_head.read_logits(self.head.logits(self.net(features)), self.head)
 
+    def serve_outputs(
+        self, datamodule: ArrayDataModule, device: torch.device,
+        forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:  # fmt: skip
+        """Frozen weights on inputs that never change give the same logits every epoch: compute them
+        once on the train and val splits (in the training's precision, `forward_context`) and let the
+        loaders serve them beside the batches, in the same order and shard. Where the inputs change
+        (augmentation, files decoded per batch) the teacher runs per batch, and one line says why."""
+        reason = datamodule.varying_inputs() if self.cache_outputs else "teacher.cache_outputs=false"
+        if reason:
+            log.info("distillation: the teacher runs on every batch: %s", reason)
+            return
+        start, samples = time.perf_counter(), 0
+        for split in ("train", "val"):
+            features = datamodule.splits[split][0]
+            with forward_context():
+                outputs = [self(datamodule.network_inputs(chunk.to(device)))
+                           for chunk in features.split(datamodule.eval_batch_size)]  # fmt: skip
+            datamodule.teacher_outputs[split] = torch.cat(outputs)
+            samples += len(features)
+        log.info("distillation: the teacher's logits on the train and val splits computed once (%d samples, %.2f s)",
+                 samples, time.perf_counter() - start)  # fmt: skip
+
 
 def load_teacher(
     ckpt_path: Any, data_cfg: DictConfig, datamodule: ArrayDataModule, student_head: Head,
-    student_model: DictConfig | None = None,
+    student_model: DictConfig | None = None, cache_outputs: bool = True,
 ) -> Teacher:  # fmt: skip
     """Rebuild the teacher from the config saved with it, read as data (only lossheads' own classes,
     or the model class the student's own config names, are built), and load its weights with
@@ -71,7 +101,9 @@ def load_teacher(
             "number of classes or features"
         ) from None
     check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)
-    return Teacher(net, head, student_head)
+    require(isinstance(cache_outputs, bool), "teacher.cache_outputs", cache_outputs,
+            "use true (the teacher's logits computed once per run where its inputs never change) or false")  # fmt: skip
+    return Teacher(net, head, student_head, cache_outputs)
 
 
 def _folder_config(path: Path) -> Any:
@@ -103,7 +135,7 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
             teacher_cfg.model = OmegaConf.merge(teacher_cfg.model, cfg.distill.teacher_model)
         results["teacher"] = run(teacher_cfg, continue_own=again)
         teacher_ckpt = str(out / "teacher" / "checkpoints" / "last.ckpt")
-    kd = _variant(cfg, out / "kd", head={"name": head.name}, teacher={"ckpt_path": teacher_ckpt})
+    kd = _variant(cfg, out / "kd", head={"name": head.name}, teacher={**cfg.teacher, "ckpt_path": teacher_ckpt})
     results["kd"] = run(kd, continue_own=again)
     results["hard"] = run(_variant(cfg, out / "hard", head={"name": head.name}, loss=hard_loss), continue_own=again)
     record: dict[str, Any] = {"head": results["kd"]["head"], "loss": "kd", "data": results["kd"]["data"],

@@ -74,9 +74,13 @@ class ClassifierModule(LightningModule):
         """Logits in the shape the loss expects ((N,) for the sigmoid head, else (N, C))."""
         return self.head.logits(self.net(features))
 
-    def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_loss(
+        self, features: Tensor, targets: Tensor, teacher_logits: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """`teacher_logits`: the teacher's, served with the batch where computed once (`on_fit_start`)."""
         logits = self(features)
-        teacher_logits = None if self.teacher is None else self.teacher(features)
+        if teacher_logits is None and self.teacher is not None:
+            teacher_logits = self.teacher(features)
         return logits, self.loss(logits, targets, teacher_logits)
 
     def _record(self, stage: str, logits: Tensor, targets: Tensor, losses: Tensor, sizes: Tensor | int) -> None:
@@ -89,29 +93,30 @@ class ClassifierModule(LightningModule):
         if stage in self.predictions:
             self.predictions[stage].append((probabilities.cpu(), metric_targets.cpu()))
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        features, targets = batch
-        logits, loss = self._forward_loss(features, targets)
+    def _evaluate(self, batch: tuple[Tensor, ...], stage: str) -> None:
+        features, targets, *teacher_logits = batch
+        logits, loss = self._forward_loss(features, targets, *teacher_logits)
         self._record(stage, logits, targets, loss.detach(), len(features))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        features, targets = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor | None:
+        features, targets, *teacher_logits = batch  # (features, targets[, the teacher's cached logits])
         if self.automatic_optimization:
-            logits, loss = self._forward_loss(features, targets)
+            logits, loss = self._forward_loss(features, targets, *teacher_logits)
             detached = loss.detach()
             self._stop_if_diverged(detached.reshape(1), first_step=self.trainer.global_step)
             self._record("train", logits, targets, detached, len(features))
             return loss
-        return self._several_steps(features, targets)
+        return self._several_steps(features, targets, *teacher_logits)
 
-    def _several_steps(self, features: Tensor, targets: Tensor) -> None:
+    def _several_steps(self, features: Tensor, targets: Tensor, teacher_logits: Tensor | None = None) -> None:
         """`steps_per_call` > 1: the batch holds consecutive mini-batches of the epoch's permutation, and
         each gets a real optimizer step (manual optimization), as one Lightning step per mini-batch
         would. Lightning's own per-call cost (0.3-0.7 ms on these CPUs) is paid once per call instead,
         and so is everything here that need not be per step (the step budget, the targets' cast)."""
         optimizer = self.optimizers()
         step_targets = self.loss.prepare_targets(targets)
-        chunks = list(zip(features.split(self.batch_size), step_targets.split(self.batch_size), strict=True))
+        parts = (features, step_targets) + (() if teacher_logits is None else (teacher_logits,))
+        chunks = list(zip(*(part.split(self.batch_size) for part in parts), strict=True))
         max_steps = self.trainer.max_steps
         if max_steps >= 0:
             chunks = chunks[: max(0, max_steps - self.trainer.global_step)]
@@ -120,8 +125,8 @@ class ClassifierModule(LightningModule):
         self.epoch_steps += len(chunks)
         schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
         step_logits, step_losses = [], []
-        for x, y in chunks:
-            logits, loss = self._forward_loss(x, y)
+        for x, y, *cached in chunks:
+            logits, loss = self._forward_loss(x, y, *cached)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()  # clips in on_before_optimizer_step, after AMP's unscale
@@ -210,6 +215,11 @@ class ClassifierModule(LightningModule):
         Lightning calls this after unscaling fp16 gradients, before the step."""
         if self.stepping.clip_val is not None and not self.automatic_optimization:
             self.clip_gradients(optimizer, self.stepping.clip_val, self.stepping.clip_algorithm)
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if self.teacher is not None and datamodule is not None:  # its logits once per run, where they never change
+            self.teacher.serve_outputs(datamodule, self.device, self.trainer.precision_plugin.forward_context)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_steps = 0

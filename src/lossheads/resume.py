@@ -22,7 +22,7 @@ MAY_CHANGE = (
     "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.default_root_dir",
     "trainer.accelerator", "trainer.benchmark",
     "logger", "callbacks", "paths", "hydra", "print_config", "ckpt_path", "train", "optimized_metric",
-    "console",
+    "console", "teacher.cache_outputs",
 )  # fmt: skip
 
 

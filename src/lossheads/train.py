@@ -87,7 +87,8 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     loss = build_loss(cfg.loss, head, datamodule.train_targets)
     teacher = None
     if loss.needs_teacher:
-        teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head, cfg.model)
+        teacher = load_teacher(cfg.teacher.ckpt_path, cfg.data, datamodule, head, cfg.model,
+                               cache_outputs=cfg.teacher.get("cache_outputs", True))  # fmt: skip
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
     optimizer = checked_optimizer(cfg.optimizer, net)

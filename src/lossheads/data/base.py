@@ -52,6 +52,9 @@ class InMemoryBatches:
     from `rank` on, so the processes' k-th mini-batches together are the k-th mini-batch of
     batch_size * world_size of a single process. A shuffled (training) loader first drops the
     remainder that would leave the processes with unequal numbers of steps.
+
+    `extra`, if given, holds one row per sample (distillation's teacher logits, computed once): each
+    item then carries its rows as a third tensor, in the same order and shard.
     """
 
     def __init__(
@@ -67,8 +70,9 @@ class InMemoryBatches:
         rank: int = 0,
         world_size: int = 1,
         sampler: Any = None,
+        extra: Tensor | None = None,
     ) -> None:
-        self.features, self.targets = features, targets
+        self.features, self.targets, self.extra = features, targets, extra
         n = len(features)
         # drop_last drops the last incomplete mini-batch, unless that would leave nothing
         unit = (batch_size if drop_last else 1) * (world_size if shuffle else 1)
@@ -83,18 +87,19 @@ class InMemoryBatches:
     def __len__(self) -> int:
         return math.ceil(self.shard_size / self.item_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        features, targets = self.features, self.targets
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        tensors = (self.features, self.targets) + (() if self.extra is None else (self.extra,))
+        features = self.features
         order = None if self.sampler is None else self.sampler.order(len(features))
         if self.world_size > 1:
             order = torch.arange(len(features)) if order is None else order
             order = order[: self.usable][self.rank :: self.world_size]
         if order is not None:
             order = order.to(features.device)
-            features, targets = features[order], targets[order]
+            tensors = tuple(t[order] for t in tensors)
         for start in range(0, self.shard_size, self.item_size):
             end = min(start + self.item_size, self.shard_size)
-            yield features[start:end], targets[start:end]
+            yield tuple(t[start:end] for t in tensors)
 
 
 @dataclass
@@ -193,6 +198,8 @@ class ArrayDataModule(LightningDataModule):
         self.num_features = 0
         self.input_shape: tuple[int, ...] = ()  # one sample's shape: (F,) for tables, (C, H, W) for images
         self.split_indices: dict[str, np.ndarray] = {}  # rows of the loaded data in each split, in loader order
+        # per split, a frozen KD teacher's logits for each sample, computed once and served beside the batches
+        self.teacher_outputs: dict[str, Tensor] = {}
 
     def load(self) -> LabeledArrays:
         raise NotImplementedError
@@ -246,6 +253,15 @@ class ArrayDataModule(LightningDataModule):
                 "input_shape": list(self.input_shape), "mean": np.asarray(mean).tolist(),
                 "std": np.asarray(std).tolist()}  # fmt: skip
 
+    def varying_inputs(self) -> str | None:
+        """Why a sample's network input may differ between epochs (then a teacher's outputs cannot be
+        computed once); None: tensors held in memory, the same every epoch."""
+        return None
+
+    def network_inputs(self, features: Tensor) -> Tensor:
+        """A split's stored features as the network receives them (images: normalized on the device)."""
+        return features
+
     @property
     def train_targets(self) -> Tensor:
         return self.splits["train"][1]
@@ -253,11 +269,13 @@ class ArrayDataModule(LightningDataModule):
     def _loader(self, split: str, batch_size: int, **options: Any) -> InMemoryBatches:
         """The split's tensors on the training device; this process's shard of them under DDP."""
         features, targets = self.splits[split]
+        extra = self.teacher_outputs.get(split)
         if self.trainer is not None:
             device = self.trainer.strategy.root_device
             features, targets = features.to(device), targets.to(device)
+            extra = None if extra is None else extra.to(device)
             options.update(rank=self.trainer.global_rank, world_size=self.trainer.world_size)
-        return InMemoryBatches(features, targets, batch_size, **options)
+        return InMemoryBatches(features, targets, batch_size, extra=extra, **options)
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.seed,

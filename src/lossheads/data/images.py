@@ -226,16 +226,28 @@ class ImageDataModule(ArrayDataModule):
         pixels, targets = self.splits[split]
         return PixelDataset(pixels, targets)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """On the training device: augment (training only), then normalize, the whole batch at once."""
-        images, targets = batch
+    def varying_inputs(self) -> str | None:
+        if not self.in_memory:
+            return "the images are decoded per batch by DataLoader workers (data.in_memory=false)"
+        if self.augment["crop_padding"] or self.augment["flip"]:
+            return "random augmentation (data.crop_padding, data.horizontal_flip) changes the images every epoch"
+        return None
+
+    def network_inputs(self, features: Tensor) -> Tensor:
+        assert self.transform is not None
+        return self.transform(features)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
+        """On the training device: augment (training only), then normalize, the whole batch at once
+        (the targets, and cached teacher logits if any, pass through)."""
+        images, *rest = batch
         assert self.transform is not None
         generator = None
         trainer = self.trainer
         if trainer is not None and trainer.training and (self.augment["crop_padding"] or self.augment["flip"]):
             order = self.train_order
             generator = self.transform.seed(order.seed, order.epoch, images.device)
-        return self.transform(images, generator), targets
+        return self.transform(images, generator), *rest
 
 
 def to_uint8(values: np.ndarray, maximum: float) -> np.ndarray:
