@@ -35,6 +35,7 @@ import torch  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
+from lossheads.console import quiet_lightning  # noqa: E402
 from lossheads.train import build, build_trainer  # noqa: E402
 
 FEATURES = 32
@@ -200,6 +201,7 @@ def main() -> None:
                         help="Hydra launcher of the grids (joblib: one process per core)")  # fmt: skip
     parser.add_argument("--grid-only", action="store_true", help="only the start-up and grid measurements")
     args = parser.parse_args()
+    quiet_lightning()  # as train.py: no "Tip" lines, each Lightning line once
     if args.images:
         from bench_data import main as bench_data
 

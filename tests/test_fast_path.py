@@ -143,6 +143,7 @@ def test_benchmark_quick_mode_prints_its_ratio_line(tmp_path):
     last = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"bench: ratio@64=\d+\.\d\d ratio@256=\d+\.\d\d ratio@1024=\d+\.\d\d", last)
     assert re.search(r"startup: import lightning.pytorch [\d.]+ s; train.py to first step [\d.]+ s", result.stdout)
+    assert "Tip" not in result.stdout + result.stderr  # Lightning's advertisement is silenced, as in train.py
 
 
 def test_benchmark_refuses_a_bad_count_in_one_line(tmp_path):
