@@ -49,6 +49,8 @@ class ClassifierModule(LightningModule):
         self.schedule = schedule
         self.stepping = stepping or Stepping(steps_per_call)
         self.epoch_steps = 0  # optimizer steps taken in this epoch by the fast path
+        self.sample_dim = 0  # the samples' dimension of a batch (1 when members are stacked first: lossheads.seeds)
+        self.trained_steps: int | None = None  # a seeds member: steps its weights took (the logs x-axis)
         self.net, self.head, self.loss = net, head, loss
         self.teacher = teacher  # frozen, eval mode, logits in this head's form (a loss that needs_teacher)
         self.make_optimizer = make_optimizer
@@ -115,8 +117,9 @@ class ClassifierModule(LightningModule):
         and so is everything here that need not be per step (the step budget, the targets' cast)."""
         optimizer = self.optimizers()
         step_targets = self.loss.prepare_targets(targets)
+        dim = self.sample_dim
         parts = (features, step_targets) + (() if teacher_logits is None else (teacher_logits,))
-        chunks = list(zip(*(part.split(self.batch_size) for part in parts), strict=True))
+        chunks = list(zip(*(part.split(self.batch_size, dim) for part in parts), strict=True))
         max_steps = self.trainer.max_steps
         if max_steps >= 0:
             chunks = chunks[: max(0, max_steps - self.trainer.global_step)]
@@ -128,7 +131,7 @@ class ClassifierModule(LightningModule):
         for x, y, *cached in chunks:
             logits, loss = self._forward_loss(x, y, *cached)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            self.manual_backward(loss if loss.ndim == 0 else loss.sum())  # stacked members: one loss each
             optimizer.step()  # clips in on_before_optimizer_step, after AMP's unscale
             for scheduler in schedulers:  # as Lightning steps interval="step" ones under automatic optimization
                 scheduler.step()
@@ -137,13 +140,13 @@ class ClassifierModule(LightningModule):
         if not chunks:
             return
         with torch.no_grad():
-            logits, losses = torch.cat(step_logits), torch.stack(step_losses)
+            logits, losses = torch.cat(step_logits, dim), torch.stack(step_losses)
         self._stop_if_diverged(losses, first_step=self.trainer.global_step - len(chunks))
-        last = len(chunks[-1][0])
+        last = chunks[-1][0].shape[dim]
         sizes = torch.full_like(losses, self.batch_size)  # built on the device: only the last size may differ
         sizes[-1] = last
         used = (len(chunks) - 1) * self.batch_size + last
-        self._record("train", logits, targets[:used], losses, sizes)
+        self._record("train", logits, targets.narrow(dim, 0, used), losses, sizes)
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """One host-device sync per call, not per step: a non-finite loss ends the run, saying where."""
@@ -178,7 +181,8 @@ class ClassifierModule(LightningModule):
         on_bar = {f"{stage}/loss", f"{stage}/acc"} if stage != "test" else set()
         self.log_dict({k: v for k, v in values.items() if k in on_bar}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in on_bar})
-        self.log("step", float(self.global_step))  # the loggers' x-axis: optimizer steps, not Lightning calls
+        step = self.global_step if self.trained_steps is None else self.trained_steps
+        self.log("step", float(step))  # the loggers' x-axis: optimizer steps, not Lightning calls
         if stage == "test":
             self.per_class = metrics.per_class()
         mean_loss.reset()

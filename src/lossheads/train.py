@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -19,25 +16,25 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lossheads.atomic import StorageError, require_writable, write_bytes, write_text
+from lossheads.atomic import StorageError, require_writable
 from lossheads.callbacks import Interrupted, LastCheckpoint
 from lossheads.check import ConfigError, check_config, instantiate_checked, require
 from lossheads.checkpoints import RunCheckpointIO, newest_checkpoint, read_checkpoint, resolve_checkpoint
 from lossheads.console import print_results, quiet_lightning, show_config
 from lossheads.data import ArrayDataModule
 from lossheads.distill import load_teacher, run_distillation
-from lossheads.loggers import build_loggers, log_run_hparams
+from lossheads.loggers import build_loggers
 from lossheads.models import build_net
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.optim import Plateau
 from lossheads.pairing import build_head_for, build_loss
+from lossheads.records import Trained, logged, save_config, test_and_record, write_metrics
 from lossheads.resume import check_resume, resolved, resumed_from
 from lossheads.run_folder import (
     ForeignFolder,
     claim,
-    evaluation_names,
     fingerprint,
     keep_hydra_files,
     owns_training_record,
@@ -48,7 +45,6 @@ from lossheads.selection import early_stopping, validation_monitor, weights_to_t
 from lossheads.splits import write_split
 from lossheads.stepping import plan_stepping, trainer_arguments
 from lossheads.stops import StopSignals, caught, resume_command
-from lossheads.threshold import tune_threshold
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
@@ -134,64 +130,6 @@ def checked_checkpoint(cfg: DictConfig, module: ClassifierModule, found: Path | 
     return resumed_from(str(path), checkpoint)
 
 
-def logged(trainer: Trainer, prefix: str) -> dict[str, float]:
-    """The last values the module logged under `prefix` (callback_metrics is reset by the next stage)."""
-    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(prefix)}
-
-
-def write_metrics(path: Path, record: dict[str, Any]) -> None:
-    """Atomically (a unique temporary name beside it, fsync, rename): a reader never sees half a file."""
-    write_text(path, json.dumps(record, indent=2, allow_nan=True) + "\n")
-
-
-def save_config(cfg: DictConfig, output_dir: Path) -> None:
-    """The run's config beside its checkpoints (Hydra writes it for `python train.py`; runs started
-    in-process or by a recipe get it here)."""
-    config_file = output_dir / ".hydra" / "config.yaml"
-    if not config_file.exists():
-        write_text(config_file, OmegaConf.to_yaml(cfg))
-
-
-def save_predictions(module: ClassifierModule, path: Path) -> None:
-    """The final model's val and test probabilities with their targets: what ROC, PR, reliability
-    and threshold plots need, a few kB for these datasets."""
-    arrays = {}
-    for stage, batches in module.predictions.items():
-        if batches:
-            arrays[f"{stage}_probs"] = torch.cat([p for p, _ in batches]).numpy()
-            arrays[f"{stage}_targets"] = torch.cat([t for _, t in batches]).numpy()
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes(path, buffer.getvalue())
-
-
-def choose_threshold(
-    trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule, ckpt_path: str | None
-) -> dict[str, float]:
-    """`threshold=auto`: validate the weights to be tested (at threshold 0.5), set the head's threshold
-    to the one that maximizes validation F1 (per label on multi-label data), and return the val metrics."""
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
-    batches = module.predictions["val"]
-    chosen = tune_threshold(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]))
-    module.head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
-    return logged(trainer, "val/")
-
-
-def threshold_value(threshold: float | torch.Tensor) -> float | list[float]:
-    return threshold.tolist() if isinstance(threshold, torch.Tensor) else float(threshold)
-
-
-def tested_weights(trainer: Trainer, ckpt_path: str | None) -> dict[str, Any]:
-    """Which weights `test/*` came from: `last` (the weights training ended with) or, evaluating a
-    checkpoint, `last`/`best` by its file name (else the name), with the 0-based epoch they were
-    saved at, as Lightning numbers epochs in checkpoint names and TensorBoard."""
-    if ckpt_path is None:
-        return {"test_weights": "last", "test_weights_epoch": trainer.current_epoch - 1}
-    stem = Path(ckpt_path).stem
-    kind = next((k for k in ("last", "best") if stem.startswith(k)), stem)
-    return {"test_weights": kind, "test_weights_epoch": read_checkpoint("ckpt_path", Path(ckpt_path)).get("epoch")}
-
-
 def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     """Train (or, with train=false, only evaluate `ckpt_path`), test and record one configuration;
     returns what metrics.json holds. Under DDP only rank 0 writes. `continue_own` (a sweep job or a
@@ -208,17 +146,10 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         found = plan.checkpoint
     start = checked_checkpoint(cfg, module, found)
     ckpt_path = start and start["checkpoint"]
-    if rank_zero_only.rank == 0:
-        require_writable(output_dir / "checkpoints" if cfg.train else output_dir)
-        save_config(cfg, output_dir)
-        if cfg.train:
-            keep_hydra_files(output_dir)
-        if cfg.train or not owns_training_record(output_dir):  # what predict.py needs to read new data
-            write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
-    StopSignals.trainer = trainer
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
-    if trainer.is_global_zero and not beside:
-        write_split(output_dir, datamodule.split_record)
+    if rank_zero_only.rank == 0:
+        write_run_files(cfg, datamodule, beside)
+    StopSignals.trainer = trainer
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     metrics: dict[str, float] = {}
@@ -230,39 +161,22 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
                               "initialization's; give training something to do")  # fmt: skip
         metrics = logged(trainer, "val/") or last_val_metrics(trainer)
         ckpt_path = weights_to_test(cfg, trainer)  # None: the weights training ended with
-    if cfg.threshold == "auto":
-        metrics = choose_threshold(trainer, module, datamodule, ckpt_path)
-    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
-    metrics.update(logged(trainer, "test/"))
-    record = {
-        "status": "ok",
-        "task": datamodule.task,
-        "head": module.head.name,
-        "loss": module.loss.name,
-        "data": datamodule.name,
-        "seed": cfg.seed,
-        **({"epochs": trainer.current_epoch, "steps": trainer.global_step} if cfg.train else {"evaluated": ckpt_path}),
-        **tested_weights(trainer, ckpt_path),
-        "threshold": None if datamodule.task == "multiclass" else threshold_value(module.head.threshold),
-        **({"resumed_from": start} if cfg.train and start else {}),
-        "max_epochs": cfg.trainer.max_epochs,
-        "fingerprint": fingerprint(config),
-        **metrics,
-    }
-    if not trainer.is_global_zero:
-        return record
-    metrics_file, predictions_file = output_dir / "metrics.json", output_dir / "predictions.npz"
-    if beside:
-        metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
-        record["record"] = metrics_file.name
-    save_predictions(module, predictions_file)
-    if module.per_class:
-        write_metrics(metrics_file.with_name(metrics_file.name.replace("metrics", "per_class")), module.per_class)
-    write_metrics(metrics_file, record)
-    params = {k: v for k, v in record.items() if "/" not in k}
-    params.update(flat_overrides(cfg))
-    log_run_hparams(trainer, params, metrics)
-    return record
+    trained = Trained(trainer.current_epoch, trainer.global_step, start) if cfg.train else None
+    return test_and_record(cfg, trainer, module, datamodule, metrics, ckpt_path, trained, beside)
+
+
+def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) -> None:
+    """What a run's folder holds before training: its config (and Hydra's files, kept as the owner's),
+    preprocessing.json (what predict.py needs to read new data) and split.json; `beside`: an
+    evaluation in another run's folder, which keeps that run's files."""
+    output_dir = Path(cfg.paths.output_dir)
+    require_writable(output_dir / "checkpoints" if cfg.train else output_dir)
+    save_config(cfg, output_dir)
+    if cfg.train:
+        keep_hydra_files(output_dir)
+    if not beside:
+        write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
+        write_split(output_dir, datamodule.split_record)
 
 
 def resumes_in_place(cfg: DictConfig, output_dir: Path) -> bool:
@@ -279,17 +193,6 @@ def last_val_metrics(trainer: Trainer) -> dict[str, float]:
         if isinstance(callback, LastCheckpoint):
             return dict(callback.val_metrics)
     return {}
-
-
-def flat_overrides(cfg: DictConfig) -> dict[str, Any]:
-    """Scalar hyperparameters of the groups users sweep, flattened to dotted keys for the hparams tab."""
-    flat: dict[str, Any] = {}
-    for group in ("loss", "model", "optimizer", "data"):
-        node = OmegaConf.to_container(cfg[group], resolve=True)
-        for key, value in node.items():
-            if key != "_target_" and (value is None or isinstance(value, (int, float, str, bool, list))):
-                flat[f"{group}.{key}"] = str(value) if isinstance(value, list) or value is None else value
-    return flat
 
 
 def in_sweep() -> bool:
@@ -312,9 +215,9 @@ def record_status(cfg: DictConfig, status: str, reason: str, filename: str = "fa
     write_metrics(output_dir / filename, record)
 
 
-def record_stop(cfg: DictConfig) -> None:
+def record_stop(cfg: DictConfig, then_exit: bool = True) -> None:
     """Ctrl-C or SIGTERM, in whatever phase: metrics.json with the status, where to resume from and
-    how, one line on stderr, exit 130 / 143."""
+    how, one line on stderr, exit 130 / 143 (`then_exit`; a seeds group records all its members first)."""
     output_dir = Path(cfg.paths.output_dir)
     phase = StopSignals.phase
     if cfg.get("distill"):
@@ -342,7 +245,8 @@ def record_stop(cfg: DictConfig) -> None:
         print(f"error: {error}", file=sys.stderr)
     saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (training had not started)"
     print(f"interrupted by {stop}; {saved}; resume with: {resume}", file=sys.stderr)
-    sys.exit(StopSignals.exit_code())
+    if then_exit:
+        sys.exit(StopSignals.exit_code())
 
 
 def main(cfg: DictConfig) -> float | None:

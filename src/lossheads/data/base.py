@@ -278,8 +278,12 @@ class ArrayDataModule(LightningDataModule):
         return InMemoryBatches(features, targets, batch_size, extra=extra, **options)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=self.seed,
-                            batches_per_item=self.steps_per_call, sampler=self._balanced(self.seed))  # fmt: skip
+        return self.train_loader_for(self.seed)
+
+    def train_loader_for(self, seed: int) -> InMemoryBatches:
+        """The training loader of the run with this seed (lossheads.seeds serves several at once)."""
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last, seed=seed,
+                            batches_per_item=self.steps_per_call, sampler=self._balanced(seed))  # fmt: skip
 
     def _balanced(self, seed: int) -> BalancedPermutation | None:
         if self.sampler != "balanced":

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from lossheads.data.base import ArrayDataModule, LabeledArrays
+
+
+@functools.cache
+def _read(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn parses its CSV on every call (~70 ms): once per process, for the many runs of a sweep."""
+    import sklearn.datasets
+
+    return getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+
+
+def sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of `sklearn.datasets.load_<name>`, copies the caller may change."""
+    features, labels = _read(name)
+    return features.copy(), labels.copy()
 
 
 class BreastCancer(ArrayDataModule):
@@ -14,9 +30,7 @@ class BreastCancer(ArrayDataModule):
     name = "breast_cancer"
 
     def load(self) -> LabeledArrays:
-        from sklearn.datasets import load_breast_cancer
-
-        features, labels = load_breast_cancer(return_X_y=True)
+        features, labels = sklearn_data("breast_cancer")
         return LabeledArrays(features, 1 - labels, "binary", 2)
 
 
@@ -26,9 +40,7 @@ class Digits(ArrayDataModule):
     name = "digits"
 
     def load(self) -> LabeledArrays:
-        from sklearn.datasets import load_digits
-
-        features, labels = load_digits(return_X_y=True)
+        features, labels = sklearn_data("digits")
         return LabeledArrays(features, labels, "multiclass", 10)
 
 
@@ -47,9 +59,7 @@ class DigitsMultilabel(ArrayDataModule):
     name = "digits_multilabel"
 
     def load(self) -> LabeledArrays:
-        from sklearn.datasets import load_digits
-
-        features, digits = load_digits(return_X_y=True)
+        features, digits = sklearn_data("digits")
         labels = np.stack([np.isin(digits, sorted(s)) for s in DIGIT_LABELS.values()], axis=1)
         self.label_names = list(DIGIT_LABELS)
         return LabeledArrays(features, labels.astype(np.float32), "multilabel", len(DIGIT_LABELS))

@@ -260,13 +260,13 @@ class DigitsImages(ImageDataModule):
     name = "digits_images"
 
     def load(self) -> LabeledArrays:
-        from sklearn.datasets import load_digits
+        from lossheads.data.embedded import sklearn_data
 
-        digits = load_digits()
-        keep = self.subset(len(digits.target))
+        features, labels = sklearn_data("digits")
+        keep = self.subset(len(labels))
         self.label_names = [str(d) for d in range(10)]
-        pixels = to_uint8(digits.images[keep], 16.0)[:, None]
-        return LabeledArrays(pixels, digits.target[keep], "multiclass", 10)
+        pixels = to_uint8(features.reshape(-1, 8, 8)[keep], 16.0)[:, None]
+        return LabeledArrays(pixels, labels[keep], "multiclass", 10)
 
 
 def mnist_file() -> str:

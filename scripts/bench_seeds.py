@@ -1,0 +1,84 @@
+"""Benchmark: a K-seed sweep of the default job, one job after another (Hydra's basic launcher, one
+process) against the same sweep with `hydra/launcher=seeds` (the seeds trained as one vectorized
+model), same epochs, same machine, measured in the same run.
+
+Each sweep runs as `python train.py -m seed=1..K ...` in a fresh process; the time measured is the
+sweep's own, from Hydra's multirun start to its end (a Hydra callback records it), so the
+interpreter's start-up and imports, which both pay once, are left out. The report is off in both.
+Last line: `bench-seeds: speedup@3=... speedup@10=... speedup@20=...` (basic / seeds).
+
+    python scripts/bench_seeds.py               # K = 3, 10, 20 (about 3 minutes on 2 cores)
+    python scripts/bench_seeds.py --seeds 10 --device cuda   # on a GPU, data resident there
+    python scripts/bench.py --seeds              # the same, from the main benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SweepTimer(Callback):
+    """Writes the multirun's wall time (seconds) to `path` when it ends."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.start = path, 0.0
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self.start = time.perf_counter()
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        Path(self.path).write_text(json.dumps(time.perf_counter() - self.start))
+
+
+def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: int | None) -> float:
+    timer = folder / "seconds.json"
+    overrides = [
+        f"seed=range(1,{seeds + 1})", f"hydra.sweep.dir={folder}", "hydra.callbacks.report=null",
+        "+hydra.callbacks.timer._target_=bench_seeds.SweepTimer", f"+hydra.callbacks.timer.path={timer}",
+        "print_config=false", "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={device}",
+        *([f"trainer.max_epochs={epochs}"] if epochs else []),
+        *(["hydra/launcher=seeds"] if launcher == "seeds" else []),
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT / "scripts")}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *overrides], capture_output=True,
+                            text=True, env={**__import__("os").environ, **env})  # fmt: skip
+    if result.returncode != 0 or not timer.is_file():
+        raise SystemExit(f"the {launcher} sweep failed:\n{result.stderr[-2000:]}")
+    statuses = [json.loads(p.read_text())["status"] for p in folder.glob("*/metrics.json")]
+    if statuses.count("ok") != seeds:
+        raise SystemExit(f"the {launcher} sweep finished {statuses.count('ok')} of {seeds} jobs")
+    return json.loads(timer.read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 10, 20], metavar="K")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (trainer.accelerator)")
+    parser.add_argument("--epochs", type=int, help="trainer.max_epochs (default: the default job's, 20)")
+    parser.add_argument("--quick", action="store_true", help="K = 2, 2 epochs: seconds, to keep the script working")
+    args = parser.parse_args(argv)
+    seeds, epochs = ([2], 2) if args.quick else (args.seeds, args.epochs)
+    line = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in seeds:
+            basic = sweep_seconds(Path(tmp) / f"basic{k}", k, "basic", args.device, epochs)
+            together = sweep_seconds(Path(tmp) / f"seeds{k}", k, "seeds", args.device, epochs)
+            print(f"{k:3d} seeds: basic launcher {basic:6.1f} s ({basic / k:.2f} s a job), "
+                  f"hydra/launcher=seeds {together:6.1f} s: {basic / together:.1f}x", flush=True)  # fmt: skip
+            line.append(f"speedup@{k}={basic / together:.2f}")
+    print("bench-seeds: " + " ".join(line))
+
+
+if __name__ == "__main__":
+    main()

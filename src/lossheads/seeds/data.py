@@ -1,0 +1,71 @@
+"""The data of a vectorized-seeds group: each member's own datamodule (its own split when
+`data.split_seed` follows the seed, as by default; its own standardization), served together: per
+call each member's own mini-batches in the order its own run would see them (its permutation by
+(seed, epoch)), stacked as (K, N, ...). The members' splits have equal sizes (a stratified split of
+the same data with the same fractions), so their batches stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+
+from lossheads.data.base import ArrayDataModule
+
+
+class MemberOrders:
+    """What Lightning takes for the loader's sampler: it calls `set_epoch` on it each epoch."""
+
+    def __init__(self, loaders: list[Any]) -> None:
+        self.loaders = loaders
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            if loader.sampler is not None:
+                loader.sampler.set_epoch(epoch)
+
+
+class StackedBatches:
+    """The members' loaders zipped, their batches stacked."""
+
+    def __init__(self, loaders: list[Any]) -> None:
+        self.loaders = loaders
+        self.shard_size = loaders[0].shard_size
+        self.sampler = MemberOrders(loaders)
+        self.batch_sampler = None  # Lightning looks for one beside `sampler`
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for items in zip(*self.loaders, strict=True):
+            yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+class StackedData(LightningDataModule):
+    """The members' datamodules (set up) as one."""
+
+    def __init__(self, datamodules: list[ArrayDataModule]) -> None:
+        super().__init__()
+        self.members = datamodules
+
+    def setup(self, stage: str | None = None) -> None:
+        for datamodule in self.members:
+            datamodule.trainer = self.trainer  # their loaders put the tensors on the trainer's device
+
+    def train_dataloader(self) -> StackedBatches:
+        return StackedBatches([datamodule.train_dataloader() for datamodule in self.members])
+
+    def val_dataloader(self) -> StackedBatches:
+        return StackedBatches([datamodule.val_dataloader() for datamodule in self.members])
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Each member's own device-side step (images: uint8 -> floats normalized by its own
+        training split's statistics) on its slice (only data without random augmentation is stacked)."""
+        features, targets = batch
+        slices = [dm.on_after_batch_transfer((features[k], targets[k]), dataloader_idx)[0]
+                  for k, dm in enumerate(self.members)]  # fmt: skip
+        return torch.stack(slices), targets

@@ -1,0 +1,317 @@
+"""Seeds of one configuration trained together, each member leaving the run folder its own run
+would leave.
+
+A member is prepared inside its own Hydra job (its folder, config and Hydra files, as `run`
+prepares a run: built and checked before anything trains), the group is trained as one
+`SeedsModule`, and each member is then validated, tested and recorded by its own Trainer and
+module through `records.test_and_record`, exactly as a run trained alone. Its checkpoints come
+from the group's: Lightning saves the group's state, and `MembersCheckpointIO` writes each
+member's slice of it (its weights, its optimizer state, its best-checkpoint and last-validation
+records, its own config and checksum) into the member's folder, where `ckpt_path`, `train=false`
+and distillation read it as any run's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from lossheads.callbacks import LastCheckpoint
+from lossheads.checkpoints import RunCheckpointIO
+from lossheads.data.base import ArrayDataModule, InMemoryBatches
+from lossheads.module import ClassifierModule, Diverged
+from lossheads.optim import Plateau
+from lossheads.records import Trained, test_and_record
+from lossheads.resume import resolved
+from lossheads.run_folder import claim
+from lossheads.seeds.data import StackedData
+from lossheads.seeds.module import SeedsModule
+from lossheads.seeds.stack import why_not_stackable
+from lossheads.selection import checkpoint_callback
+from lossheads.stepping import plan_stepping, trainer_arguments
+from lossheads.stops import StopSignals, caught
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One seed's run, built as `train.run` builds it, waiting for the group to train it."""
+
+    cfg: DictConfig  # the job's config, resolved (its paths no longer depend on the current Hydra job)
+    hydra_config: DictConfig  # the job's whole config, to make it the current Hydra job again
+    datamodule: ArrayDataModule
+    module: ClassifierModule
+    trainer: Trainer  # its own: loggers, callbacks; validates and tests the member after training
+    best: ModelCheckpoint | None  # its checkpoint callback, whose state the group keeps for it
+    config: dict[str, Any] | None = None  # `resolved(cfg)`: what each of its checkpoints carries
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg.paths.output_dir)
+
+
+def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
+    """None when this run can train as a member of a group; else why it trains alone."""
+    if cfg.get("distill"):
+        return "experiment=distill trains three runs in a row"
+    if not cfg.train or cfg.get("ckpt_path") is not None:
+        return "it evaluates or resumes a checkpoint"
+    if member.module.teacher is not None:
+        return "loss=kd runs a teacher"
+    if plan_stepping(cfg).steps_per_call == 1:
+        return "steps_per_call is 1 (Lightning's own loop; e.g. trainer.accumulate_grad_batches > 1)"
+    if (cfg.get("early_stopping") or {}).get("patience") is not None:
+        return "early stopping ends each seed at its own epoch"
+    if isinstance(member.module.schedule, Plateau):
+        return "scheduler=plateau follows each seed's own validation metric"
+    if member.trainer.world_size > 1:
+        return "it trains on several devices"
+    if not isinstance(member.datamodule.train_loader_for(cfg.seed), InMemoryBatches):
+        return "its data goes through a DataLoader (data.in_memory=false)"
+    augment = getattr(member.datamodule, "augment", None) or {}
+    if any(augment.values()):
+        return "image augmentation draws per run"
+    own = (ModelCheckpoint, LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member
+    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own)]
+    if others:
+        return f"callbacks {', '.join(others)} see one run"
+    if member.best is not None and member.best.save_top_k != 1:
+        return "callbacks.model_checkpoint.save_top_k is not 1"
+    return why_not_stackable(member.module.net)
+
+
+def prepare(cfg: DictConfig) -> Member | str:
+    """Inside the member's Hydra job: build and check it as `run` would, or say why it trains alone
+    (then its own job runs it through `train.main`, which reports any bad input as usual)."""
+    from lossheads.console import quiet_lightning
+    from lossheads.train import build, build_trainer, write_run_files
+
+    quiet_lightning()
+    try:
+        OmegaConf.resolve(cfg)
+        datamodule, module = build(cfg)
+        trainer = build_trainer(cfg)
+    except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    job = copy.deepcopy(HydraConfig.instance().cfg)  # Hydra puts the sweep's own back after this job
+    member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), resolved(cfg))
+    reason = why_not_vectorized(cfg, member)
+    if reason:
+        return reason
+    try:
+        if claim(member.folder, resolved(cfg), continue_own=True).action != "fresh":
+            return "its folder holds this run already (finished, or to resume)"
+    except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
+        return str(exc).splitlines()[0]
+    write_run_files(cfg, datamodule, beside=False)
+    return member
+
+
+def why_not_together(members: list[Member]) -> str | None:
+    """Members must differ in their seed (and split) alone, with splits of equal sizes."""
+
+    def without_seed(member: Member) -> str:
+        config = resolved(member.cfg)
+        config.pop("seed", None)
+        config["data"].pop("split_seed", None)  # each member may have its own split (by default its seed's)
+        config.pop("logger", None)  # each member's logs are named by its own job
+        return json.dumps(config, sort_keys=True, default=str).replace(str(member.folder), "<run folder>")
+
+    first = without_seed(members[0])
+    for member in members[1:]:
+        if without_seed(member) != first:
+            return "their configs differ beyond the seed (an interpolation of ${seed}?)"
+        sizes = [len(m.datamodule.split_indices[s]) for m in (members[0], member) for s in ("train", "val", "test")]
+        if sizes[:3] != sizes[3:]:
+            return "their data splits differ in size"
+    return None
+
+
+class MembersCheckpointIO(TorchCheckpointIO):
+    """Each checkpoint Lightning saves for the group is written as every healthy member's own, under
+    the same file name in the member's `checkpoints/` (or, for a member's best, only that one's)."""
+
+    def __init__(self, members: list[Member], module: SeedsModule) -> None:
+        self.members, self.module = members, module
+        self.only: int | None = None  # a member's best: that member's file alone, at the path given
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """The members' files are written by threads (hashing, and the fsync of the atomic write,
+        release the GIL), all before this returns, as Lightning expects of a save."""
+        chosen = [self.only] if self.only is not None else range(len(self.members))
+        writes = []
+        for k in chosen:
+            if k in self.module.diverged:
+                continue  # its last healthy checkpoint stays
+            member = self.members[k]
+            target = Path(path) if self.only is not None else member.folder / "checkpoints" / Path(path).name
+            data = member_checkpoint(checkpoint, k, member, self.module)
+            writes.append((RunCheckpointIO(member.config), data, target))
+        if len(writes) == 1:
+            writes[0][0].save_checkpoint(writes[0][1], writes[0][2])
+            return
+        with ThreadPoolExecutor(max_workers=min(4, len(writes))) as pool:
+            for done in [pool.submit(io.save_checkpoint, data, target) for io, data, target in writes]:
+                done.result()  # a failed write (a full disk) raises here, as a single run's would
+
+    def remove_checkpoint(self, path: Any) -> None:
+        for member in self.members:
+            (member.folder / "checkpoints" / Path(path).name).unlink(missing_ok=True)
+
+
+def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule) -> dict[str, Any]:
+    """Member k's checkpoint from the group's: what its own run's checkpoint at this step holds. The
+    loops' and schedulers' states are the group's (the members take the same steps); the weights and
+    the optimizer's per-element state are member k's slice; callbacks are the member's own."""
+    net = module.net.member_state(k)
+    state = {}
+    for key in member.module.state_dict():
+        state[key] = net[key.removeprefix("net.")] if key.startswith("net.") else group["state_dict"][key]
+    shapes = [tuple(p.shape) for p in module.net.stacked]
+    optimizers = []
+    for optimizer in group["optimizer_states"]:
+        sliced = {
+            i: {
+                name: v[k].clone() if isinstance(v, torch.Tensor) and tuple(v.shape) == shapes[i] else v
+                for name, v in per_param.items()
+            }  # fmt: skip
+            for i, per_param in optimizer["state"].items()
+        }
+        optimizers.append({"state": sliced, "param_groups": optimizer["param_groups"]})
+    callbacks = {}
+    for callback in member.trainer.callbacks:
+        if isinstance(callback, LastCheckpoint):
+            callback.val_metrics = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
+        own = callback.state_dict()
+        if own:
+            callbacks[callback.state_key] = own
+    kept = {key: value for key, value in group.items() if key not in ("state_dict", "optimizer_states", "callbacks")}
+    return {**kept, "state_dict": state, "optimizer_states": optimizers, "callbacks": callbacks}
+
+
+class MemberBest(Callback):
+    """Each member's best checkpoint by its own validation monitor, as its `ModelCheckpoint` (top 1)
+    would keep it: the member's callback object holds the state; the file is the member's slice."""
+
+    def __init__(self, members: list[Member], io: MembersCheckpointIO) -> None:
+        self.members, self.io = members, io
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        module: SeedsModule = pl_module  # type: ignore[assignment]
+        for k, member in enumerate(self.members):
+            best = member.best
+            if best is None or not module.member_healthy(k) or best.monitor not in module.member_values[k]:
+                continue
+            score = torch.tensor(module.member_values[k][best.monitor])
+            if not best.check_monitor_top_k(trainer, score):
+                continue
+            candidates = {"epoch": torch.tensor(trainer.current_epoch), "step": torch.tensor(trainer.global_step),
+                          best.monitor: score}  # fmt: skip
+            path, before = best.format_checkpoint_name(candidates), best.best_model_path
+            best.best_k_models = {path: score}
+            best.kth_best_model_path, best.kth_value = path, score
+            best.best_model_path, best.best_model_score, best.current_score = path, score, score
+            self.io.only = k
+            try:
+                trainer.save_checkpoint(path, weights_only=False)
+            finally:
+                self.io.only = None
+            if before and before != path:
+                Path(before).unlink(missing_ok=True)
+
+
+def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
+    """Train the members as one; then record each as its own run. Returns each member's record
+    (None: it diverged or failed, which its folder records)."""
+    from lossheads.train import record_status, record_stop
+
+    first = members[0]
+    stepping = first.module.stepping
+    seeds = [int(m.cfg.seed) for m in members]
+    module = SeedsModule([m.module for m in members], seeds, task=first.datamodule.task,
+                         num_classes=first.datamodule.num_classes, batch_size=first.datamodule.batch_size,
+                         steps_per_call=stepping.steps_per_call, schedule=first.module.schedule,
+                         stepping=stepping)  # fmt: skip
+    module.member_loggers = [list(m.trainer.loggers) for m in members]
+    io = MembersCheckpointIO(members, module)
+    callbacks: list[Callback] = [LastCheckpoint(str(first.folder / "checkpoints")), MemberBest(members, io)]
+    bar = (first.cfg.get("callbacks") or {}).get("progress_bar")
+    callbacks += [instantiate(bar)] if bar else []
+    trainer = instantiate(first.cfg.trainer, logger=False, callbacks=callbacks, plugins=[io],
+                          **trainer_arguments(first.cfg.trainer, stepping))  # fmt: skip
+    StopSignals.trainer = trainer
+    log.info("seeds %s of one configuration train as one vectorized model", seeds)
+    try:
+        trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
+    except Diverged:
+        pass  # every member diverged: each is recorded below
+    except BaseException:
+        if StopSignals.received is None:
+            raise
+        for member in members:  # every member resumable from its own folder, with its own command
+            with current_job(member):
+                record_stop(member.cfg, then_exit=False)
+        sys.exit(StopSignals.exit_code())
+    records: list[dict[str, Any] | None] = []
+    for k, member in enumerate(members):
+        with current_job(member):
+            if k in module.diverged:
+                record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
+                records.append(None)
+                continue
+            records.append(finish(member, module, k, trainer))
+    return records
+
+
+def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any]:
+    """Member k validated and tested by its own trainer on its final (or best) weights, recorded."""
+    from lossheads.selection import weights_to_test
+
+    member.module.net.load_state_dict(group.net.member_state(k))
+    member.module.trained_steps = trainer.global_step
+    # its last validation, as its own run keeps it (computed by the stacked network: equal to 3e-8)
+    metrics = {name: value for name, value in sorted(group.member_values[k].items()) if name.startswith("val/")}
+    member.module.predictions["val"] = group.member_predictions[k]
+    ckpt_path = weights_to_test(member.cfg, member.trainer)
+    trained = Trained(trainer.current_epoch, trainer.global_step)
+    return test_and_record(member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained)
+
+
+class current_job:  # noqa: N801 -- a context manager read as a phrase
+    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command)."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    def __enter__(self) -> None:
+        self.before = HydraConfig.instance().cfg
+        HydraConfig.instance().cfg = self.member.hydra_config
+
+    def __exit__(self, *exc: object) -> None:
+        HydraConfig.instance().cfg = self.before
+
+
+def run_members(members: list[Member]) -> list[dict[str, Any] | None]:
+    """`train_group` with the run's own stop handling (SIGINT / SIGTERM recorded for every member)."""
+    from lossheads.console import quiet_lightning
+
+    quiet_lightning()
+    with caught():
+        return train_group(members)

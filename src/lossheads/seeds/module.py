@@ -1,0 +1,139 @@
+"""The LightningModule of a vectorized-seeds group: the members' networks stacked (`StackedNet`),
+one optimizer over the stacked parameters, per-member metrics, divergence and gradient clipping.
+
+Why each member steps as its own run would: the loss of the group is the sum of the members'
+losses, so member k's gradient is its own loss's gradient; AdamW, Adam and SGD (momentum, weight
+decay) update each element from that element's gradient and state alone, so one optimizer over the
+stacked tensors makes every member's own update; clipping by norm uses each member's own norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from lightning.pytorch.loggers import Logger
+from torch import Tensor, nn
+from torch.func import vmap
+from torch.optim import Optimizer
+from torchmetrics import MeanMetric
+
+from lossheads.metrics import HeadMetrics
+from lossheads.module import STAGES, ClassifierModule, Diverged
+from lossheads.seeds.stack import StackedNet
+
+
+class SeedsModule(ClassifierModule):
+    """`members`' networks stacked; batches come as (K, N, ...), each member's own (`StackedData`)."""
+
+    def __init__(self, members: list[ClassifierModule], seeds: list[int], **options) -> None:
+        first = members[0]
+        super().__init__(StackedNet([m.net for m in members]), first.head, first.loss, first.make_optimizer,
+                         **options)  # fmt: skip
+        self.automatic_optimization = False  # the fast path, also at steps_per_call=1
+        self.sample_dim = 1
+        self.seeds = seeds
+        self.size = len(members)
+        task, num_classes = options["task"], options["num_classes"]
+        for stage in STAGES[:2]:
+            metrics = [HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train") for _ in members]
+            setattr(self, f"{stage}_member_metrics", nn.ModuleList(metrics))
+            setattr(self, f"{stage}_member_loss", nn.ModuleList([MeanMetric() for _ in members]))
+        self.member_loggers: list[list[Logger]] = [[] for _ in members]
+        self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
+        self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
+        # each member's last validation's probabilities and targets: its predictions.npz's val part
+        self.member_predictions: list[list[tuple[Tensor, Tensor]]] = [[] for _ in members]
+        self.member_losses = vmap(lambda logits, targets: self.loss(logits, targets, None))
+
+    def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits (K, N, ...) and each member's loss on its own batch (K,)."""
+        logits = self(features)
+        return logits, self.member_losses(logits, targets)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        features, targets = batch
+        logits, losses = self._forward_loss(features, targets)
+        self._record("val", logits, targets, losses, features.shape[1])
+
+    def _record(self, stage: str, logits: Tensor, targets: Tensor, losses: Tensor, sizes: Tensor | int) -> None:
+        detached = logits.detach()
+        for k in range(self.size):
+            if k in self.diverged:
+                continue
+            member = detached[k]
+            metric_targets = self.head.metric_target(targets[k])
+            probabilities = None if stage == "train" else self.head.probabilities(member)
+            if stage == "val":
+                self.member_predictions[k].append((probabilities.cpu(), metric_targets.cpu()))
+            member_sizes = sizes[:, k] if isinstance(sizes, Tensor) else sizes
+            getattr(self, f"{stage}_member_loss")[k].update(losses[..., k], weight=member_sizes)
+            getattr(self, f"{stage}_member_metrics")[k].update(self.head.predict(member), probabilities, metric_targets)
+
+    def _log_epoch(self, stage: str) -> None:
+        """Each member's numbers to its own loggers at this optimizer step; the group's mean to the bar."""
+        means: dict[str, list[float]] = {}
+        for k in range(self.size):
+            if k in self.diverged:
+                continue
+            loss, metrics = getattr(self, f"{stage}_member_loss")[k], getattr(self, f"{stage}_member_metrics")[k]
+            values = {f"{stage}/loss": float(loss.compute()), **{n: float(v) for n, v in metrics.compute().items()}}
+            loss.reset()
+            metrics.reset()
+            if stage == "train":
+                values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.member_values[k].update(values)
+            if not self.trainer.sanity_checking:
+                for logger in self.member_loggers[k]:
+                    logger.log_metrics(values, step=self.global_step)
+            for name, value in values.items():
+                means.setdefault(name, []).append(value)
+        shown = {f"{stage}/loss", f"{stage}/acc"}
+        group = {name: sum(v) / len(v) for name, v in means.items() if name in shown}
+        self.log_dict(group, prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        for predictions in self.member_predictions:
+            predictions.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
+        """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's
+        message) and left out from then on; the others train on. All diverged: the group stops."""
+        finite = torch.isfinite(losses.reshape(-1, self.size)).all(dim=0)
+        if bool(finite.all()):
+            return
+        for k in (~finite).nonzero().flatten().tolist():
+            if k in self.diverged:
+                continue
+            try:
+                super()._stop_if_diverged(losses.reshape(-1, self.size)[:, k], first_step)
+            except Diverged as error:
+                self.diverged[k] = str(error)
+        if len(self.diverged) == self.size:
+            raise Diverged(next(iter(self.diverged.values())))
+
+    def clip_gradients(self, optimizer: Optimizer, gradient_clip_val: float | None = None,
+                       gradient_clip_algorithm: str | None = None) -> None:  # fmt: skip
+        """Per member, as `torch.nn.utils.clip_grad_norm_` / `clip_grad_value_` clip one network."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if not grads or gradient_clip_val is None:
+            return
+        if gradient_clip_algorithm == "value":
+            for g in grads:
+                g.clamp_(-gradient_clip_val, gradient_clip_val)
+            return
+        squares = torch.stack([g.reshape(self.size, -1).float().pow(2).sum(dim=1) for g in grads]).sum(dim=0)
+        coefficient = (gradient_clip_val / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coefficient.reshape(-1, *([1] * (g.ndim - 1))).to(g.dtype))
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        for k in self.diverged:  # nothing couples the members; a diverged one just stops counting
+            self.member_values[k] = {}
+
+    def member_healthy(self, k: int) -> bool:
+        return k not in self.diverged and all(math.isfinite(v) for v in self.member_values[k].values())

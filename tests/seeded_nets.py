@@ -1,0 +1,19 @@
+"""Test-only networks for tests/test_seeds.py (imported by `model._target_` with tests/ on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import torch
+
+from lossheads.models.mlp import MLP
+
+
+class BlowsUpForSeed2(MLP):
+    """The default MLP, except that the run with seed 2 starts with weights that overflow its logits:
+    its loss is not finite at the first step (a diverging member among healthy ones)."""
+
+    def __init__(self, input_shape, num_logits, **options) -> None:
+        super().__init__(input_shape, num_logits, **options)
+        if torch.initial_seed() == 2:  # train.build seeds torch with the run's seed just before this
+            with torch.no_grad():
+                self[-1].weight.fill_(3e38)
+                self[-1].bias.fill_(float("inf"))

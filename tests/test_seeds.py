@@ -1,0 +1,167 @@
+"""hydra/launcher=seeds: seeds of one configuration trained as one vectorized model, each member
+leaving the run folder its own run would, with the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import QUIET, ROOT
+from lossheads.models.mlp import MLP
+
+TOLERANCE = 1e-4  # measured: 3e-8 (float32 rounding of batched vs single matrix products)
+TESTS = Path(__file__).resolve().parent
+
+
+def sweep(folder: Path, *overrides: str, seeds: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    launcher = ["hydra/launcher=seeds"] if seeds else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, *launcher, f"hydra.sweep.dir={folder}", *overrides],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=folder.parent,
+    )  # fmt: skip
+
+
+def records(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/metrics.json"))}
+
+
+def assert_same_runs(ours: dict[str, dict], theirs: dict[str, dict]) -> None:
+    assert ours.keys() == theirs.keys() and ours
+    for job, record in ours.items():
+        other = theirs[job]
+        numbers = [k for k in record if "/" in k]
+        assert numbers and set(numbers) == {k for k in other if "/" in k}
+        for key in numbers:
+            assert record[key] == pytest.approx(other[key], abs=TOLERANCE), (job, key)
+        plain = {k: v for k, v in record.items() if "/" not in k}
+        assert plain == {k: v for k, v in other.items() if "/" not in k}  # seed, steps, fingerprint, ...
+
+
+def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Path) -> None:
+    overrides = ["loss=bce_logits,ce", "seed=1,2,3", "trainer.max_epochs=2"]
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    log = together.stdout + together.stderr
+    assert log.count("train as one vectorized model") == 2  # one group per loss
+    assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
+    for job in ("0", "4"):
+        files = sorted(p.name for p in (tmp_path / "together" / job / "checkpoints").iterdir())
+        assert files == sorted(p.name for p in (tmp_path / "alone" / job / "checkpoints").iterdir())
+        assert (tmp_path / "together" / job / "predictions.npz").is_file()
+        assert list((tmp_path / "together" / job / "tensorboard").rglob("events.out.tfevents.*"))
+
+    def rows(folder: str) -> list[dict[str, str]]:
+        return list(csv.DictReader((tmp_path / folder / "comparisons.csv").open()))
+
+    ours, theirs = rows("together"), rows("alone")
+    assert len(ours) == len(theirs) == 1  # ce vs bce_logits on breast_cancer, paired by 3 seeds
+    for column in ("mean_diff", "ci_low", "ci_high", "p"):
+        assert float(ours[0][column]) == pytest.approx(float(theirs[0][column]), abs=TOLERANCE)
+    assert ours[0]["verdict"] == theirs[0]["verdict"]
+
+    # a member's folder is a run's folder: resumed on its own with ckpt_path, it trains on exactly
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *QUIET, "loss=bce_logits", "seed=1", "trainer.max_epochs=3",
+         f"hydra.run.dir={tmp_path / 'together' / '0'}", "ckpt_path=last"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    fresh = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *QUIET, "loss=bce_logits", "seed=1", "trainer.max_epochs=3",
+         f"hydra.run.dir={tmp_path / 'fresh'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    continued = json.loads((tmp_path / "together" / "0" / "metrics.json").read_text())
+    reference = json.loads((tmp_path / "fresh" / "metrics.json").read_text())
+    assert continued["resumed_from"]["epochs"] == 2 and continued["epochs"] == 3
+    for key in [k for k in reference if "/" in k]:
+        assert continued[key] == pytest.approx(reference[key], abs=TOLERANCE), key
+
+
+def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) -> None:
+    overrides = ["data=digits_images", "model=cnn", "model.channels=[4,8]", "seed=1,2", "trainer.max_epochs=2",
+                 "+trainer.limit_train_batches=3", "loss=ce"]  # fmt: skip
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "train as one vectorized model" in together.stdout + together.stderr
+    assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
+
+
+def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) -> None:
+    result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.BlowsUpForSeed2", "seed=1,2,3",
+                   "trainer.max_epochs=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train as one vectorized model" in result.stdout + result.stderr
+    found = records(tmp_path / "sweep")
+    assert [found[j]["status"] for j in ("0", "1", "2")] == ["ok", "diverged", "ok"]
+    assert "before any update" in found["1"]["reason"]
+    assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
+
+
+def test_jobs_that_cannot_be_stacked_run_alone_and_say_why(tmp_path: Path) -> None:
+    result = sweep(tmp_path / "sweep", "seed=1,2", "trainer.max_epochs=2", "early_stopping.patience=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "trains alone: early stopping ends each seed at its own epoch" in log
+    assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
+
+
+def test_an_interrupt_leaves_every_member_resumable(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
+         "seed=1,2", "trainer.max_epochs=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not all((folder / j / "checkpoints" / "last.ckpt").exists() for j in ("0", "1")):
+        assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    for job, record in records(folder).items():
+        assert record["status"] == "interrupted", job
+        assert str(folder / job) in record["resume"] and "ckpt_path=last" in record["resume"]
+        assert Path(record["checkpoint"]).parent == folder / job / "checkpoints"
+        evaluated = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *QUIET, f"seed={record['seed']}", "train=false",
+             f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / ('eval' + job)}"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+
+
+def test_clipping_by_norm_clips_each_member_by_its_own_norm() -> None:
+    from lossheads.seeds.stack import StackedNet
+
+    nets = [MLP((5,), 1) for _ in range(3)]
+    stacked = StackedNet(nets)
+    x = torch.randn(3, 16, 5) * torch.tensor([0.01, 1.0, 100.0]).reshape(3, 1, 1)  # very different norms
+    stacked(x).sum().backward()
+    for k, net in enumerate(nets):
+        net(x[k]).sum().backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+
+    from lossheads.seeds.module import SeedsModule
+
+    clip = SeedsModule.clip_gradients
+    holder = type("Holder", (), {"net": stacked, "size": 3})()
+    clip(holder, None, 0.5, "norm")
+    for k, net in enumerate(nets):
+        for name, p in zip(stacked.names, stacked.stacked, strict=True):
+            assert torch.allclose(p.grad[k], dict(net.named_parameters())[name].grad, atol=1e-6)
