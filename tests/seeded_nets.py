@@ -17,3 +17,10 @@ class BlowsUpForSeed2(MLP):
             with torch.no_grad():
                 self[-1].weight.fill_(3e38)
                 self[-1].bias.fill_(float("inf"))
+
+
+class FailsInForward(MLP):
+    """Builds and has weights, then fails in its forward pass: a bug in a user's network."""
+
+    def forward(self, features):
+        raise ValueError("a bug in the network's forward")

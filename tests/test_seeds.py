@@ -111,6 +111,16 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
 
 
+def test_a_group_that_crashes_is_recorded_for_each_member_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.FailsInForward", "seed=1,2",
+                   "trainer.max_epochs=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        failure = json.loads((tmp_path / "sweep" / job / "failure.json").read_text())
+        assert failure["status"] == "failed" and "a bug in the network's forward" in failure["reason"]
+    assert "| failed |" in (tmp_path / "sweep" / "report.md").read_text()
+
+
 def test_jobs_that_cannot_be_stacked_run_alone_and_say_why(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "seed=1,2", "trainer.max_epochs=2", "early_stopping.patience=1")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressB
 from omegaconf import DictConfig, OmegaConf
 
 from lossheads.callbacks import LastCheckpoint
+from lossheads.check import ConfigError
 from lossheads.checkpoints import RunCheckpointIO
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
 from lossheads.module import ClassifierModule, Diverged
@@ -262,9 +263,15 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
         trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
     except Diverged:
         pass  # every member diverged: each is recorded below
-    except BaseException:
-        if StopSignals.received is None:
+    except BaseException as exc:
+        if StopSignals.received is None and not isinstance(exc, Exception):
             raise
+        if StopSignals.received is None:  # a crash: recorded for each member, and the sweep goes on
+            log.exception("the seeds %s failed; the sweep goes on", seeds)
+            for member in members:
+                with current_job(member):
+                    record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
+            return [None] * len(members)
         for member in members:  # every member resumable from its own folder, with its own command
             with current_job(member):
                 record_stop(member.cfg, then_exit=False)
@@ -276,7 +283,16 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
                 record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
                 records.append(None)
                 continue
-            records.append(finish(member, module, k, trainer))
+            try:
+                records.append(finish(member, module, k, trainer))
+            except ConfigError as error:  # e.g. test_on=best without a best checkpoint: as its own run says
+                record_status(member.cfg, "invalid", str(error))
+                log.warning("invalid job: %s", error)
+                records.append(None)
+            except Exception as exc:  # noqa: BLE001 -- one member's failure must not cost the others' records
+                record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
+                log.exception("member with seed %s failed; the others go on", member.cfg.seed)
+                records.append(None)
     return records
 
 
