@@ -149,18 +149,17 @@ class MembersCheckpointIO(TorchCheckpointIO):
 
     def __init__(self, members: list[Member], module: SeedsModule) -> None:
         self.members, self.module = members, module
-        self.only: int | None = None  # a member's best: that member's file alone, at the path given
+        self.only: dict[int, Path] | None = None  # members' best: those members' files alone, at these paths
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         """The members' files are written by threads (hashing, and the fsync of the atomic write,
         release the GIL), all before this returns, as Lightning expects of a save."""
-        chosen = [self.only] if self.only is not None else range(len(self.members))
+        targets = self.only or {k: m.folder / "checkpoints" / Path(path).name for k, m in enumerate(self.members)}
         writes = []
-        for k in chosen:
+        for k, target in targets.items():
             if k in self.module.diverged:
                 continue  # its last healthy checkpoint stays
             member = self.members[k]
-            target = Path(path) if self.only is not None else member.folder / "checkpoints" / Path(path).name
             data = member_checkpoint(checkpoint, k, member, self.module)
             writes.append((RunCheckpointIO(member.config), data, target))
         if len(writes) == 1:
@@ -213,9 +212,12 @@ class MemberBest(Callback):
         self.members, self.io = members, io
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The members whose monitor improved get their best file, from one dump of the group's state."""
         if trainer.sanity_checking:
             return
         module: SeedsModule = pl_module  # type: ignore[assignment]
+        improved: dict[int, Path] = {}
+        replaced = []
         for k, member in enumerate(self.members):
             best = member.best
             if best is None or not module.member_healthy(k) or best.monitor not in module.member_values[k]:
@@ -229,13 +231,18 @@ class MemberBest(Callback):
             best.best_k_models = {path: score}
             best.kth_best_model_path, best.kth_value = path, score
             best.best_model_path, best.best_model_score, best.current_score = path, score, score
-            self.io.only = k
-            try:
-                trainer.save_checkpoint(path, weights_only=False)
-            finally:
-                self.io.only = None
+            improved[k] = Path(path)
             if before and before != path:
-                Path(before).unlink(missing_ok=True)
+                replaced.append(Path(before))
+        if not improved:
+            return
+        self.io.only = improved
+        try:
+            trainer.save_checkpoint(improved[next(iter(improved))], weights_only=False)
+        finally:
+            self.io.only = None
+        for path in replaced:  # after the new best is safely written, as ModelCheckpoint does
+            path.unlink(missing_ok=True)
 
 
 def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
