@@ -82,17 +82,22 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
         return "scheduler=plateau follows each seed's own validation metric"
     if member.trainer.world_size > 1:
         return "it trains on several devices"
-    if not isinstance(member.datamodule.train_loader_for(cfg.seed), InMemoryBatches):
-        return "its data goes through a DataLoader (data.in_memory=false)"
+    loader_for = getattr(member.datamodule, "train_loader_for", None)
+    if loader_for is None or not isinstance(loader_for(cfg.seed), InMemoryBatches):
+        return "its data goes through a DataLoader (data.in_memory=false, or a datamodule of its own)"
     augment = getattr(member.datamodule, "augment", None) or {}
     if any(augment.values()):
         return "image augmentation draws per run"
-    own = (ModelCheckpoint, LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member
-    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own)]
+    own = (LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member, with `best`
+    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own) and c is not member.best]
     if others:
         return f"callbacks {', '.join(others)} see one run"
-    if member.best is not None and member.best.save_top_k != 1:
-        return "callbacks.model_checkpoint.save_top_k is not 1"
+    best = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    emulated = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode", "save_last",
+                "save_top_k"}  # fmt: skip
+    changed = sorted(set(best) - emulated) + (["save_last"] if best.get("save_last") else [])
+    if changed or best.get("save_top_k", 1) != 1:
+        return f"callbacks.model_checkpoint.{(changed or ['save_top_k'])[0]} asks for more than the best checkpoint"
     return why_not_stackable(member.module.net)
 
 
@@ -318,7 +323,11 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
 
 
 class current_job:  # noqa: N801 -- a context manager read as a phrase
-    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command)."""
+    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command).
+
+    Hydra keeps the current job's config in the `HydraConfig` singleton's `cfg`, which `run_job` sets
+    and restores; set here the same way between jobs (tests/test_seeds.py's interrupt test reads each
+    member's resume command, which comes from it)."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
