@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +272,7 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
                           **trainer_arguments(first.cfg.trainer, stepping))  # fmt: skip
     StopSignals.trainer = trainer
     log.info("seeds %s of one configuration train as one vectorized model", seeds)
+    started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
     except Diverged:
@@ -288,6 +290,7 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
             with current_job(member):
                 record_stop(member.cfg, then_exit=False)
         sys.exit(StopSignals.exit_code())
+    trained = time.perf_counter()
     records: list[dict[str, Any] | None] = []
     for k, member in enumerate(members):
         with current_job(member):
@@ -305,6 +308,8 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
                 record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
                 log.exception("member with seed %s failed; the others go on", member.cfg.seed)
                 records.append(None)
+    log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
+             trained - started, time.perf_counter() - trained)  # fmt: skip
     return records
 
 
