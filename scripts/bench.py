@@ -15,6 +15,7 @@ Last line: `bench: ratio@64=... ratio@256=... ratio@1024=...` (harness / raw).
     python scripts/bench.py --steps 1000 --repeats 7   # longer, steadier pairs (a GPU's runs vary more)
     python scripts/bench.py --images   # model=cnn on data=mnist vs a raw loop; DataLoader path; 1M-row CSV load
     python scripts/bench.py --distill  # a KD student with the teacher's logits computed once vs per batch
+    python scripts/bench.py --seeds    # K-seed sweeps: basic launcher vs hydra/launcher=seeds (scripts/bench_seeds.py)
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
     parser.add_argument("--images", action="store_true", help="the image and table data paths (scripts/bench_data.py)")
     parser.add_argument("--distill", action="store_true", help="the teacher's outputs (scripts/bench_distill.py)")
+    parser.add_argument("--seeds", action="store_true", help="vectorized seeds vs one job after another")
     parser.add_argument("--schedule-and-clip", action="store_true",
                         help="a cosine schedule and gradient clipping (norm 1.0) in both loops")  # fmt: skip
     parser.add_argument("--grid-launcher", choices=["basic", "joblib"], default="basic",
@@ -202,6 +204,10 @@ def main() -> None:
     parser.add_argument("--grid-only", action="store_true", help="only the start-up and grid measurements")
     args = parser.parse_args()
     quiet_lightning()  # as train.py: no "Tip" lines, each Lightning line once
+    if args.seeds:
+        from bench_seeds import main as bench_seeds
+
+        return bench_seeds([*(["--quick"] if args.quick else []), "--device", args.device])
     if args.images:
         from bench_data import main as bench_data
 

@@ -175,3 +175,24 @@ def test_clipping_by_norm_clips_each_member_by_its_own_norm() -> None:
     for k, net in enumerate(nets):
         for name, p in zip(stacked.names, stacked.stacked, strict=True):
             assert torch.allclose(p.grad[k], dict(net.named_parameters())[name].grad, atol=1e-6)
+
+
+def test_dropout_draws_its_own_mask_for_each_member() -> None:
+    from lossheads.seeds.stack import StackedNet
+
+    torch.manual_seed(0)
+    net = MLP((5,), 1, hidden=[256], dropout=0.5)
+    stacked = StackedNet([net, net, net])  # the same weights three times: only dropout can tell them apart
+    x = torch.randn(1, 8, 5).expand(3, 8, 5)
+    out = stacked(x)
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+    stacked.eval()
+    out = stacked(x)
+    assert torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])
+
+
+def test_the_seeds_benchmark_prints_its_line() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--seeds", "--quick"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bench-seeds: speedup@2=" in result.stdout.splitlines()[-1]

@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,17 +83,22 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
         return "scheduler=plateau follows each seed's own validation metric"
     if member.trainer.world_size > 1:
         return "it trains on several devices"
-    if not isinstance(member.datamodule.train_loader_for(cfg.seed), InMemoryBatches):
-        return "its data goes through a DataLoader (data.in_memory=false)"
+    loader_for = getattr(member.datamodule, "train_loader_for", None)
+    if loader_for is None or not isinstance(loader_for(cfg.seed), InMemoryBatches):
+        return "its data goes through a DataLoader (data.in_memory=false, or a datamodule of its own)"
     augment = getattr(member.datamodule, "augment", None) or {}
     if any(augment.values()):
         return "image augmentation draws per run"
-    own = (ModelCheckpoint, LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member
-    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own)]
+    own = (LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member, with `best`
+    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own) and c is not member.best]
     if others:
         return f"callbacks {', '.join(others)} see one run"
-    if member.best is not None and member.best.save_top_k != 1:
-        return "callbacks.model_checkpoint.save_top_k is not 1"
+    best = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    emulated = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode", "save_last",
+                "save_top_k"}  # fmt: skip
+    changed = sorted(set(best) - emulated) + (["save_last"] if best.get("save_last") else [])
+    if changed or best.get("save_top_k", 1) != 1:
+        return f"callbacks.model_checkpoint.{(changed or ['save_top_k'])[0]} asks for more than the best checkpoint"
     return why_not_stackable(member.module.net)
 
 
@@ -149,18 +155,17 @@ class MembersCheckpointIO(TorchCheckpointIO):
 
     def __init__(self, members: list[Member], module: SeedsModule) -> None:
         self.members, self.module = members, module
-        self.only: int | None = None  # a member's best: that member's file alone, at the path given
+        self.only: dict[int, Path] | None = None  # members' best: those members' files alone, at these paths
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         """The members' files are written by threads (hashing, and the fsync of the atomic write,
         release the GIL), all before this returns, as Lightning expects of a save."""
-        chosen = [self.only] if self.only is not None else range(len(self.members))
+        targets = self.only or {k: m.folder / "checkpoints" / Path(path).name for k, m in enumerate(self.members)}
         writes = []
-        for k in chosen:
+        for k, target in targets.items():
             if k in self.module.diverged:
                 continue  # its last healthy checkpoint stays
             member = self.members[k]
-            target = Path(path) if self.only is not None else member.folder / "checkpoints" / Path(path).name
             data = member_checkpoint(checkpoint, k, member, self.module)
             writes.append((RunCheckpointIO(member.config), data, target))
         if len(writes) == 1:
@@ -213,9 +218,12 @@ class MemberBest(Callback):
         self.members, self.io = members, io
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The members whose monitor improved get their best file, from one dump of the group's state."""
         if trainer.sanity_checking:
             return
         module: SeedsModule = pl_module  # type: ignore[assignment]
+        improved: dict[int, Path] = {}
+        replaced = []
         for k, member in enumerate(self.members):
             best = member.best
             if best is None or not module.member_healthy(k) or best.monitor not in module.member_values[k]:
@@ -229,13 +237,18 @@ class MemberBest(Callback):
             best.best_k_models = {path: score}
             best.kth_best_model_path, best.kth_value = path, score
             best.best_model_path, best.best_model_score, best.current_score = path, score, score
-            self.io.only = k
-            try:
-                trainer.save_checkpoint(path, weights_only=False)
-            finally:
-                self.io.only = None
+            improved[k] = Path(path)
             if before and before != path:
-                Path(before).unlink(missing_ok=True)
+                replaced.append(Path(before))
+        if not improved:
+            return
+        self.io.only = improved
+        try:
+            trainer.save_checkpoint(improved[next(iter(improved))], weights_only=False)
+        finally:
+            self.io.only = None
+        for path in replaced:  # after the new best is safely written, as ModelCheckpoint does
+            path.unlink(missing_ok=True)
 
 
 def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
@@ -259,6 +272,7 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
                           **trainer_arguments(first.cfg.trainer, stepping))  # fmt: skip
     StopSignals.trainer = trainer
     log.info("seeds %s of one configuration train as one vectorized model", seeds)
+    started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
     except Diverged:
@@ -276,6 +290,7 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
             with current_job(member):
                 record_stop(member.cfg, then_exit=False)
         sys.exit(StopSignals.exit_code())
+    trained = time.perf_counter()
     records: list[dict[str, Any] | None] = []
     for k, member in enumerate(members):
         with current_job(member):
@@ -293,6 +308,8 @@ def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
                 record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
                 log.exception("member with seed %s failed; the others go on", member.cfg.seed)
                 records.append(None)
+    log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
+             trained - started, time.perf_counter() - trained)  # fmt: skip
     return records
 
 
@@ -311,7 +328,11 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
 
 
 class current_job:  # noqa: N801 -- a context manager read as a phrase
-    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command)."""
+    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command).
+
+    Hydra keeps the current job's config in the `HydraConfig` singleton's `cfg`, which `run_job` sets
+    and restores; set here the same way between jobs (tests/test_seeds.py's interrupt test reads each
+    member's resume command, which comes from it)."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
