@@ -87,14 +87,45 @@ def trained_weights(tmp_path, steps_per_call: int, *overrides: str) -> list[torc
     return [p.detach().clone() for p in module.net.parameters()]
 
 
-def test_gradient_clipping_under_32_steps_per_call_gives_the_weights_of_lightnings_own_loop(tmp_path):
-    clip = ["trainer.gradient_clip_val=0.05"]
+@pytest.mark.parametrize("max_norm", [0.05, 0.35])
+def test_gradient_clipping_under_32_steps_per_call_gives_the_weights_of_lightnings_own_loop(
+    tmp_path, monkeypatch, max_norm
+):
+    """0.05 clips every step; at 0.35 some of the 12 steps' norms (0.15-2.4) are within the bound,
+    where the fast path's CPU clipping skips the multiply by 1.0 (`clipping.py`)."""
+    multiplies = []
+    clip_with_norm = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", lambda *a: multiplies.append(1) or clip_with_norm(*a))
+    clip = [f"trainer.gradient_clip_val={max_norm}"]
     one = trained_weights(tmp_path / "one", 1, *clip)
     many = trained_weights(tmp_path / "many", 32, *clip)
     unclipped = trained_weights(tmp_path / "free", 32)
     for a, b in zip(one, many, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(one, unclipped, strict=True)), "no clipping"
+    assert len(multiplies) == 12 if max_norm == 0.05 else 0 < len(multiplies) < 12
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1.0, 2.0, 1e9])
+@pytest.mark.parametrize("poison", [None, float("nan"), float("inf")])
+def test_the_fast_paths_cpu_clipping_leaves_the_gradients_of_clip_grad_norm_bit_for_bit(max_norm, poison):
+    """It skips only the multiply by exactly 1.0 (norm within the bound); a non-finite norm multiplies, as in torch."""
+    from lossheads.clipping import clip_grad_norm_on_cpu
+
+    torch.manual_seed(0)
+    grads = [torch.randn(16, 8) * 0.15, torch.randn(8) * 0.15, None]  # total norm ~1.0: some cases clip, some not
+    if poison is not None:
+        grads[1][3] = poison
+    ours = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((16, 8), (8,), (2,))]
+    theirs = [torch.nn.Parameter(torch.zeros_like(p)) for p in ours]
+    for a, b, grad in zip(ours, theirs, grads, strict=True):
+        a.grad, b.grad = (None, None) if grad is None else (grad.clone(), grad.clone())
+    norm = clip_grad_norm_on_cpu(ours, max_norm)
+    exact = {"rtol": 0, "atol": 0, "equal_nan": True}
+    torch.testing.assert_close(norm, torch.nn.utils.clip_grad_norm_(theirs, max_norm), **exact)
+    for a, b in zip(ours[:2], theirs[:2], strict=True):
+        torch.testing.assert_close(a.grad, b.grad, **exact)
+    assert ours[2].grad is None
 
 
 def test_sgd_with_nesterov_momentum_trains(train):

@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 
+from lossheads.clipping import clip_grad_norm_on_cpu
 from lossheads.heads import Head
 from lossheads.metrics import HeadMetrics
 from lossheads.optim import Schedule, steps_in_epoch, total_optimizer_steps
@@ -216,8 +217,14 @@ class ClassifierModule(LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Gradient clipping for the fast path (Lightning clips only under automatic optimization);
-        Lightning calls this after unscaling fp16 gradients, before the step."""
-        if self.stepping.clip_val is not None and not self.automatic_optimization:
+        Lightning calls this after unscaling fp16 gradients, before the step. By norm on a CPU without
+        the multiply by exactly 1.0 that changes nothing (`clipping.py`); elsewhere Lightning's."""
+        if self.stepping.clip_val is None or self.automatic_optimization:
+            return
+        if self.stepping.clip_algorithm.lower() == "norm" and self.device.type == "cpu":
+            clip_grad_norm_on_cpu([p for group in optimizer.param_groups for p in group["params"]],
+                                  self.stepping.clip_val)  # fmt: skip
+        else:
             self.clip_gradients(optimizer, self.stepping.clip_val, self.stepping.clip_algorithm)
 
     def on_fit_start(self) -> None:
