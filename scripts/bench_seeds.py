@@ -44,7 +44,7 @@ class SweepTimer(Callback):
 def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: int | None) -> float:
     timer = folder / "seconds.json"
     overrides = [
-        f"seed=range(1,{seeds + 1})", f"hydra.sweep.dir={folder}", "hydra.callbacks.report=null",
+        f"seed=range(1,{seeds + 1})", f"hydra.sweep.dir={folder}", "~hydra.callbacks.report",
         "+hydra.callbacks.timer._target_=bench_seeds.SweepTimer", f"+hydra.callbacks.timer.path={timer}",
         "print_config=false", "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={device}",
         *([f"trainer.max_epochs={epochs}"] if epochs else []),

@@ -24,3 +24,19 @@ class FailsInForward(MLP):
 
     def forward(self, features):
         raise ValueError("a bug in the network's forward")
+
+
+class FrozenAndTied(torch.nn.Module):
+    """A frozen first layer (a pretrained feature extractor) and two layers sharing one weight."""
+
+    def __init__(self, input_shape, num_logits) -> None:
+        super().__init__()
+        width = int(torch.tensor(input_shape).prod())
+        self.frozen = torch.nn.Linear(width, 16).requires_grad_(False)
+        self.b, self.c = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+        self.c.weight = self.b.weight
+        self.out = torch.nn.Linear(16, num_logits)
+
+    def forward(self, features):
+        hidden = torch.relu(self.frozen(features.flatten(1)))
+        return self.out(torch.relu(self.c(torch.relu(self.b(hidden)))))

@@ -100,6 +100,17 @@ def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) ->
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
 
 
+def test_frozen_and_tied_parameters_stay_frozen_and_tied(tmp_path: Path) -> None:
+    overrides = ["model=custom", "model._target_=seeded_nets.FrozenAndTied", "seed=1,2", "trainer.max_epochs=2"]
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "train as one vectorized model" in together.stdout + together.stderr
+    assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
+    state = torch.load(tmp_path / "together" / "0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(state["net.b.weight"], state["net.c.weight"])
+
+
 def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.BlowsUpForSeed2", "seed=1,2,3",
                    "trainer.max_epochs=2")  # fmt: skip

@@ -107,7 +107,7 @@ class SeedsLauncher(Launcher):
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
 
     def _launch_group(self, jobs: list[tuple[int, Sequence[str]]]) -> dict[int, JobReturn]:
-        from lossheads.seeds.group import Member, prepare, run_members, why_not_together
+        from lossheads.seeds.group import Member, prepare, run_members, stacked, why_not_together
 
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
         for (idx, overrides), config in zip(jobs, self._sweep_configs(jobs), strict=True):
@@ -118,14 +118,17 @@ class SeedsLauncher(Launcher):
         reason = "it is the only one of its configuration" if len(members) == 1 else None
         if len(members) > 1:
             reason = why_not_together([p[3] for p in members])
+        module = stacked([p[3] for p in members]) if len(members) > 1 and not reason else None
+        if isinstance(module, str):
+            reason = module
         if reason:
             members = []
         for idx, _, _, why in prepared:
             if not any(idx == m[0] for m in members):
-                log.info(f"\t#{idx} trains alone: {reason or why}")
+                log.info(f"\t#{idx} trains alone: {why if isinstance(why, str) else reason}")
         returns: dict[int, JobReturn] = {}
         if members:
-            records = run_members([m[3] for m in members])
+            records = run_members([m[3] for m in members], module)
             for (idx, _, result, member), record in zip(members, records, strict=True):
                 metric = member.cfg.get("optimized_metric")
                 result.return_value = record.get(metric) if record and metric else None

@@ -251,18 +251,41 @@ class MemberBest(Callback):
             path.unlink(missing_ok=True)
 
 
-def train_group(members: list[Member]) -> list[dict[str, Any] | None]:
-    """Train the members as one; then record each as its own run. Returns each member's record
-    (None: it diverged or failed, which its folder records)."""
+def stacked(members: list[Member]) -> SeedsModule | str:
+    """The group's module, once a forward and backward pass of the stack on a few training samples
+    has run (no step taken; buffers put back), or why the members must train alone: a network or a
+    loss with data-dependent control flow (`if x.sum() > 0`), which vmap cannot run, shows here."""
+    first = members[0]
+    stepping = first.module.stepping
+    module = SeedsModule([m.module for m in members], [int(m.cfg.seed) for m in members],
+                         task=first.datamodule.task, num_classes=first.datamodule.num_classes,
+                         batch_size=first.datamodule.batch_size, steps_per_call=stepping.steps_per_call,
+                         schedule=first.module.schedule, stepping=stepping)  # fmt: skip
+    saved = [b.clone() for b in module.net.buffers()]
+    splits = [m.datamodule.splits["train"] for m in members]
+    features, targets = torch.stack([f[:4] for f, _ in splits]), torch.stack([t[:4] for _, t in splits])
+    try:
+        features, targets = StackedData([m.datamodule for m in members]).on_after_batch_transfer((features, targets), 0)
+        _, losses = module._forward_loss(features, module.loss.prepare_targets(targets))
+        losses.sum().backward()
+    except Exception as exc:  # noqa: BLE001 -- any failure here means: not as a stack
+        return f"its network or loss cannot run stacked ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+    finally:
+        module.net.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, before in zip(module.net.buffers(), saved, strict=True):
+                buffer.copy_(before)
+    return module
+
+
+def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:
+    """Train the members as one (`module`, from `stacked`); then record each as its own run.
+    Returns each member's record (None: it diverged or failed, which its folder records)."""
     from lossheads.train import record_status, record_stop
 
     first = members[0]
     stepping = first.module.stepping
-    seeds = [int(m.cfg.seed) for m in members]
-    module = SeedsModule([m.module for m in members], seeds, task=first.datamodule.task,
-                         num_classes=first.datamodule.num_classes, batch_size=first.datamodule.batch_size,
-                         steps_per_call=stepping.steps_per_call, schedule=first.module.schedule,
-                         stepping=stepping)  # fmt: skip
+    seeds = module.seeds
     module.member_loggers = [list(m.trainer.loggers) for m in members]
     io = MembersCheckpointIO(members, module)
     callbacks: list[Callback] = [LastCheckpoint(str(first.folder / "checkpoints")), MemberBest(members, io)]
@@ -345,10 +368,10 @@ class current_job:  # noqa: N801 -- a context manager read as a phrase
         HydraConfig.instance().cfg = self.before
 
 
-def run_members(members: list[Member]) -> list[dict[str, Any] | None]:
+def run_members(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:
     """`train_group` with the run's own stop handling (SIGINT / SIGTERM recorded for every member)."""
     from lossheads.console import quiet_lightning
 
     quiet_lightning()
     with caught():
-        return train_group(members)
+        return train_group(members, module)

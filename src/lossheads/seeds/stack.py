@@ -6,7 +6,7 @@ Two ways to run the stack forward:
   and element-wise layers) as batched matrix products: `baddbmm` per linear layer, the element-wise
   layers (activations, dropout) applied to the whole (K, N, H) tensor, so dropout draws its own mask
   per member. On 2 CPU cores a step of 10 default MLPs this way costs ~1.5 steps of one;
-- any other network through `torch.func`: `functional_call` on a tensor-less copy, `vmap`ped over
+- any other network through `torch.func`: `functional_call` on a copy of the first network, `vmap`ped over
   the members with `randomness="different"`; buffers are stacked too, so BatchNorm's running
   statistics are each member's own (vmap updates the stacked buffer in place). vmap's dispatch
   costs ~0.7 ms a step on these CPUs, so the gain is smaller than the MLP's.
@@ -61,11 +61,18 @@ class StackedNet(nn.Module):
         super().__init__()
         self.size = len(nets)
         self.names = [name for name, _ in nets[0].named_parameters()]
+        first = {id(p): name for name, p in reversed(list(nets[0].named_parameters()))}
+        # tied weights (`c.weight = b.weight`): one stacked tensor, every name the state_dict has for it
+        self.aliases = {name: first[id(p)] for name, p in nets[0].named_parameters(remove_duplicate=False)}
         members = [dict(net.named_parameters()) for net in nets]
-        self.stacked = nn.ParameterList(
-            [nn.Parameter(torch.stack([m[name].detach() for m in members]).clone()) for name in self.names]
+        self.stacked = nn.ParameterList(  # a frozen parameter stays frozen: no member trains it
+            [
+                nn.Parameter(torch.stack([m[name].detach() for m in members]).clone(), members[0][name].requires_grad)
+                for name in self.names
+            ]
         )
-        layers = _sequential_layers(nets[0])
+        tied = len(self.aliases) != len(self.names)
+        layers = None if tied else _sequential_layers(nets[0])
         self.matmul = layers is not None
         if layers is not None:
             index = {name: i for i, name in enumerate(self.names)}
@@ -81,8 +88,10 @@ class StackedNet(nn.Module):
                     self.plan.append(("elementwise", len(self.elementwise), None))
                     self.elementwise.append(copy.deepcopy(layer))
         else:
-            # the architecture without its tensors; each call binds one member's parameters to it
-            self.base = [copy.deepcopy(nets[0]).to("meta")]  # a list: not a submodule of this one
+            # the architecture; each call binds one member's tensors to it. A copy with its tensors, not
+            # one moved to the meta device: moving unties tied weights (`c.weight = b.weight`), which
+            # functional_call ties again only where the module itself still shares them
+            self.base = [copy.deepcopy(nets[0]).requires_grad_(False)]  # a list: not a submodule of this one
             self.buffer_names = [name for name, _ in nets[0].named_buffers()]
             for i, name in enumerate(self.buffer_names):
                 self.register_buffer(
@@ -118,7 +127,8 @@ class StackedNet(nn.Module):
 
     def member_state(self, k: int) -> dict[str, Tensor]:
         """Member k's parameters and buffers by the names of its own network's state_dict."""
-        state = {name: p[k].detach().clone() for name, p in zip(self.names, self.stacked, strict=True)}
+        own = {name: p[k].detach().clone() for name, p in zip(self.names, self.stacked, strict=True)}
+        state = {alias: own[name] for alias, name in self.aliases.items()}
         if not self.matmul:
             state.update(
                 {name: b[k].clone() for name, b in zip(self.buffer_names, self.stacked_buffers(), strict=True)}
