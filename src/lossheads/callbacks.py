@@ -22,9 +22,10 @@ class LastCheckpoint(Checkpoint):
     """`checkpoints/last.ckpt` is always the run's newest state: saved at the end of every training
     epoch, when training ends (also by `max_steps` in mid-epoch), and when the run stops on an
     interrupt between epochs (Ctrl-C, SIGTERM; within an epoch the last epoch's end stays, see
-    `on_exception`; a divergence or a crash is not saved: its weights are not worth resuming). Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes
-    last.ckpt only when a new best is saved (tests/test_durability.py holds that fact), so the best
-    checkpoint is ModelCheckpoint's alone, under its own name.
+    `on_exception`; a divergence or a crash is not saved: its weights are not worth resuming).
+    Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes last.ckpt only when a new best
+    is saved (tests/test_durability.py holds that fact), so the best checkpoint is ModelCheckpoint's
+    alone, under its own name.
 
     A `Checkpoint` subclass so that Lightning calls its `on_train_epoch_end` after the module's own
     (it logs the epoch's train metrics there) and sorts it after the other callbacks. Not an

@@ -111,6 +111,11 @@ class SeedsModule(ClassifierModule):
         if len(self.diverged) == self.size:
             raise Diverged(next(iter(self.diverged.values())))
 
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Always through `clip_gradients` below: the single run's faster paths clip by one global norm."""
+        if self.stepping.clip_val is not None:
+            self.clip_gradients(optimizer, self.stepping.clip_val, self.stepping.clip_algorithm)
+
     def clip_gradients(self, optimizer: Optimizer, gradient_clip_val: float | None = None,
                        gradient_clip_algorithm: str | None = None) -> None:  # fmt: skip
         """Per member, as `torch.nn.utils.clip_grad_norm_` / `clip_grad_value_` clip one network."""
