@@ -535,3 +535,30 @@ def test_a_non_finite_loss_blames_what_caused_it(tmp_path, overrides, scale, adv
             parameter.mul_(scale)
     with pytest.raises(Diverged, match=re.escape(advice)):
         trainer.fit(module, datamodule=datamodule)
+
+
+def test_a_stop_within_an_epoch_resumes_exactly(tmp_path):
+    """Stopped in epoch 2's third step, the run keeps epoch 1's end and trains epoch 2 again from its
+    start: its numbers and step count equal an unbroken run's (it once took the epoch's steps twice)."""
+    common = ["trainer.max_epochs=3", "steps_per_call=1", "seed=1", *QUIET]
+    unbroken = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, f"hydra.run.dir={tmp_path / 'a'}"],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    run_dir = tmp_path / "b"
+    process = start(tmp_path, *common, f"hydra.run.dir={run_dir}",
+                    *pause("on_train_batch_end", tmp_path / "paused", occurrence=9))  # 6 steps an epoch  # fmt: skip
+    stderr = signal_when(process, tmp_path / "paused", signal.SIGINT)
+    assert process.returncode == 130, stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert torch.load(record["checkpoint"], weights_only=True)["global_step"] == 6  # epoch 1's end
+    env = {**os.environ, "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{TESTS}"}
+    command = record["resume"].replace("python train.py", f"{sys.executable} {ROOT / 'train.py'}", 1)
+    resumed = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ours, theirs = (
+        json.loads((run_dir / "metrics.json").read_text()),
+        json.loads((tmp_path / "a" / "metrics.json").read_text()),
+    )
+    assert ours["steps"] == theirs["steps"] == 18
+    for key in [k for k in theirs if "/" in k]:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key

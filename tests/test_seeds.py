@@ -100,8 +100,9 @@ def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) ->
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
 
 
-def test_frozen_and_tied_parameters_stay_frozen_and_tied(tmp_path: Path) -> None:
-    overrides = ["model=custom", "model._target_=seeded_nets.FrozenAndTied", "seed=1,2", "trainer.max_epochs=2"]
+def test_frozen_and_tied_parameters_stay_frozen_and_tied_and_clipping_is_per_member(tmp_path: Path) -> None:
+    overrides = ["model=custom", "model._target_=seeded_nets.FrozenAndTied", "seed=1,2", "trainer.max_epochs=2",
+                 "trainer.gradient_clip_val=0.05"]  # small: most steps clip  # fmt: skip
     together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]

@@ -20,11 +20,12 @@ class Interrupted(Exception):
 
 class LastCheckpoint(Checkpoint):
     """`checkpoints/last.ckpt` is always the run's newest state: saved at the end of every training
-    epoch, when training ends (also by `max_steps` in mid-epoch), and when the run stops on any
-    interrupt once training has taken a step (Ctrl-C, SIGTERM; a divergence or a crash is not saved:
-    its weights are not worth resuming). Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes
-    last.ckpt only when a new best is saved (tests/test_durability.py holds that fact), so the best
-    checkpoint is ModelCheckpoint's alone, under its own name.
+    epoch, when training ends (also by `max_steps` in mid-epoch), and when the run stops on an
+    interrupt between epochs (Ctrl-C, SIGTERM; within an epoch the last epoch's end stays, see
+    `on_exception`; a divergence or a crash is not saved: its weights are not worth resuming).
+    Lightning's `ModelCheckpoint(save_last=True, monitor=...)` writes last.ckpt only when a new best
+    is saved (tests/test_durability.py holds that fact), so the best checkpoint is ModelCheckpoint's
+    alone, under its own name.
 
     A `Checkpoint` subclass so that Lightning calls its `on_train_epoch_end` after the module's own
     (it logs the epoch's train metrics there) and sorts it after the other callbacks. Not an
@@ -35,6 +36,7 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.ckpt_path = str(Path(dirpath) / f"{filename}.ckpt")
         self.saved_step = -1
+        self.epoch_start_step = 0  # global_step when this epoch's training began
         self.val_metrics: dict[str, float] = {}  # the last validation's, kept in the checkpoint
 
     def state_dict(self) -> dict[str, dict[str, float]]:
@@ -59,6 +61,15 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.save(trainer)
 
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.epoch_start_step = trainer.global_step
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and isinstance(exception, (KeyboardInterrupt, SystemExit)):
-            self.save(trainer)  # SIGTERM arrives as Lightning's SIGTERMException, a SystemExit
+        """A stop saves the state it came in only between epochs. Stopped within one, the run keeps
+        the last epoch's end: Lightning restarts an epoch it resumes from its first batch (our
+        batches are not a stateful loader), so a mid-epoch state would retrain the steps already
+        taken, where redoing the epoch from its start is exact."""
+        if trainer.state.fn != TrainerFn.FITTING or not isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            return  # SIGTERM arrives as Lightning's SIGTERMException, a SystemExit
+        if trainer.global_step == self.epoch_start_step:
+            self.save(trainer)

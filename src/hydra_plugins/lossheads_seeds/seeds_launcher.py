@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,14 @@ class SeedsLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossheads.check import require_int
+        from lossheads.check import ConfigError, require_int
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        require_int("hydra.launcher.max_members", self.max_members, 2)
+        try:
+            require_int("hydra.launcher.max_members", self.max_members, 2)
+        except ConfigError as error:  # the entry point's one line, before any job starts
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from lossheads.callbacks import LastCheckpoint
 from lossheads.check import ConfigError
@@ -37,7 +38,7 @@ from lossheads.checkpoints import RunCheckpointIO
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
 from lossheads.module import ClassifierModule, Diverged
 from lossheads.optim import Plateau
-from lossheads.records import Trained, test_and_record
+from lossheads.records import Trained, logged, test_and_record
 from lossheads.resume import resolved
 from lossheads.run_folder import claim
 from lossheads.seeds.data import StackedData
@@ -48,6 +49,7 @@ from lossheads.stepping import plan_stepping, trainer_arguments
 from lossheads.stops import StopSignals, caught
 
 log = logging.getLogger(__name__)
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 @dataclass
@@ -295,6 +297,9 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
                           **trainer_arguments(first.cfg.trainer, stepping))  # fmt: skip
     StopSignals.trainer = trainer
     log.info("seeds %s of one configuration train as one vectorized model", seeds)
+    if any(isinstance(m, DROPOUT) and m.p > 0 for m in first.module.net.modules()):
+        log.info("dropout draws from the group's random stream: each seed's numbers are those of this group "
+                 "(the same sweep gives them again), not those of its run alone")  # fmt: skip
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
@@ -342,9 +347,10 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
 
     member.module.net.load_state_dict(group.net.member_state(k))
     member.module.trained_steps = trainer.global_step
-    # its last validation, as its own run keeps it (computed by the stacked network: equal to 3e-8)
-    metrics = {name: value for name, value in sorted(group.member_values[k].items()) if name.startswith("val/")}
-    member.module.predictions["val"] = group.member_predictions[k]
+    # validated again by its own module: the stacked forward's numbers differ by float rounding, which
+    # a rank metric (AUROC of saturated, tied probabilities) or threshold=auto can turn into more
+    member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)
+    metrics = logged(member.trainer, "val/")
     ckpt_path = weights_to_test(member.cfg, member.trainer)
     trained = Trained(trainer.current_epoch, trainer.global_step)
     return test_and_record(member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained)

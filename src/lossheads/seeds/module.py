@@ -42,13 +42,15 @@ class SeedsModule(ClassifierModule):
         self.member_loggers: list[list[Logger]] = [[] for _ in members]
         self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
-        # each member's last validation's probabilities and targets: its predictions.npz's val part
-        self.member_predictions: list[list[tuple[Tensor, Tensor]]] = [[] for _ in members]
         self.member_losses = vmap(lambda logits, targets: self.loss(logits, targets, None))
 
     def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits (K, N, ...) and each member's loss on its own batch (K,)."""
+        """Logits (K, N, ...) and each member's loss on its own batch (K,). Under mixed precision one
+        call per member: autocast casts a loss's inputs by its policy (BCE and CE in float32), which
+        a vmapped call does not follow (its losses came out in bf16)."""
         logits = self(features)
+        if torch.is_autocast_enabled(logits.device.type):
+            return logits, torch.stack([self.loss(logits[k], targets[k], None) for k in range(self.size)])
         return logits, self.member_losses(logits, targets)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -64,8 +66,6 @@ class SeedsModule(ClassifierModule):
             member = detached[k]
             metric_targets = self.head.metric_target(targets[k])
             probabilities = None if stage == "train" else self.head.probabilities(member)
-            if stage == "val":
-                self.member_predictions[k].append((probabilities.cpu(), metric_targets.cpu()))
             member_sizes = sizes[:, k] if isinstance(sizes, Tensor) else sizes
             getattr(self, f"{stage}_member_loss")[k].update(losses[..., k], weight=member_sizes)
             getattr(self, f"{stage}_member_metrics")[k].update(self.head.predict(member), probabilities, metric_targets)
@@ -92,10 +92,6 @@ class SeedsModule(ClassifierModule):
         group = {name: sum(v) / len(v) for name, v in means.items() if name in shown}
         self.log_dict(group, prog_bar=True)
 
-    def on_validation_epoch_start(self) -> None:
-        for predictions in self.member_predictions:
-            predictions.clear()
-
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
@@ -114,6 +110,11 @@ class SeedsModule(ClassifierModule):
                 self.diverged[k] = str(error)
         if len(self.diverged) == self.size:
             raise Diverged(next(iter(self.diverged.values())))
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Always through `clip_gradients` below: the single run's faster paths clip by one global norm."""
+        if self.stepping.clip_val is not None:
+            self.clip_gradients(optimizer, self.stepping.clip_val, self.stepping.clip_algorithm)
 
     def clip_gradients(self, optimizer: Optimizer, gradient_clip_val: float | None = None,
                        gradient_clip_algorithm: str | None = None) -> None:  # fmt: skip
