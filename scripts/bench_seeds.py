@@ -9,6 +9,7 @@ Last line: `bench-seeds: speedup@3=... speedup@10=... speedup@20=...` (basic / s
 
     python scripts/bench_seeds.py               # K = 3, 10, 20 (about 3 minutes on 2 cores)
     python scripts/bench_seeds.py --seeds 10 --device cuda   # on a GPU, data resident there
+    python scripts/bench_seeds.py data=synthetic_binary data.n_samples=20000 --seeds 10   # more steps a run
     python scripts/bench.py --seeds              # the same, from the main benchmark
 """
 
@@ -41,14 +42,14 @@ class SweepTimer(Callback):
         Path(self.path).write_text(json.dumps(time.perf_counter() - self.start))
 
 
-def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: int | None) -> float:
+def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: int | None, extra: list[str]) -> float:
     timer = folder / "seconds.json"
     overrides = [
         f"seed=range(1,{seeds + 1})", f"hydra.sweep.dir={folder}", "~hydra.callbacks.report",
         "+hydra.callbacks.timer._target_=bench_seeds.SweepTimer", f"+hydra.callbacks.timer.path={timer}",
         "print_config=false", "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={device}",
         *([f"trainer.max_epochs={epochs}"] if epochs else []),
-        *(["hydra/launcher=seeds"] if launcher == "seeds" else []),
+        *(["hydra/launcher=seeds"] if launcher == "seeds" else []), *extra,
     ]  # fmt: skip
     env = {"PYTHONPATH": str(ROOT / "scripts")}
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *overrides], capture_output=True,
@@ -67,13 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (trainer.accelerator)")
     parser.add_argument("--epochs", type=int, help="trainer.max_epochs (default: the default job's, 20)")
     parser.add_argument("--quick", action="store_true", help="K = 2, 2 epochs: seconds, to keep the script working")
+    parser.add_argument("overrides", nargs="*", help="more train.py overrides for both sweeps, e.g. data=digits")
     args = parser.parse_args(argv)
     seeds, epochs = ([2], 2) if args.quick else (args.seeds, args.epochs)
     line = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in seeds:
-            basic = sweep_seconds(Path(tmp) / f"basic{k}", k, "basic", args.device, epochs)
-            together = sweep_seconds(Path(tmp) / f"seeds{k}", k, "seeds", args.device, epochs)
+            basic = sweep_seconds(Path(tmp) / f"basic{k}", k, "basic", args.device, epochs, args.overrides)
+            together = sweep_seconds(Path(tmp) / f"seeds{k}", k, "seeds", args.device, epochs, args.overrides)
             print(f"{k:3d} seeds: basic launcher {basic:6.1f} s ({basic / k:.2f} s a job), "
                   f"hydra/launcher=seeds {together:6.1f} s: {basic / together:.1f}x", flush=True)  # fmt: skip
             line.append(f"speedup@{k}={basic / together:.2f}")
