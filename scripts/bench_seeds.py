@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: 
     ]  # fmt: skip
     env = {"PYTHONPATH": str(ROOT / "scripts")}
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *overrides], capture_output=True,
-                            text=True, env={**__import__("os").environ, **env})  # fmt: skip
+                            text=True, env={**os.environ, **env})  # fmt: skip
     if result.returncode != 0 or not timer.is_file():
         raise SystemExit(f"the {launcher} sweep failed:\n{result.stderr[-2000:]}")
     statuses = [json.loads(p.read_text())["status"] for p in folder.glob("*/metrics.json")]

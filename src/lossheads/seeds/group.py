@@ -13,11 +13,13 @@ and distillation read it as any run's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,7 @@ from lossheads.run_folder import claim
 from lossheads.seeds.data import StackedData
 from lossheads.seeds.module import SeedsModule
 from lossheads.seeds.stack import why_not_stackable
-from lossheads.selection import checkpoint_callback
+from lossheads.selection import checkpoint_callback, weights_to_test
 from lossheads.stepping import plan_stepping, trainer_arguments
 from lossheads.stops import StopSignals, caught
 
@@ -62,7 +64,7 @@ class Member:
     module: ClassifierModule
     trainer: Trainer  # its own: loggers, callbacks; validates and tests the member after training
     best: ModelCheckpoint | None  # its checkpoint callback, whose state the group keeps for it
-    config: dict[str, Any] | None = None  # `resolved(cfg)`: what each of its checkpoints carries
+    config: dict[str, Any]  # `resolved(cfg)`: what each of its checkpoints carries
 
     @property
     def folder(self) -> Path:
@@ -123,7 +125,7 @@ def prepare(cfg: DictConfig) -> Member | str:
     if reason:
         return reason
     try:
-        if claim(member.folder, resolved(cfg), continue_own=True).action != "fresh":
+        if claim(member.folder, member.config, continue_own=True).action != "fresh":
             return "its folder holds this run already (finished, or to resume)"
     except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
         return str(exc).splitlines()[0]
@@ -343,8 +345,6 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
 
 def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any]:
     """Member k validated and tested by its own trainer on its final (or best) weights, recorded."""
-    from lossheads.selection import weights_to_test
-
     member.module.net.load_state_dict(group.net.member_state(k))
     member.module.trained_steps = trainer.global_step
     # validated again by its own module: the stacked forward's numbers differ by float rounding, which
@@ -356,22 +356,19 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
     return test_and_record(member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained)
 
 
-class current_job:  # noqa: N801 -- a context manager read as a phrase
+@contextlib.contextmanager
+def current_job(member: Member) -> Iterator[None]:
     """Make `member`'s Hydra job the current one (its overrides name its logs and resume command).
 
     Hydra keeps the current job's config in the `HydraConfig` singleton's `cfg`, which `run_job` sets
     and restores; set here the same way between jobs (tests/test_seeds.py's interrupt test reads each
     member's resume command, which comes from it)."""
-
-    def __init__(self, member: Member) -> None:
-        self.member = member
-
-    def __enter__(self) -> None:
-        self.before = HydraConfig.instance().cfg
-        HydraConfig.instance().cfg = self.member.hydra_config
-
-    def __exit__(self, *exc: object) -> None:
-        HydraConfig.instance().cfg = self.before
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().cfg = member.hydra_config
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = before
 
 
 def run_members(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:
