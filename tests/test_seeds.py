@@ -54,6 +54,8 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     assert alone.returncode == 0, alone.stderr[-3000:]
     log = together.stdout + together.stderr
     assert log.count("train as one vectorized model") == 2  # one group per loss
+    # two configs composed per group; Hydra's check of the batch and the launch get copies of them
+    assert "job configs: 4 composed, 8 copied from a composed one" in log
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
     for job in ("0", "4"):
         files = sorted(p.name for p in (tmp_path / "together" / job / "checkpoints").iterdir())
@@ -208,3 +210,37 @@ def test_the_seeds_benchmark_prints_its_line() -> None:
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bench-seeds: speedup@2=" in result.stdout.splitlines()[-1]
+
+
+def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
+    """The launcher's config loader copies a composed config for a job that differs only in its
+    seed, once a second composed config proves the copy right; else every job is composed."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.lossheads_seeds.seeds_launcher import SeedSharingConfigLoader
+
+    class Composer:
+        def __init__(self, depends_on_seed: bool) -> None:
+            self.depends_on_seed, self.calls = depends_on_seed, 0
+
+        def load_sweep_config(self, master_config: object, sweep_overrides: list[str]) -> object:
+            self.calls += 1
+            seed = int(sweep_overrides[1].split("=")[1])
+            width = 8 * seed if self.depends_on_seed else 8  # e.g. a config whose defaults follow the seed
+            dirname = ",".join(sweep_overrides)
+            return OmegaConf.create({"seed": seed, "width": width, "hydra": {
+                "overrides": {"task": sweep_overrides},
+                "job": {"override_dirname": dirname, "config": {"override_dirname": {"item_sep": ","}}}}})  # fmt: skip
+
+    master = OmegaConf.create({})
+    jobs = [["loss=ce", f"seed={s}"] for s in range(1, 6)]
+    for depends_on_seed, composed in ((False, 2), (True, 8)):  # Hydra alone composes 10: each job twice
+        inner = Composer(depends_on_seed)
+        loader = SeedSharingConfigLoader(inner)  # type: ignore[arg-type]
+        for _ in range(2):  # Hydra's check of the batch, then the launch
+            configs = [loader.load_sweep_config(master, overrides) for overrides in jobs]
+        assert inner.calls == loader.composed == composed
+        assert [c.seed for c in configs] == [1, 2, 3, 4, 5]
+        assert [c.width for c in configs] == ([8] * 5 if not depends_on_seed else [8, 16, 24, 32, 40])
+        assert configs[3].hydra.job.override_dirname == "loss=ce,seed=4"
+        assert list(configs[3].hydra.overrides.task) == ["loss=ce", "seed=4"]

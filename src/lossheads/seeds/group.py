@@ -20,7 +20,6 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,22 +161,17 @@ class MembersCheckpointIO(TorchCheckpointIO):
         self.only: dict[int, Path] | None = None  # members' best: those members' files alone, at these paths
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        """The members' files are written by threads (hashing, and the fsync of the atomic write,
-        release the GIL), all before this returns, as Lightning expects of a save."""
+        """The members' files are written one after another, all before this returns, as Lightning
+        expects of a save. Not by threads: a member's file is mostly Python work (its checksum,
+        pickling), and four threads made the group's saves 2x slower on 2 CPU cores (1.1 s against
+        2.2 s for a 10-seed default sweep's 383 files)."""
         targets = self.only or {k: m.folder / "checkpoints" / Path(path).name for k, m in enumerate(self.members)}
-        writes = []
         for k, target in targets.items():
             if k in self.module.diverged:
                 continue  # its last healthy checkpoint stays
             member = self.members[k]
             data = member_checkpoint(checkpoint, k, member, self.module)
-            writes.append((RunCheckpointIO(member.config), data, target))
-        if len(writes) == 1:
-            writes[0][0].save_checkpoint(writes[0][1], writes[0][2])
-            return
-        with ThreadPoolExecutor(max_workers=min(4, len(writes))) as pool:
-            for done in [pool.submit(io.save_checkpoint, data, target) for io, data, target in writes]:
-                done.result()  # a failed write (a full disk) raises here, as a single run's would
+            RunCheckpointIO(member.config).save_checkpoint(data, target)  # a full disk raises, as a run's save
 
     def remove_checkpoint(self, path: Any) -> None:
         for member in self.members:
