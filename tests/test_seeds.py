@@ -244,3 +244,28 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
         assert [c.width for c in configs] == ([8] * 5 if not depends_on_seed else [8, 16, 24, 32, 40])
         assert configs[3].hydra.job.override_dirname == "loss=ce,seed=4"
         assert list(configs[3].hydra.overrides.task) == ["loss=ce", "seed=4"]
+
+
+def test_a_sigkill_leaves_every_member_checkpoint_whole(tmp_path: Path) -> None:
+    from lossheads.checkpoints import read_checkpoint
+
+    folder = tmp_path / "sweep"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
+         "seed=1,2,3", "trainer.max_epochs=100000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not all((folder / j / "checkpoints" / "last.ckpt").exists() for j in ("0", "1", "2")):
+        assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(1.0)  # saves in flight
+    process.kill()
+    process.wait(timeout=60)
+
+    for job in ("0", "1", "2"):  # a write cut short leaves its temporary file, never a partial .ckpt
+        files = sorted((folder / job / "checkpoints").glob("*.ckpt"))
+        assert "last.ckpt" in [p.name for p in files]
+        for path in files:
+            checkpoint = read_checkpoint("ckpt_path", path)  # whole: its checksum holds
+            assert checkpoint["global_step"] > 0
