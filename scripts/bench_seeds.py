@@ -8,6 +8,7 @@ interpreter's start-up and imports, which both pay once, are left out. The repor
 Last line: `bench-seeds: speedup@3=... speedup@10=... speedup@20=...` (basic / seeds).
 
     python scripts/bench_seeds.py               # K = 3, 10, 20 (about 3 minutes on 2 cores)
+    python scripts/bench_seeds.py --repeats 3   # medians of 3 sweeps each, interleaved
     python scripts/bench_seeds.py --seeds 10 --device cuda   # on a GPU, data resident there
     python scripts/bench_seeds.py data=synthetic_binary data.n_samples=20000 --seeds 10   # more steps a run
     python scripts/bench.py --seeds              # the same, from the main benchmark
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 10, 20], metavar="K")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (trainer.accelerator)")
     parser.add_argument("--epochs", type=int, help="trainer.max_epochs (default: the default job's, 20)")
+    parser.add_argument("--repeats", type=int, default=1, help="sweeps per launcher and K, interleaved: medians")
     parser.add_argument("--quick", action="store_true", help="K = 2, 2 epochs: seconds, to keep the script working")
     parser.add_argument("overrides", nargs="*", help="more train.py overrides for both sweeps, e.g. data=digits")
     args = parser.parse_args(argv)
@@ -75,10 +78,17 @@ def main(argv: list[str] | None = None) -> None:
     line = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in seeds:
-            basic = sweep_seconds(Path(tmp) / f"basic{k}", k, "basic", args.device, epochs, args.overrides)
-            together = sweep_seconds(Path(tmp) / f"seeds{k}", k, "seeds", args.device, epochs, args.overrides)
+            times: dict[str, list[float]] = {"basic": [], "seeds": []}
+            for repeat in range(args.repeats):  # interleaved: a change of load touches both alike
+                for launcher, found in times.items():
+                    folder = Path(tmp) / f"{launcher}{k}-{repeat}"
+                    found.append(sweep_seconds(folder, k, launcher, args.device, epochs, args.overrides))
+            basic, together = statistics.median(times["basic"]), statistics.median(times["seeds"])
+            spread = "" if args.repeats == 1 else (
+                f" (medians of {args.repeats}: basic {min(times['basic']):.1f}-{max(times['basic']):.1f} s, "
+                f"seeds {min(times['seeds']):.1f}-{max(times['seeds']):.1f} s)")  # fmt: skip
             print(f"{k:3d} seeds: basic launcher {basic:6.1f} s ({basic / k:.2f} s a job), "
-                  f"hydra/launcher=seeds {together:6.1f} s: {basic / together:.1f}x", flush=True)  # fmt: skip
+                  f"hydra/launcher=seeds {together:6.1f} s: {basic / together:.1f}x{spread}", flush=True)  # fmt: skip
             line.append(f"speedup@{k}={basic / together:.2f}")
     print("bench-seeds: " + " ".join(line))
 

@@ -14,7 +14,6 @@ and distillation read it as any run's.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import sys
@@ -118,7 +117,7 @@ def prepare(cfg: DictConfig) -> Member | str:
         trainer = build_trainer(cfg)
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    job = copy.deepcopy(HydraConfig.instance().cfg)  # Hydra puts the sweep's own back after this job
+    job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
     member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), resolved(cfg))
     reason = why_not_vectorized(cfg, member)
     if reason:
