@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from lossheads.models.mlp import MLP
@@ -40,3 +42,20 @@ class FrozenAndTied(torch.nn.Module):
     def forward(self, features):
         hidden = torch.relu(self.frozen(features.flatten(1)))
         return self.out(torch.relu(self.c(torch.relu(self.b(hidden)))))
+
+
+class SlowToBuild(MLP):
+    """The default MLP, built in 1 s: a stop comes while its seeds' jobs are prepared."""
+
+    def __init__(self, input_shape, num_logits, **options) -> None:
+        time.sleep(1.0)
+        super().__init__(input_shape, num_logits, **options)
+
+
+class SlowToEvaluate(MLP):
+    """The default MLP, slow only in eval mode (validation, test): a stop comes while members are tested."""
+
+    def forward(self, features):
+        if not self.training:
+            time.sleep(0.3)
+        return super().forward(features)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,8 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
         assert files == sorted(p.name for p in (tmp_path / "alone" / job / "checkpoints").iterdir())
         assert (tmp_path / "together" / job / "predictions.npz").is_file()
         assert list((tmp_path / "together" / job / "tensorboard").rglob("events.out.tfevents.*"))
+        job_log = (tmp_path / "together" / job / "train.log").read_text()  # its group's lines, no other job's
+        assert "train as one vectorized model" in job_log and not re.search(r"#\d+ : ", job_log)
 
     def rows(folder: str) -> list[dict[str, str]]:
         return list(csv.DictReader((tmp_path / folder / "comparisons.csv").open()))
@@ -220,29 +223,30 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
     from hydra_plugins.lossheads_seeds.seeds_launcher import SeedSharingConfigLoader
 
     class Composer:
-        def __init__(self, depends_on_seed: bool) -> None:
-            self.depends_on_seed, self.calls = depends_on_seed, 0
+        def __init__(self, depends_on_seed: bool, separator: str) -> None:
+            self.depends_on_seed, self.separator, self.calls = depends_on_seed, separator, 0
 
         def load_sweep_config(self, master_config: object, sweep_overrides: list[str]) -> object:
             self.calls += 1
             seed = int(sweep_overrides[1].split("=")[1])
             width = 8 * seed if self.depends_on_seed else 8  # e.g. a config whose defaults follow the seed
-            dirname = ",".join(sweep_overrides)
-            return OmegaConf.create({"seed": seed, "width": width, "hydra": {
-                "overrides": {"task": sweep_overrides},
-                "job": {"override_dirname": dirname, "config": {"override_dirname": {"item_sep": ","}}}}})  # fmt: skip
+            job = {"override_dirname": self.separator.join(sweep_overrides),
+                   "config": {"override_dirname": {"item_sep": self.separator}}}  # fmt: skip
+            return OmegaConf.create({"seed": seed, "width": width,
+                                     "hydra": {"overrides": {"task": sweep_overrides}, "job": job}})  # fmt: skip
 
     master = OmegaConf.create({})
     jobs = [["loss=ce", f"seed={s}"] for s in range(1, 6)]
-    for depends_on_seed, composed in ((False, 2), (True, 8)):  # Hydra alone composes 10: each job twice
-        inner = Composer(depends_on_seed)
+    # Hydra alone composes 10: each job twice; an empty item_sep hides where the seed is in the dirname
+    for depends_on_seed, separator, composed in ((False, ",", 2), (True, ",", 8), (False, "", 8)):
+        inner = Composer(depends_on_seed, separator)
         loader = SeedSharingConfigLoader(inner)  # type: ignore[arg-type]
         for _ in range(2):  # Hydra's check of the batch, then the launch
             configs = [loader.load_sweep_config(master, overrides) for overrides in jobs]
         assert inner.calls == loader.composed == composed
         assert [c.seed for c in configs] == [1, 2, 3, 4, 5]
         assert [c.width for c in configs] == ([8] * 5 if not depends_on_seed else [8, 16, 24, 32, 40])
-        assert configs[3].hydra.job.override_dirname == "loss=ce,seed=4"
+        assert configs[3].hydra.job.override_dirname == separator.join(["loss=ce", "seed=4"])
         assert list(configs[3].hydra.overrides.task) == ["loss=ce", "seed=4"]
 
 
@@ -269,3 +273,64 @@ def test_a_sigkill_leaves_every_member_checkpoint_whole(tmp_path: Path) -> None:
         for path in files:
             checkpoint = read_checkpoint("ckpt_path", path)  # whole: its checksum holds
             assert checkpoint["global_step"] > 0
+
+
+def test_two_seeds_given_one_folder_are_one_run_and_one_refusal_as_under_the_basic_launcher(tmp_path: Path) -> None:
+    shared = ["seed=1,2", "trainer.max_epochs=1", "hydra.job.config.override_dirname.exclude_keys=[seed]",
+              "hydra.sweep.subdir=${hydra.job.override_dirname}"]  # fmt: skip
+    result = sweep(tmp_path / "sweep", *shared)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "#1 trains alone: its run folder is job #0's too" in log and "refused job" in log
+    (folder,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
+    assert json.loads((folder / "metrics.json").read_text())["seed"] == 1
+    assert "seed=1" in (folder / ".hydra" / "overrides.yaml").read_text()  # the owner's files, put back
+
+
+def _stopped_sweep(folder: Path, overrides: list[str], after: str, sig: signal.Signals) -> tuple[int, str]:
+    """Run a seeds sweep, send `sig` 0.3 s after a log line holding `after`; its exit code and output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
+         *overrides],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=folder.parent,
+    )  # fmt: skip
+    seen = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        seen.append(line)
+        if after in line:
+            break
+    time.sleep(0.3)
+    process.send_signal(sig)
+    rest = process.communicate(timeout=120)[0]
+    return process.returncode, "".join(seen) + rest
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_again_finishes(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    overrides = ["model=custom", "model._target_=seeded_nets.SlowToEvaluate", "seed=1,2", "trainer.max_epochs=1"]
+    returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "`Trainer.fit` stopped", sig)
+    assert returncode == code, log[-3000:]
+    assert "Traceback" not in log
+    found = records(tmp_path / "sweep")
+    assert [r["status"] for r in found.values()] == ["interrupted", "interrupted"], log[-3000:]
+    assert found["0"]["phase"] == "validate" and "ckpt_path=last" in found["0"]["resume"]
+    again = sweep(tmp_path / "sweep", *overrides)  # finishes both from their checkpoints
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
+
+
+def test_a_stop_while_seeds_are_prepared_is_recorded_and_the_sweep_run_again_finishes(tmp_path: Path) -> None:
+    overrides = ["model=custom", "model._target_=seeded_nets.SlowToBuild", "seed=1,2", "trainer.max_epochs=1"]
+    returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "#1 : ", signal.SIGINT)
+    assert returncode == 130, log[-3000:]
+    assert "Traceback" not in log and "interrupted by Ctrl-C (SIGINT) during set-up" in log
+    found = records(tmp_path / "sweep")
+    assert list(found) == ["1"] and found["1"]["status"] == "interrupted"  # job 0 had not started training
+    again = sweep(tmp_path / "sweep", *overrides)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]

@@ -10,6 +10,7 @@ through the task function itself, one after another, as the basic launcher runs 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -35,8 +36,12 @@ def _seed_item(overrides: Sequence[str]) -> str | None:
     return next((o for o in overrides if o.split("=", 1)[0].lstrip("+") == "seed"), None)
 
 
-def _with_seed(first: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """`first` (a composed job config) as the job `overrides` (the same but for `seed=...`) composes."""
+def _with_seed(first: DictConfig, overrides: Sequence[str]) -> DictConfig | None:
+    """`first` (a composed job config) as the job `overrides` (the same but for `seed=...`) composes;
+    None where the override dirname cannot be told apart into items (an empty `item_sep`)."""
+    separator = first.hydra.job.config.override_dirname.item_sep
+    if not separator:
+        return None
     config = copy.deepcopy(first)
     ours, theirs = _seed_item(overrides), _seed_item(first.hydra.overrides.task)
     with read_write(config), open_dict(config):
@@ -44,7 +49,6 @@ def _with_seed(first: DictConfig, overrides: Sequence[str]) -> DictConfig:
             config.seed = OverridesParser.create().parse_override(ours).value()
         config.hydra.overrides.task = list(overrides)
         job = config.hydra.job
-        separator = job.config.override_dirname.item_sep
         items = str(job.override_dirname).split(separator)
         job.override_dirname = separator.join(ours if item == theirs else item for item in items)
     return config
@@ -80,13 +84,17 @@ class SeedSharingConfigLoader(ConfigLoader):
         key = (id(master_config), group_key(sweep_overrides))
         composed = self.groups.setdefault(key, [])
         same = [c for c in composed if list(c.hydra.overrides.task) == list(sweep_overrides)]
-        if same or self.shared.get(key):
+        copied = copy.deepcopy(same[0]) if same else None
+        if copied is None and self.shared.get(key):
+            copied = _with_seed(composed[0], sweep_overrides)  # shared: it can be copied
+        if copied is not None:
             self.copied += 1
-            return copy.deepcopy(same[0]) if same else _with_seed(composed[0], sweep_overrides)
+            return copied
         config = self.inner.load_sweep_config(master_config, sweep_overrides)
         self.composed += 1
         if len(composed) == 1:
-            self.shared[key] = _container(config) == _container(_with_seed(composed[0], sweep_overrides))
+            copied = _with_seed(composed[0], sweep_overrides)
+            self.shared[key] = copied is not None and _container(config) == _container(copied)
         if len(composed) < 2:
             composed.append(copy.deepcopy(config))
         return config
@@ -156,16 +164,45 @@ class SeedsLauncher(Launcher):
         return config
 
     def _run(self, config: DictConfig, task: Any) -> JobReturn:
-        return run_job(hydra_context=self.hydra_context, task_function=task, config=config,
-                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+        """One job, as Hydra's basic launcher runs it: its logging is the job's while it runs, the
+        sweep's again after (so a job's log file holds its own lines only)."""
+        assert self.config is not None
+        try:
+            return run_job(hydra_context=self.hydra_context, task_function=task, config=config,
+                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+        finally:
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
     def _launch_group(self, jobs: list[tuple[int, Sequence[str]]]) -> dict[int, JobReturn]:
-        from lossheads.seeds.group import Member, prepare, run_members, stacked, why_not_together
+        """Ctrl-C or SIGTERM while the group is prepared: the job being prepared records it, as its
+        own run would (jobs after it have no folder yet under the basic launcher; here those
+        prepared have their config files, and the sweep run again starts them afresh); while it
+        trains or is tested, `train_group` records it for every member."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from lossheads.stops import StopSignals, caught
+
+        with caught():
+            try:
+                return self._launch_prepared(jobs)
+            except (KeyboardInterrupt, SIGTERMException):
+                if StopSignals.received is None:
+                    raise
+                print(f"interrupted by {StopSignals.name()} between the seeds' jobs: run the sweep again to "
+                      "continue it (finished jobs are kept)", file=sys.stderr)  # fmt: skip
+                sys.exit(StopSignals.exit_code())
+
+    def _launch_prepared(self, jobs: list[tuple[int, Sequence[str]]]) -> dict[int, JobReturn]:
+        from lossheads.seeds.group import Member, Stopped, prepare, run_members, stacked, why_not_together
+        from lossheads.stops import StopSignals
 
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
+        folders: dict[Path, int] = {}  # the run folders of the jobs prepared so far
         for (idx, overrides), config in zip(jobs, [self._sweep_config(*job) for job in jobs], strict=True):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            result = self._run(config, prepare)
+            result = self._run(config, functools.partial(prepare, folders=folders))
+            if isinstance(result._return_value, Stopped):
+                sys.exit(StopSignals.exit_code())
             prepared.append((idx, config, result, result._return_value))
         members = [p for p in prepared if isinstance(p[3], Member)]
         reason = "it is the only one of its configuration" if len(members) == 1 else None
@@ -181,7 +218,10 @@ class SeedsLauncher(Launcher):
                 log.info(f"\t#{idx} trains alone: {why if isinstance(why, str) else reason}")
         returns: dict[int, JobReturn] = {}
         if members:
-            records = run_members([m[3] for m in members], module)
+            try:
+                records = run_members([m[3] for m in members], module)
+            finally:
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             for (idx, _, result, member), record in zip(members, records, strict=True):
                 metric = member.cfg.get("optimized_metric")
                 result.return_value = record.get(metric) if record and metric else None

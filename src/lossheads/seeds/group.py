@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -40,7 +41,7 @@ from lossheads.module import ClassifierModule, Diverged
 from lossheads.optim import Plateau
 from lossheads.records import Trained, logged, test_and_record
 from lossheads.resume import resolved
-from lossheads.run_folder import claim
+from lossheads.run_folder import claim, restore_hydra_files
 from lossheads.seeds.data import StackedData
 from lossheads.seeds.module import SeedsModule
 from lossheads.seeds.stack import why_not_stackable
@@ -104,9 +105,26 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
     return why_not_stackable(member.module.net)
 
 
-def prepare(cfg: DictConfig) -> Member | str:
+class Stopped:
+    """What `prepare` returns when Ctrl-C or SIGTERM came while it ran: the job's stop is recorded."""
+
+
+def prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str | Stopped:
     """Inside the member's Hydra job: build and check it as `run` would, or say why it trains alone
-    (then its own job runs it through `train.main`, which reports any bad input as usual)."""
+    (then its own job runs it through `train.main`, which reports any bad input as usual).
+    `folders`: the run folders of the jobs prepared before it in this group, with their numbers."""
+    from lossheads.train import record_stop
+
+    try:
+        return _prepare(cfg, folders)
+    except BaseException:
+        if StopSignals.received is None:
+            raise
+        record_stop(cfg, then_exit=False)  # as its own run would: an `interrupted` record, its command
+        return Stopped()
+
+
+def _prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str:
     from lossheads.console import quiet_lightning
     from lossheads.train import build, build_trainer, write_run_files
 
@@ -119,6 +137,11 @@ def prepare(cfg: DictConfig) -> Member | str:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
     member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), resolved(cfg))
+    folder = member.folder.resolve()
+    if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
+        restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
+        return f"its run folder is job #{folders[folder]}'s too ({folder})"
+    folders[folder] = int(job.hydra.job.num)
     reason = why_not_vectorized(cfg, member)
     if reason:
         return reason
@@ -291,53 +314,73 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
     trainer = instantiate(first.cfg.trainer, logger=False, callbacks=callbacks, plugins=[io],
                           **trainer_arguments(first.cfg.trainer, stepping))  # fmt: skip
     StopSignals.trainer = trainer
-    log.info("seeds %s of one configuration train as one vectorized model", seeds)
-    if any(isinstance(m, DROPOUT) and m.p > 0 for m in first.module.net.modules()):
-        log.info("dropout draws from the group's random stream: each seed's numbers are those of this group "
-                 "(the same sweep gives them again), not those of its run alone")  # fmt: skip
-    started = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
-    except Diverged:
-        pass  # every member diverged: each is recorded below
-    except BaseException as exc:
-        if StopSignals.received is None and not isinstance(exc, Exception):
-            raise
-        if StopSignals.received is None:  # a crash: recorded for each member, and the sweep goes on
-            log.exception("the seeds %s failed; the sweep goes on", seeds)
-            for member in members:
-                with current_job(member):
-                    record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
-            return [None] * len(members)
-        for member in members:  # every member resumable from its own folder, with its own command
+    failure: BaseException | None = None
+    with group_logging(members):
+        log.info("seeds %s of one configuration train as one vectorized model", seeds)
+        if any(isinstance(m, DROPOUT) and m.p > 0 for m in first.module.net.modules()):
+            log.info("dropout draws from the group's random stream: each seed's numbers are those of this "
+                     "group (the same sweep gives them again), not those of its run alone")  # fmt: skip
+        started = time.perf_counter()
+        try:
+            trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
+        except Diverged:
+            pass  # every member diverged: each is recorded below
+        except BaseException as exc:
+            if StopSignals.received is None and not isinstance(exc, Exception):
+                raise
+            if StopSignals.received is None:
+                log.exception("the seeds %s failed; the sweep goes on", seeds)
+            failure = exc
+    if failure is not None and StopSignals.received is None:  # a crash: recorded for each member; the sweep goes on
+        for member in members:
+            with current_job(member):
+                record_status(member.cfg, "failed", f"{type(failure).__name__}: {failure}")
+        return [None] * len(members)
+    if failure is not None:  # a stop: every member resumable from its own folder, with its own command
+        for member in members:
             with current_job(member):
                 record_stop(member.cfg, then_exit=False)
         sys.exit(StopSignals.exit_code())
     trained = time.perf_counter()
     records: list[dict[str, Any] | None] = []
-    for k, member in enumerate(members):
-        with current_job(member):
-            if k in module.diverged:
-                record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
-                records.append(None)
-                continue
-            try:
-                records.append(finish(member, module, k, trainer))
-            except ConfigError as error:  # e.g. test_on=best without a best checkpoint: as its own run says
-                record_status(member.cfg, "invalid", str(error))
-                log.warning("invalid job: %s", error)
-                records.append(None)
-            except Exception as exc:  # noqa: BLE001 -- one member's failure must not cost the others' records
-                record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
-                log.exception("member with seed %s failed; the others go on", member.cfg.seed)
-                records.append(None)
-    log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
-             trained - started, time.perf_counter() - trained)  # fmt: skip
+    try:
+        for k, member in enumerate(members):
+            with current_job(member):
+                records.append(record_member(member, module, k, trainer))
+    except BaseException:
+        if StopSignals.received is None:
+            raise
+        for member in members[len(records) :]:  # the one being tested, and those after it
+            with current_job(member):
+                record_stop(member.cfg, then_exit=False)
+        sys.exit(StopSignals.exit_code())
+    with group_logging(members):
+        log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
+                 trained - started, time.perf_counter() - trained)  # fmt: skip
     return records
+
+
+def record_member(member: Member, module: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any] | None:
+    """Member k's record once the group has trained: its test's, or its status (None then)."""
+    from lossheads.train import record_status
+
+    if k in module.diverged:
+        record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
+        return None
+    try:
+        return finish(member, module, k, trainer)
+    except ConfigError as error:  # e.g. test_on=best without a best checkpoint: as its own run says
+        record_status(member.cfg, "invalid", str(error))
+        log.warning("invalid job: %s", error)
+    except Exception as exc:  # noqa: BLE001 -- one member's failure must not cost the others' records
+        record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
+        log.exception("member with seed %s failed; the others go on", member.cfg.seed)
+    return None
 
 
 def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any]:
     """Member k validated and tested by its own trainer on its final (or best) weights, recorded."""
+    StopSignals.trainer = member.trainer  # a stop now is one in this member's validation or test
     member.module.net.load_state_dict(group.net.member_state(k))
     member.module.trained_steps = trainer.global_step
     # validated again by its own module: the stacked forward's numbers differ by float rounding, which
@@ -350,6 +393,31 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
 
 
 @contextlib.contextmanager
+def group_logging(members: list[Member]) -> Iterator[None]:
+    """Each member's job log (Hydra's `<job name>.log` in its folder) gets the group's training lines,
+    as its own job's log gets its run's: Hydra's logging for the last member (console and its file),
+    and a copy of its file handler for each of the others."""
+    root = logging.getLogger()
+    copies: list[logging.Handler] = []
+    for member in members:
+        configure_log(member.hydra_config.hydra.job_logging, member.hydra_config.hydra.verbose)
+        for handler in root.handlers:
+            if isinstance(handler, logging.FileHandler) and member is not members[-1]:
+                copy = logging.FileHandler(handler.baseFilename, encoding=handler.encoding)
+                copy.setFormatter(handler.formatter)
+                copy.setLevel(handler.level)
+                copies.append(copy)
+    for handler in copies:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in copies:
+            root.removeHandler(handler)
+            handler.close()
+
+
+@contextlib.contextmanager
 def current_job(member: Member) -> Iterator[None]:
     """Make `member`'s Hydra job the current one (its overrides name its logs and resume command).
 
@@ -358,6 +426,7 @@ def current_job(member: Member) -> Iterator[None]:
     member's resume command, which comes from it)."""
     before = HydraConfig.instance().cfg
     HydraConfig.instance().cfg = member.hydra_config
+    configure_log(member.hydra_config.hydra.job_logging, member.hydra_config.hydra.verbose)  # its log file
     try:
         yield
     finally:
