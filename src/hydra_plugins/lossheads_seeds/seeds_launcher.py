@@ -140,7 +140,7 @@ class SeedsLauncher(Launcher):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        self._sweep_logging()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs, seeds of one configuration together (hydra/launcher=seeds)")
         groups: dict[tuple[str, ...], list[tuple[int, Sequence[str]]]] = {}
@@ -166,12 +166,15 @@ class SeedsLauncher(Launcher):
     def _run(self, config: DictConfig, task: Any) -> JobReturn:
         """One job, as Hydra's basic launcher runs it: its logging is the job's while it runs, the
         sweep's again after (so a job's log file holds its own lines only)."""
-        assert self.config is not None
         try:
             return run_job(hydra_context=self.hydra_context, task_function=task, config=config,
                            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
         finally:
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            self._sweep_logging()
+
+    def _sweep_logging(self) -> None:
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
     def _launch_group(self, jobs: list[tuple[int, Sequence[str]]]) -> dict[int, JobReturn]:
         """Ctrl-C or SIGTERM while the group is prepared: the job being prepared records it, as its
@@ -221,7 +224,7 @@ class SeedsLauncher(Launcher):
             try:
                 records = run_members([m[3] for m in members], module)
             finally:
-                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                self._sweep_logging()
             for (idx, _, result, member), record in zip(members, records, strict=True):
                 metric = member.cfg.get("optimized_metric")
                 result.return_value = record.get(metric) if record and metric else None

@@ -301,7 +301,7 @@ def stacked(members: list[Member]) -> SeedsModule | str:
 def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:
     """Train the members as one (`module`, from `stacked`); then record each as its own run.
     Returns each member's record (None: it diverged or failed, which its folder records)."""
-    from lossheads.train import record_status, record_stop
+    from lossheads.train import record_status
 
     first = members[0]
     stepping = first.module.stepping
@@ -336,11 +336,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             with current_job(member):
                 record_status(member.cfg, "failed", f"{type(failure).__name__}: {failure}")
         return [None] * len(members)
-    if failure is not None:  # a stop: every member resumable from its own folder, with its own command
-        for member in members:
-            with current_job(member):
-                record_stop(member.cfg, then_exit=False)
-        sys.exit(StopSignals.exit_code())
+    if failure is not None:
+        record_stops(members)
     trained = time.perf_counter()
     records: list[dict[str, Any] | None] = []
     try:
@@ -350,14 +347,21 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
     except BaseException:
         if StopSignals.received is None:
             raise
-        for member in members[len(records) :]:  # the one being tested, and those after it
-            with current_job(member):
-                record_stop(member.cfg, then_exit=False)
-        sys.exit(StopSignals.exit_code())
+        record_stops(members[len(records) :])  # the one being tested, and those after it
     with group_logging(members):
         log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
                  trained - started, time.perf_counter() - trained)  # fmt: skip
     return records
+
+
+def record_stops(members: list[Member]) -> None:
+    """Ctrl-C or SIGTERM: each of `members` resumable from its own folder, with its own command; exit."""
+    from lossheads.train import record_stop
+
+    for member in members:
+        with current_job(member):
+            record_stop(member.cfg, then_exit=False)
+    sys.exit(StopSignals.exit_code())
 
 
 def record_member(member: Member, module: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any] | None:
