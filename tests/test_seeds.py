@@ -23,9 +23,14 @@ TOLERANCE = 1e-4  # measured: 3e-8 (float32 rounding of batched vs single matrix
 TESTS = Path(__file__).resolve().parent
 
 
+def with_test_nets() -> dict[str, str]:
+    """The environment of a sweep whose `model._target_` may name a network in tests/seeded_nets.py."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
 def sweep(folder: Path, *overrides: str, seeds: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     launcher = ["hydra/launcher=seeds"] if seeds else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = with_test_nets()
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, *launcher, f"hydra.sweep.dir={folder}", *overrides],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=folder.parent,
@@ -289,8 +294,7 @@ def test_two_seeds_given_one_folder_are_one_run_and_one_refusal_as_under_the_bas
 
 def _stopped_sweep(folder: Path, overrides: list[str], after: str, sig: signal.Signals) -> tuple[int, str]:
     """Run a seeds sweep, send `sig` 0.3 s after a log line holding `after`; its exit code and output."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {**with_test_nets(), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
          *overrides],
