@@ -131,11 +131,12 @@ class SeedsLauncher(Launcher):
             hydra_context.config_loader = SeedSharingConfigLoader(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossheads.check import ConfigError, require_int
+        from lossheads.check import ConfigError, is_int, require
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         try:
-            require_int("hydra.launcher.max_members", self.max_members, 2)
+            require(is_int(self.max_members) and self.max_members >= 2, "hydra.launcher.max_members", self.max_members,
+                    "use a whole number >= 2: the most seeds that train as one model")  # fmt: skip
         except ConfigError as error:  # the entry point's one line, before any job starts
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
@@ -149,7 +150,7 @@ class SeedsLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         for jobs in groups.values():
             for start in range(0, len(jobs), self.max_members):
-                returns.update(self._launch_group(jobs[start : start + self.max_members]))
+                returns.update(self._launch_group(jobs[start : start + self.max_members], len(jobs)))
         loader = self.hydra_context.config_loader
         if isinstance(loader, SeedSharingConfigLoader):
             log.info(f"job configs: {loader.composed} composed, {loader.copied} copied from a composed one")
@@ -176,7 +177,7 @@ class SeedsLauncher(Launcher):
         assert self.config is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
-    def _launch_group(self, jobs: list[tuple[int, Sequence[str]]]) -> dict[int, JobReturn]:
+    def _launch_group(self, jobs: list[tuple[int, Sequence[str]]], of: int) -> dict[int, JobReturn]:
         """Ctrl-C or SIGTERM while the group is prepared: the job being prepared records it, as its
         own run would (jobs after it have no folder yet under the basic launcher; here those
         prepared have their config files, and the sweep run again starts them afresh); while it
@@ -187,7 +188,7 @@ class SeedsLauncher(Launcher):
 
         with caught():
             try:
-                return self._launch_prepared(jobs)
+                return self._launch_prepared(jobs, of)
             except (KeyboardInterrupt, SIGTERMException):
                 if StopSignals.received is None:
                     raise
@@ -195,7 +196,8 @@ class SeedsLauncher(Launcher):
                       "continue it (finished jobs are kept)", file=sys.stderr)  # fmt: skip
                 sys.exit(StopSignals.exit_code())
 
-    def _launch_prepared(self, jobs: list[tuple[int, Sequence[str]]]) -> dict[int, JobReturn]:
+    def _launch_prepared(self, jobs: list[tuple[int, Sequence[str]]], of: int) -> dict[int, JobReturn]:
+        """`jobs`: a group of the `of` jobs of one configuration (more: hydra.launcher.max_members split them)."""
         from lossheads.seeds.group import Member, Stopped, prepare, run_members, stacked, why_not_together
         from lossheads.stops import StopSignals
 
@@ -208,7 +210,13 @@ class SeedsLauncher(Launcher):
                 sys.exit(StopSignals.exit_code())
             prepared.append((idx, config, result, result._return_value))
         members = [p for p in prepared if isinstance(p[3], Member)]
-        reason = "it is the only one of its configuration" if len(members) == 1 else None
+        reason = None
+        if len(members) == 1 and len(jobs) > 1:
+            reason = "no other seed of its configuration can train with it"
+        elif len(members) == 1 and of > 1:
+            reason = f"it is alone in its group: hydra.launcher.max_members={self.max_members} split the {of} seeds"
+        elif len(members) == 1:
+            reason = "it is the only one of its configuration"
         if len(members) > 1:
             reason = why_not_together([p[3] for p in members])
         module = stacked([p[3] for p in members]) if len(members) > 1 and not reason else None
@@ -218,7 +226,8 @@ class SeedsLauncher(Launcher):
             members = []
         for idx, _, _, why in prepared:
             if not any(idx == m[0] for m in members):
-                log.info(f"\t#{idx} trains alone: {why if isinstance(why, str) else reason}")
+                because = why if isinstance(why, str) else reason or "its job failed while it was prepared"
+                log.info(f"\t#{idx} trains alone: {because}")
         returns: dict[int, JobReturn] = {}
         if members:
             try:

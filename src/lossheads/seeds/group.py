@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressB
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lossheads.atomic import StorageError
 from lossheads.callbacks import LastCheckpoint
 from lossheads.check import ConfigError
 from lossheads.checkpoints import RunCheckpointIO
@@ -43,7 +45,7 @@ from lossheads.records import Trained, logged, test_and_record
 from lossheads.resume import resolved
 from lossheads.run_folder import claim, restore_hydra_files
 from lossheads.seeds.data import StackedData
-from lossheads.seeds.module import SeedsModule
+from lossheads.seeds.module import SeedsModule, why_not_elementwise
 from lossheads.seeds.stack import why_not_stackable
 from lossheads.selection import checkpoint_callback, weights_to_test
 from lossheads.stepping import plan_stepping, trainer_arguments
@@ -102,7 +104,7 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
     changed = sorted(set(best) - emulated) + (["save_last"] if best.get("save_last") else [])
     if changed or best.get("save_top_k", 1) != 1:
         return f"callbacks.model_checkpoint.{(changed or ['save_top_k'])[0]} asks for more than the best checkpoint"
-    return why_not_stackable(member.module.net)
+    return why_not_elementwise(member.module.make_optimizer) or why_not_stackable(member.module.net)
 
 
 class Stopped:
@@ -150,7 +152,10 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str:
             return "its folder holds this run already (finished, or to resume)"
     except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
         return str(exc).splitlines()[0]
-    write_run_files(cfg, datamodule, beside=False)
+    try:
+        write_run_files(cfg, datamodule, beside=False)
+    except StorageError as error:  # its own run, next, says so in one line and stops the sweep, as it would alone
+        return str(error)
     return member
 
 
@@ -307,6 +312,11 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
     stepping = first.module.stepping
     seeds = module.seeds
     module.member_loggers = [list(m.trainer.loggers) for m in members]
+    for member in members:  # what Lightning does for a run's loggers as its fit starts (a diverged run has them)
+        for logger in member.trainer.loggers:
+            logger.log_hyperparams(member.module.hparams_initial)
+            logger.log_graph(member.module)
+            logger.save()
     io = MembersCheckpointIO(members, module)
     callbacks: list[Callback] = [LastCheckpoint(str(first.folder / "checkpoints")), MemberBest(members, io)]
     bar = (first.cfg.get("callbacks") or {}).get("progress_bar")
@@ -325,6 +335,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
         except Diverged:
             pass  # every member diverged: each is recorded below
+        except StorageError as error:  # a full disk: as a run alone, each records it, one line, the sweep stops
+            stop_for_storage(members, error)
         except BaseException as exc:
             if StopSignals.received is None and not isinstance(exc, Exception):
                 raise
@@ -344,6 +356,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         for k, member in enumerate(members):
             with current_job(member):
                 records.append(record_member(member, module, k, trainer))
+    except StorageError as error:
+        stop_for_storage(members[len(records) :], error)
     except BaseException:
         if StopSignals.received is None:
             raise
@@ -352,6 +366,19 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
                  trained - started, time.perf_counter() - trained)  # fmt: skip
     return records
+
+
+def stop_for_storage(members: list[Member], error: StorageError) -> None:
+    """A file of the group could not be written: what `train.main` does for a run alone (each member
+    its `failed` record, if the disk takes it; the error in one line; exit 2, which ends the sweep)."""
+    from lossheads.train import EXIT_BAD_INPUT, record_status
+
+    for member in members:
+        own = f"{member.folder}{os.sep}" in str(error)
+        with current_job(member), contextlib.suppress(StorageError):
+            record_status(member.cfg, "failed", str(error) if own else f"its seeds group stopped: {error}")
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def record_stops(members: list[Member]) -> None:
@@ -373,6 +400,8 @@ def record_member(member: Member, module: SeedsModule, k: int, trainer: Trainer)
         return None
     try:
         return finish(member, module, k, trainer)
+    except StorageError:
+        raise  # the disk: the group stops, as a run alone would
     except ConfigError as error:  # e.g. test_on=best without a best checkpoint: as its own run says
         record_status(member.cfg, "invalid", str(error))
         log.warning("invalid job: %s", error)
@@ -385,11 +414,19 @@ def record_member(member: Member, module: SeedsModule, k: int, trainer: Trainer)
 def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any]:
     """Member k validated and tested by its own trainer on its final (or best) weights, recorded."""
     StopSignals.trainer = member.trainer  # a stop now is one in this member's validation or test
-    member.module.net.load_state_dict(group.net.member_state(k))
+    final = group.net.member_state(k)
     member.module.trained_steps = trainer.global_step
     # validated again by its own module: the stacked forward's numbers differ by float rounding, which
-    # a rank metric (AUROC of saturated, tied probabilities) or threshold=auto can turn into more
-    member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)
+    # a rank metric (AUROC of saturated, tied probabilities) or threshold=auto can turn into more. On
+    # the weights of the group's last validation, whose numbers its own run records; its loggers have
+    # that validation's numbers already, from the group
+    member.module.net.load_state_dict(final if group.validated is None else group.validated[1][k])
+    loggers, member.trainer.loggers = member.trainer.loggers, []
+    try:
+        member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)
+    finally:
+        member.trainer.loggers = loggers
+    member.module.net.load_state_dict(final)
     metrics = logged(member.trainer, "val/")
     ckpt_path = weights_to_test(member.cfg, member.trainer)
     trained = Trained(trainer.current_epoch, trainer.global_step)

@@ -5,22 +5,41 @@ Why each member steps as its own run would: the loss of the group is the sum of 
 losses, so member k's gradient is its own loss's gradient; AdamW, Adam and SGD (momentum, weight
 decay) update each element from that element's gradient and state alone, so one optimizer over the
 stacked tensors makes every member's own update; clipping by norm uses each member's own norm.
+So do the other optimizers in `ELEMENTWISE_OPTIMIZERS` (tests/test_seeds.py steps each stacked and
+alone); one that is not, e.g. Adafactor (it factors a matrix's second moment over its rows and
+columns, so a stacked bias's column factor would be shared by every member), trains each seed alone.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.func import vmap
-from torch.optim import Optimizer
+from torch.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
 from torchmetrics import MeanMetric
 
 from lossheads.metrics import HeadMetrics
 from lossheads.module import STAGES, ClassifierModule, Diverged
 from lossheads.seeds.stack import StackedNet
+
+ELEMENTWISE_OPTIMIZERS = (AdamW, Adam, SGD, RMSprop, NAdam, RAdam, Adamax, Adagrad, Adadelta)
+
+
+def why_not_elementwise(make_optimizer: Callable) -> str | None:
+    """None when the optimizer updates each element from its own gradient and state alone (then one
+    optimizer over the stacked tensors is every member's own); else why the seeds train alone. The
+    exact class: a subclass may change the update."""
+    optimizer = make_optimizer.func if isinstance(make_optimizer, functools.partial) else make_optimizer
+    if optimizer in ELEMENTWISE_OPTIMIZERS:
+        return None
+    name = getattr(optimizer, "__name__", type(optimizer).__name__)
+    names = ", ".join(o.__name__ for o in ELEMENTWISE_OPTIMIZERS)
+    return f"optimizer {name} is not among those that update each element on its own ({names})"
 
 
 class SeedsModule(ClassifierModule):
@@ -42,6 +61,8 @@ class SeedsModule(ClassifierModule):
         self.member_loggers: list[list[Logger]] = [[] for _ in members]
         self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
+        # the optimizer step of the last validation in training and each member's weights then
+        self.validated: tuple[int, list[dict[str, Tensor]]] | None = None
         self.member_losses = vmap(lambda logits, targets: self.loss(logits, targets, None))
 
     def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,7 +102,8 @@ class SeedsModule(ClassifierModule):
             loss.reset()
             metrics.reset()
             if stage == "train":
-                values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+                lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+                values["train/lr"] = float(torch.tensor(lr, dtype=torch.float32))  # as `self.log` logs it
             self.member_values[k].update(values)
             if not self.trainer.sanity_checking:
                 for logger in self.member_loggers[k]:
@@ -93,7 +115,11 @@ class SeedsModule(ClassifierModule):
         self.log_dict(group, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        """The weights are kept too: a run alone records its last validation's numbers, which need
+        not be its final weights' (`trainer.check_val_every_n_epoch=2` over 5 epochs: epoch 4's)."""
         self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            self.validated = (self.global_step, [self.net.member_state(k) for k in range(self.size)])
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's
