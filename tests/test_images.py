@@ -152,8 +152,12 @@ def test_conv_nets_refuse_flat_data_and_timm_says_what_to_install(config):
 
     with pytest.raises(ConfigError, match=r"model=cnn input_shape=\(30,\).*needs images"):
         build(config("model=cnn"))
-    with pytest.raises(ConfigError, match=r"model._target_='no.such.Model' could not be built .* \(input_shape"):
+    with pytest.raises(ConfigError, match=r"model._target_='no.such.Model' could not be imported \(Error loading "
+                       r"'no.such.Model': ModuleNotFoundError\(\"No module named 'no'\"\) .*\): put its module's "
+                       r"folder on PYTHONPATH, e.g. PYTHONPATH=. python train.py"):  # fmt: skip
         build(config("model._target_=no.such.Model"))
+    with pytest.raises(ConfigError, match=r"model._target_='torch.nn.Linear' could not be built .* \(input_shape"):
+        build(config("model._target_=torch.nn.Linear"))
     if importlib.util.find_spec("timm") is not None:
         pytest.skip("timm is installed here: the refusal path is for machines without it")
     with pytest.raises(ConfigError, match=r"model=timm needs timm and a torchvision built for torch .*pip install"):

@@ -30,6 +30,11 @@ def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int
         cause = exc.__cause__ or exc
         if not isinstance(cause, (ImportError, AttributeError, TypeError)):
             raise  # a bug inside the network's constructor: a traceback, not a config error
+        if isinstance(cause, ImportError):  # Hydra's message spreads the module's own error over lines
+            raise ConfigError(
+                f"model._target_={target!r} could not be imported ({' '.join(str(cause).split())}): put its "
+                "module's folder on PYTHONPATH, e.g. PYTHONPATH=. python train.py ... (the README's 'Your own network')"
+            ) from None
         raise ConfigError(
             f"model._target_={target!r} could not be built ({first_line(cause)}): a model's constructor "
             "takes (input_shape, num_logits, **options), see the README's 'Your own network'"
