@@ -53,6 +53,24 @@ def assert_same_runs(ours: dict[str, dict], theirs: dict[str, dict]) -> None:
         assert plain == {k: v for k, v in other.items() if "/" not in k}  # seed, steps, fingerprint, ...
 
 
+def saved_state(path: Path, sweep_folder: Path) -> str:
+    """A checkpoint's loops, epoch, step and callback records (numbers to 4 decimals; the sweep folder
+    left out of paths), to compare a member's file with its run's."""
+
+    def rounded(value: object) -> object:
+        if isinstance(value, torch.Tensor):
+            return rounded(value.tolist())
+        if isinstance(value, dict):
+            return {str(k): rounded(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [rounded(v) for v in value]
+        return round(value, 4) if isinstance(value, float) else value
+
+    saved = torch.load(path, weights_only=True)
+    kept = {key: saved[key] for key in ("loops", "epoch", "global_step", "callbacks")}
+    return json.dumps(rounded(kept), sort_keys=True).replace(str(sweep_folder), "<sweep>")
+
+
 def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Path) -> None:
     overrides = ["loss=bce_logits,ce", "seed=1,2,3", "trainer.max_epochs=2"]
     together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
@@ -66,6 +84,10 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     for job in ("0", "4"):
         files = sorted(p.name for p in (tmp_path / "together" / job / "checkpoints").iterdir())
         assert files == sorted(p.name for p in (tmp_path / "alone" / job / "checkpoints").iterdir())
+        for name in files:  # saved at the same moment as its run's: the same loop counters and callback records
+            ours, theirs = (saved_state(tmp_path / run / job / "checkpoints" / name, tmp_path / run)
+                            for run in ("together", "alone"))  # fmt: skip
+            assert ours == theirs, (job, name)
         assert (tmp_path / "together" / job / "predictions.npz").is_file()
         assert list((tmp_path / "together" / job / "tensorboard").rglob("events.out.tfevents.*"))
         job_log = (tmp_path / "together" / job / "train.log").read_text()  # its group's lines, no other job's
@@ -124,17 +146,21 @@ def test_frozen_and_tied_parameters_stay_frozen_and_tied_and_clipping_is_per_mem
 
 def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_path: Path) -> None:
     """Validated every 2nd of 3 epochs, a run records epoch 2's val numbers and tests epoch 3's
-    weights; so does each member, and its logger holds the same rows (none from its re-validation)."""
-    overrides = ["seed=1,2", "trainer.max_epochs=3", "+trainer.check_val_every_n_epoch=2", "logger=csv",
+    weights; every 4th, no val numbers at all. So does each member, and its logger holds the same
+    rows (none from its re-validation)."""
+    overrides = ["+trainer.check_val_every_n_epoch=2,4", "seed=1,2", "trainer.max_epochs=3", "logger=csv",
                  "~hydra.callbacks.report"]  # fmt: skip
     together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
-    assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
-    for job in ("0", "1"):
+    found = records(tmp_path / "together")
+    assert_same_runs(found, records(tmp_path / "alone"))
+    assert "val/auroc" in found["0"] and not any(k.startswith("val/") for k in found["2"])  # no validation: none
+    for job, steps in [("0", ["6", "12", "12", "18", "18"]), ("1", ["6", "12", "12", "18", "18"]),
+                       ("2", ["6", "12", "18", "18"]), ("3", ["6", "12", "18", "18"])]:  # fmt: skip
         ours, theirs = ([row for row in csv.DictReader((tmp_path / run / job / "csv" / "metrics.csv").open())]
                         for run in ("together", "alone"))  # fmt: skip
-        assert [r["step"] for r in ours] == [r["step"] for r in theirs] == ["6", "12", "12", "18", "18"]
+        assert [r["step"] for r in ours] == [r["step"] for r in theirs] == steps
         for mine, its in zip(ours, theirs, strict=True):
             assert mine.keys() == its.keys()
             for key, value in mine.items():
@@ -212,7 +238,7 @@ def test_an_interrupt_leaves_every_member_resumable(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
-         "seed=1,2", "trainer.max_epochs=100000"],
+         "seed=1,2", "trainer.max_epochs=100000", "logger=csv"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     deadline = time.time() + 120
@@ -226,6 +252,8 @@ def test_an_interrupt_leaves_every_member_resumable(tmp_path: Path) -> None:
         assert record["status"] == "interrupted", job
         assert str(folder / job) in record["resume"] and "ckpt_path=last" in record["resume"]
         assert Path(record["checkpoint"]).parent == folder / job / "checkpoints"
+        logged_rows = list(csv.DictReader((folder / job / "csv" / "metrics.csv").open()))  # its logger was ended
+        assert len(logged_rows) >= 2 and logged_rows[0]["step"] == "6"
         evaluated = subprocess.run(
             [sys.executable, str(ROOT / "train.py"), *QUIET, f"seed={record['seed']}", "train=false",
              f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / ('eval' + job)}"],

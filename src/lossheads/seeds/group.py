@@ -30,7 +30,7 @@ from hydra.core.utils import configure_log
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -197,7 +197,7 @@ class MembersCheckpointIO(TorchCheckpointIO):
             if k in self.module.diverged:
                 continue  # its last healthy checkpoint stays
             member = self.members[k]
-            data = member_checkpoint(checkpoint, k, member, self.module)
+            data = member_checkpoint(checkpoint, k, member, self.module, last=self.only is None)
             RunCheckpointIO(member.config).save_checkpoint(data, target)  # a full disk raises, as a run's save
 
     def remove_checkpoint(self, path: Any) -> None:
@@ -205,10 +205,11 @@ class MembersCheckpointIO(TorchCheckpointIO):
             (member.folder / "checkpoints" / Path(path).name).unlink(missing_ok=True)
 
 
-def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule) -> dict[str, Any]:
+def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule, last: bool) -> dict[str, Any]:
     """Member k's checkpoint from the group's: what its own run's checkpoint at this step holds. The
     loops' and schedulers' states are the group's (the members take the same steps); the weights and
-    the optimizer's per-element state are member k's slice; callbacks are the member's own."""
+    the optimizer's per-element state are member k's slice; callbacks are the member's own. `last`: a
+    save of last.ckpt, the moment its run's `LastCheckpoint` takes the newest val/* numbers."""
     net = module.net.member_state(k)
     state = {}
     for key in member.module.state_dict():
@@ -226,8 +227,9 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
         optimizers.append({"state": sliced, "param_groups": optimizer["param_groups"]})
     callbacks = {}
     for callback in member.trainer.callbacks:
-        if isinstance(callback, LastCheckpoint):
-            callback.val_metrics = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
+        if isinstance(callback, LastCheckpoint) and last:
+            newest = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
+            callback.val_metrics = newest or callback.val_metrics
         own = callback.state_dict()
         if own:
             callbacks[callback.state_key] = own
@@ -235,17 +237,32 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
     return {**kept, "state_dict": state, "optimizer_states": optimizers, "callbacks": callbacks}
 
 
-class MemberBest(Callback):
+class MemberBest(Checkpoint):
     """Each member's best checkpoint by its own validation monitor, as its `ModelCheckpoint` (top 1)
-    would keep it: the member's callback object holds the state; the file is the member's slice."""
+    would keep it: the member's callback object holds the state; the file is the member's slice.
+    Saved when that `ModelCheckpoint` saves (by default at the training epoch's end, after the
+    module's hook: a `Checkpoint` is called then), so that its loop counters are its run's."""
 
     def __init__(self, members: list[Member], io: MembersCheckpointIO) -> None:
         self.members, self.io = members, io
 
+    def _at_epoch_end(self, trainer: Trainer) -> bool:
+        """Lightning's rule for where ModelCheckpoint saves (a private method, asked of the first
+        member's own callback; tests/test_seeds.py compares a member's best checkpoint's loop
+        counters with its run alone's, which catches the day the rule moves)."""
+        best = next((m.best for m in self.members if m.best is not None), None)
+        return best is not None and best._should_save_on_train_epoch_end(trainer)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking and not self._at_epoch_end(trainer):
+            self._save_improved(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._at_epoch_end(trainer):
+            self._save_improved(trainer, pl_module)
+
+    def _save_improved(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The members whose monitor improved get their best file, from one dump of the group's state."""
-        if trainer.sanity_checking:
-            return
         module: SeedsModule = pl_module  # type: ignore[assignment]
         improved: dict[int, Path] = {}
         replaced = []
@@ -318,7 +335,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             logger.log_graph(member.module)
             logger.save()
     io = MembersCheckpointIO(members, module)
-    callbacks: list[Callback] = [LastCheckpoint(str(first.folder / "checkpoints")), MemberBest(members, io)]
+    # in a run's order (callbacks/default.yaml): its best checkpoint is saved before its last.ckpt
+    callbacks: list[Callback] = [MemberBest(members, io), LastCheckpoint(str(first.folder / "checkpoints"))]
     bar = (first.cfg.get("callbacks") or {}).get("progress_bar")
     callbacks += [instantiate(bar)] if bar else []
     trainer = instantiate(first.cfg.trainer, logger=False, callbacks=callbacks, plugins=[io],
@@ -336,6 +354,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         except Diverged:
             pass  # every member diverged: each is recorded below
         except StorageError as error:  # a full disk: as a run alone, each records it, one line, the sweep stops
+            end_member_logs(members, module, failed=True)
             stop_for_storage(members, error)
         except BaseException as exc:
             if StopSignals.received is None and not isinstance(exc, Exception):
@@ -343,6 +362,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             if StopSignals.received is None:
                 log.exception("the seeds %s failed; the sweep goes on", seeds)
             failure = exc
+        end_member_logs(members, module, failed=failure is not None)
     if failure is not None and StopSignals.received is None:  # a crash: recorded for each member; the sweep goes on
         for member in members:
             with current_job(member):
@@ -366,6 +386,14 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
                  trained - started, time.perf_counter() - trained)  # fmt: skip
     return records
+
+
+def end_member_logs(members: list[Member], module: SeedsModule, failed: bool) -> None:
+    """What Lightning does to a run's loggers when its fit ends: `finalize` (CSV rows written, MLflow's
+    run ended), "failed" for a stopped, crashed or diverged run. A member's test opens them again."""
+    for k, member in enumerate(members):
+        for logger in member.trainer.loggers:
+            logger.finalize("failed" if failed or k in module.diverged else "success")
 
 
 def stop_for_storage(members: list[Member], error: StorageError) -> None:
@@ -420,14 +448,16 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
     # a rank metric (AUROC of saturated, tied probabilities) or threshold=auto can turn into more. On
     # the weights of the group's last validation, whose numbers its own run records; its loggers have
     # that validation's numbers already, from the group
-    member.module.net.load_state_dict(final if group.validated is None else group.validated[1][k])
-    loggers, member.trainer.loggers = member.trainer.loggers, []
-    try:
-        member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)
-    finally:
-        member.trainer.loggers = loggers
+    metrics: dict[str, float] = {}  # none when training ran no validation, as for a run alone
+    if group.validated is not None:
+        member.module.net.load_state_dict(group.validated[1][k])
+        loggers, member.trainer.loggers = member.trainer.loggers, []
+        try:
+            member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)
+        finally:
+            member.trainer.loggers = loggers
+        metrics = logged(member.trainer, "val/")
     member.module.net.load_state_dict(final)
-    metrics = logged(member.trainer, "val/")
     ckpt_path = weights_to_test(member.cfg, member.trainer)
     trained = Trained(trainer.current_epoch, trainer.global_step)
     return test_and_record(member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained)

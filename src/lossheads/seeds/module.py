@@ -39,7 +39,7 @@ def why_not_elementwise(make_optimizer: Callable) -> str | None:
         return None
     name = getattr(optimizer, "__name__", type(optimizer).__name__)
     names = ", ".join(o.__name__ for o in ELEMENTWISE_OPTIMIZERS)
-    return f"optimizer {name} is not among those that update each element on its own ({names})"
+    return f"optimizer {name} is not among those that update each element on its own ({names}; not their subclasses)"
 
 
 class SeedsModule(ClassifierModule):
