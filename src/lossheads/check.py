@@ -74,6 +74,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.threshold != "auto":
         require(is_number(cfg.threshold) and 0 < cfg.threshold < 1, "threshold", cfg.threshold,
                 "use a number in (0, 1), or auto (the validation F1-maximizing threshold)")  # fmt: skip
+    else:
+        require(cfg.trainer.get("limit_val_batches") != 0, "threshold", "auto",
+                "it is chosen on the validation split, which trainer.limit_val_batches=0 leaves out: "
+                "give limit_val_batches > 0, or a threshold in (0, 1)")  # fmt: skip
     from lossheads.pairing import AUTO, HEADS, LOSSES, loss_name  # here: the heads import this module
 
     require_choice("head", cfg.head.name, (AUTO, *sorted(HEADS)))
