@@ -209,6 +209,7 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     found = records(tmp_path / "sweep")
     assert [found[j]["status"] for j in ("0", "1", "2")] == ["ok", "diverged", "ok"]
     assert "before any update" in found["1"]["reason"]
+    assert list((tmp_path / "sweep" / "1" / "tensorboard").rglob("hparams.yaml"))  # as its run alone's folder
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
 
 
@@ -410,6 +411,7 @@ def test_two_seeds_given_one_folder_are_one_run_and_one_refusal_as_under_the_bas
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "#1 trains alone: its run folder is job #0's too" in log and "refused job" in log
+    assert "#0 trains alone: no other seed of its configuration can train with it" in log
     (folder,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
     assert json.loads((folder / "metrics.json").read_text())["seed"] == 1
     assert "seed=1" in (folder / ".hydra" / "overrides.yaml").read_text()  # the owner's files, put back
