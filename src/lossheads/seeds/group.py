@@ -450,7 +450,7 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
     # that validation's numbers already, from the group
     metrics: dict[str, float] = {}  # none when training ran no validation, as for a run alone
     if group.validated is not None:
-        member.module.net.load_state_dict(group.validated[1][k])
+        member.module.net.load_state_dict(group.validated[k])
         loggers, member.trainer.loggers = member.trainer.loggers, []
         try:
             member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)

@@ -61,8 +61,8 @@ class SeedsModule(ClassifierModule):
         self.member_loggers: list[list[Logger]] = [[] for _ in members]
         self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
-        # the optimizer step of the last validation in training and each member's weights then
-        self.validated: tuple[int, list[dict[str, Tensor]]] | None = None
+        # each member's weights at the last validation in training (None: training ran none)
+        self.validated: list[dict[str, Tensor]] | None = None
         self.member_losses = vmap(lambda logits, targets: self.loss(logits, targets, None))
 
     def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,7 +119,7 @@ class SeedsModule(ClassifierModule):
         not be its final weights' (`trainer.check_val_every_n_epoch=2` over 5 epochs: epoch 4's)."""
         self._log_epoch("val")
         if not self.trainer.sanity_checking:
-            self.validated = (self.global_step, [self.net.member_state(k) for k in range(self.size)])
+            self.validated = [self.net.member_state(k) for k in range(self.size)]
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's
