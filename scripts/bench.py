@@ -36,8 +36,8 @@ import torch  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
-from lossheads.console import quiet_lightning  # noqa: E402
-from lossheads.train import build, build_trainer  # noqa: E402
+from lossheads.run.build import build, build_trainer  # noqa: E402
+from lossheads.run.console import quiet_lightning  # noqa: E402
 
 FEATURES = 32
 

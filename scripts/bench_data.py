@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import StepClock, accelerator  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
-from lossheads.train import build, build_trainer  # noqa: E402
+from lossheads.run.build import build, build_trainer  # noqa: E402
 
 
 def image_overrides(batch: int, steps: int, device: str, *extra: str) -> list[str]:

@@ -25,8 +25,9 @@ import torch  # noqa: E402
 from bench import accelerator  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
-from lossheads.console import quiet_lightning  # noqa: E402
-from lossheads.train import build, build_trainer, run  # noqa: E402
+from lossheads.run.build import build, build_trainer  # noqa: E402
+from lossheads.run.console import quiet_lightning  # noqa: E402
+from lossheads.run.execute import run  # noqa: E402
 
 QUIET = ["print_config=false", "callbacks.progress_bar.refresh_rate=0"]
 PAIRS = {  # name: (data, the teacher's model overrides, the student's)

@@ -35,7 +35,7 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
 
 def built(overrides: list[str], output_dir: Path) -> tuple[Any, Any, Any]:
     """What `run` builds for these overrides: (datamodule, module, trainer), for a test to fit itself."""
-    from lossheads.train import build, build_trainer
+    from lossheads.run.build import build, build_trainer
 
     cfg = compose_config(overrides, output_dir)
     return *build(cfg), build_trainer(cfg)
@@ -44,7 +44,7 @@ def built(overrides: list[str], output_dir: Path) -> tuple[Any, Any, Any]:
 @pytest.fixture
 def train(tmp_path: Path):
     """Run one configuration in-process; returns its metrics.json as a dict."""
-    from lossheads.train import run
+    from lossheads.run.execute import run
 
     def _train(*overrides: str, quick: bool = True, folder: str = "run") -> dict[str, Any]:
         output_dir = tmp_path / folder

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import QUICK, compose_config
-from lossheads.train import EXIT_BAD_INPUT, main
+from lossheads.run.execute import EXIT_BAD_INPUT, main
 
 words = st.from_regex(r"[a-z][a-z_]{0,9}", fullmatch=True).filter(lambda w: w not in ("null", "true", "false"))
 non_integers = st.floats(min_value=-1e6, max_value=1e6).filter(lambda x: x != int(x)).map(repr)

@@ -11,7 +11,7 @@ import venv
 import pytest
 
 from conftest import ROOT, run_train_py
-from lossheads.cli import config_dir, help_page
+from lossheads.cli.help import config_dir, help_page
 
 
 def test_help_lists_groups_options_and_top_level_keys_from_the_configs():

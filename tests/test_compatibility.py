@@ -9,10 +9,10 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-from lossheads.check import ConfigError
+from lossheads.config.pairing import build_loss, resolve
+from lossheads.config.validators import ConfigError
 from lossheads.heads import HEADS, build_head
 from lossheads.losses import LOSSES
-from lossheads.pairing import build_loss, resolve
 
 PER_LOGIT = {"sigmoid", "multilabel", "ovr"}
 CATEGORICAL = {"softmax"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 from lossheads.data import (
     BreastCancer,
     CsvData,

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import QUIET, built, compose_config, run_train_py
-from lossheads.check import ConfigError
+from lossheads.config.pairing import build_loss
+from lossheads.config.validators import ConfigError
 from lossheads.heads import build_head
-from lossheads.pairing import build_loss
-from lossheads.train import build, run
+from lossheads.run.build import build
+from lossheads.run.execute import run
 
 STUDENT = torch.tensor([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]])
 TEACHER_PROBS = torch.tensor([[0.3, 0.4, 0.3], [0.1, 0.5, 0.4]])
@@ -139,7 +140,7 @@ def test_cached_rows_follow_their_samples_through_the_shuffle_the_steps_and_the_
 
 def test_augmented_or_decoded_images_keep_per_batch_teacher_calls_and_say_why(caplog):
     from lossheads.data import DigitsImages
-    from lossheads.distill import Teacher
+    from lossheads.run.distill import Teacher
 
     head = build_head("softmax", 10)
     teacher = Teacher(torch.nn.Flatten(), head, head)
@@ -147,7 +148,7 @@ def test_augmented_or_decoded_images_keep_per_batch_teacher_calls_and_say_why(ca
     for options, reason in varying:
         data = DigitsImages(num_workers=0, **options)
         data.setup()
-        with caplog.at_level("INFO", logger="lossheads.distill"):
+        with caplog.at_level("INFO", logger="lossheads.run.distill"):
             teacher.serve_outputs(data, torch.device("cpu"))
         assert not data.teacher_outputs
         assert f"the teacher runs on every batch: {reason}" in caplog.text

@@ -25,11 +25,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from conftest import QUIET, ROOT, compose_config
-from lossheads import atomic
-from lossheads.check import ConfigError
-from lossheads.checkpoints import META, RunCheckpointIO, read_checkpoint, resolve_checkpoint
-from lossheads.resume import check_resume, resolved
-from lossheads.train import main, run
+from lossheads.config.validators import ConfigError
+from lossheads.run import atomic
+from lossheads.run.checkpoints import META, RunCheckpointIO, read_checkpoint, resolve_checkpoint
+from lossheads.run.execute import main, run
+from lossheads.run.resume import check_resume, resolved
 
 TESTS = Path(__file__).resolve().parent
 
@@ -264,7 +264,7 @@ def test_a_write_is_all_or_nothing_and_leaves_no_temporary_file(tmp_path, monkey
 
 KILLED_WRITER = """
 import sys, torch
-from lossheads.checkpoints import RunCheckpointIO
+from lossheads.run.checkpoints import RunCheckpointIO
 io = RunCheckpointIO({"seed": 1})
 for i in range(1000):
     io.save_checkpoint({"state_dict": {"w": torch.full((3_000_000,), float(i))}, "global_step": i}, sys.argv[1])
@@ -293,14 +293,14 @@ def test_a_sigkill_during_a_checkpoint_write_on_another_filesystem_leaves_a_whol
 
 def test_concurrent_writers_of_one_metrics_json_never_fail(tmp_path):
     target = tmp_path / "metrics.json"
-    script = "import sys, pathlib\nfrom lossheads.train import write_metrics\n" \
+    script = "import sys, pathlib\nfrom lossheads.run.records import write_metrics\n" \
              "for i in range(150): write_metrics(pathlib.Path(sys.argv[1]), {'writer': 'process', 'i': i})"  # fmt: skip
     command = [sys.executable, "-c", script, str(target)]
     processes = [subprocess.Popen(command, stderr=subprocess.PIPE) for _ in range(2)]
     errors = []
 
     def write_many(n):
-        from lossheads.train import write_metrics
+        from lossheads.run.records import write_metrics
 
         for i in range(150):
             try:
@@ -526,7 +526,7 @@ def test_inputs_that_ended_in_tracebacks_are_refused_in_one_line(tmp_path, overr
 )  # fmt: skip
 def test_a_non_finite_loss_blames_what_caused_it(tmp_path, overrides, scale, advice):
     from conftest import built
-    from lossheads.module import Diverged
+    from lossheads.training.module import Diverged
 
     overrides = [*QUIET, "trainer.max_epochs=1", "trainer.accelerator=cpu", *overrides]
     datamodule, module, trainer = built(overrides, tmp_path)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lossheads.config.pairing import build_loss
 from lossheads.heads import build_head
-from lossheads.pairing import build_loss
 
 N = 64
 GEN = torch.Generator().manual_seed(7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 from lossheads.data.base import stratified_split
 
 
@@ -22,7 +22,7 @@ def test_folds_share_the_test_split_and_their_validation_folds_partition_the_res
 
 
 def test_a_fold_outside_the_folds_is_refused(config):
-    from lossheads.train import build
+    from lossheads.run.build import build
 
     with pytest.raises(ConfigError, match=r"data.fold=5 is not valid: use a fold from 0 to 4"):
         build(config("data.folds=5", "data.fold=5"))

@@ -58,8 +58,8 @@ def test_bce_under_cuda_autocast_is_computed_in_fp32_and_matches_bce_logits():
 
 @pytest.mark.parametrize("head", ["softmax", "sigmoid"])
 def test_distillation_runs_on_cuda_in_bf16(tmp_path, head):
-    from lossheads.distill import run_distillation
-    from lossheads.train import run
+    from lossheads.run.distill import run_distillation
+    from lossheads.run.execute import run
 
     overrides = ["experiment=distill", "data=breast_cancer", f"head={head}", "trainer=gpu", "trainer.max_epochs=3",
                  *QUIET]  # fmt: skip

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from conftest import QUICK, QUIET, ROOT, built, compose_config, run_train_py
-from lossheads.check import ConfigError
-from lossheads.module import Diverged
-from lossheads.train import run
+from lossheads.config.validators import ConfigError
+from lossheads.run.execute import run
+from lossheads.training.module import Diverged
 
 
 def train(folder: Path, *overrides: str) -> dict:

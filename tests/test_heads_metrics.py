@@ -8,10 +8,10 @@ import pytest
 import torch
 from torchmetrics.classification import BinaryAccuracy
 
-from lossheads.check import ConfigError
+from lossheads.config.pairing import resolve
+from lossheads.config.validators import ConfigError
+from lossheads.evaluation.metrics import HeadMetrics
 from lossheads.heads import build_head
-from lossheads.metrics import HeadMetrics
-from lossheads.pairing import resolve
 
 
 def test_two_way_softmax_equals_sigmoid_of_the_logit_difference():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 from lossheads.data import DigitsImages, ImageFolder
 from lossheads.data.images import random_crop
 
@@ -148,7 +148,7 @@ def test_image_folder_refusals_are_one_line(tmp_path):
 
 
 def test_conv_nets_refuse_flat_data_and_timm_says_what_to_install(config):
-    from lossheads.train import build
+    from lossheads.run.build import build
 
     with pytest.raises(ConfigError, match=r"model=cnn input_shape=\(30,\).*needs images"):
         build(config("model=cnn"))
@@ -172,7 +172,7 @@ def test_resnet_and_mlp_train_on_images(train):
 
 
 def test_weights_load_safely_by_name_and_shape(tmp_path, config, capsys):
-    from lossheads.train import build
+    from lossheads.run.build import build
 
     _, module = build(config("data=digits_images", "model=cnn", "loss=ce"))
     state = {k: v.clone() for k, v in module.net.state_dict().items()}
@@ -201,7 +201,7 @@ def test_the_readme_network_trains(train, tmp_path, monkeypatch):
 
 def test_channels_last_keeps_the_networks_outputs(config):
     """The GPU option on a CPU: the same weights give the same logits in NHWC memory format."""
-    from lossheads.train import build
+    from lossheads.run.build import build
 
     _, plain = build(config("data=digits_images", "model=cnn", "loss=ce"))
     _, nhwc = build(config("data=digits_images", "model=cnn", "loss=ce", "model.channels_last=true"))

@@ -51,8 +51,8 @@ def test_mlflow_client_reads_back_the_logged_params_and_metrics(train, tmp_path)
 def test_a_missing_optional_logger_is_refused_in_one_line_naming_its_extra(config, monkeypatch):
     import builtins
 
-    from lossheads.check import ConfigError
-    from lossheads.train import build_trainer
+    from lossheads.config.validators import ConfigError
+    from lossheads.run.build import build_trainer
 
     real_import = builtins.__import__
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossheads.check import ConfigError
+from lossheads.config.pairing import build_loss
+from lossheads.config.validators import ConfigError
 from lossheads.heads import build_head
-from lossheads.pairing import build_loss
 
 P = torch.tensor([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]])
 Y = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lossheads.config.pairing import build_loss
 from lossheads.heads import build_head
-from lossheads.pairing import build_loss
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.8, -2.0], [-1.0, 0.0, 1.5], [1.0, 1.0, 1.0]])
 LABELS = torch.tensor([0, 1, 2, 0])

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from lossheads.check import ConfigError
+from lossheads.cli.predict import main as predict
+from lossheads.config.validators import ConfigError
 from lossheads.data import TableData
-from lossheads.predict import main as predict
 
 
 def churn_file(path, n: int = 300) -> pd.DataFrame:

@@ -110,7 +110,7 @@ def test_gradient_clipping_under_32_steps_per_call_gives_the_weights_of_lightnin
 @pytest.mark.parametrize("poison", [None, float("nan"), float("inf")])
 def test_the_fast_paths_cpu_clipping_leaves_the_gradients_of_clip_grad_norm_bit_for_bit(max_norm, poison):
     """It skips only the multiply by exactly 1.0 (norm within the bound); a non-finite norm multiplies, as in torch."""
-    from lossheads.clipping import clip_grad_norm_on_cpu
+    from lossheads.training.clipping import clip_grad_norm_on_cpu
 
     torch.manual_seed(0)
     grads = [torch.randn(16, 8) * 0.15, torch.randn(8) * 0.15, None]  # total norm ~1.0: some cases clip, some not

@@ -380,7 +380,7 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
 
 
 def test_a_sigkill_leaves_every_member_checkpoint_whole(tmp_path: Path) -> None:
-    from lossheads.checkpoints import read_checkpoint
+    from lossheads.run.checkpoints import read_checkpoint
 
     folder = tmp_path / "sweep"
     process = subprocess.Popen(

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from conftest import QUICK, built, compose_config
-from lossheads.check import ConfigError
-from lossheads.train import build, run
+from lossheads.config.validators import ConfigError
+from lossheads.run.build import build
+from lossheads.run.execute import run
 
 SMALL = ["data=synthetic_binary", "data.n_samples=200", *QUICK]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 from lossheads.data import TableData
 
 

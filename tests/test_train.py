@@ -10,8 +10,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config, run_train_py
-from lossheads.check import ConfigError
-from lossheads.train import run
+from lossheads.config.validators import ConfigError
+from lossheads.run.execute import run
 
 METRICS = ("acc", "precision", "recall", "f1", "auroc", "ap", "ece", "loss")
 SMALL_SYNTHETIC = ["data.n_samples=300"]

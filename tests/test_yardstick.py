@@ -11,9 +11,9 @@ import torch
 from sklearn.metrics import brier_score_loss, f1_score, log_loss
 from torchmetrics import classification as tmc
 
-from lossheads.metrics import HeadMetrics, UndefinedMetricWarning
-from lossheads.scoring import BrierScore, NegativeLogLikelihood, TopLabelCalibrationError
-from lossheads.threshold import best_f1_threshold, tune_threshold
+from lossheads.evaluation.metrics import HeadMetrics, UndefinedMetricWarning
+from lossheads.evaluation.scoring import BrierScore, NegativeLogLikelihood, TopLabelCalibrationError
+from lossheads.evaluation.threshold import best_f1_threshold, tune_threshold
 
 GEN = torch.Generator().manual_seed(0)
 

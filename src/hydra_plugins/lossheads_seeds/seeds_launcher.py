@@ -131,7 +131,7 @@ class SeedsLauncher(Launcher):
             hydra_context.config_loader = SeedSharingConfigLoader(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossheads.check import ConfigError, is_int, require
+        from lossheads.config.validators import ConfigError, is_int, require
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         try:
@@ -184,7 +184,7 @@ class SeedsLauncher(Launcher):
         trains or is tested, `train_group` records it for every member."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        from lossheads.stops import StopSignals, caught
+        from lossheads.run.stops import StopSignals, caught
 
         with caught():
             try:
@@ -198,8 +198,9 @@ class SeedsLauncher(Launcher):
 
     def _launch_prepared(self, jobs: list[tuple[int, Sequence[str]]], of: int) -> dict[int, JobReturn]:
         """`jobs`: a group of the `of` jobs of one configuration (more: hydra.launcher.max_members split them)."""
-        from lossheads.seeds.group import Member, Stopped, prepare, run_members, stacked, why_not_together
-        from lossheads.stops import StopSignals
+        from lossheads.run.stops import StopSignals
+        from lossheads.seeds.group import run_members
+        from lossheads.seeds.members import Member, Stopped, prepare, stacked, why_not_together
 
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
         folders: dict[Path, int] = {}  # the run folders of the jobs prepared so far

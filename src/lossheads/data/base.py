@@ -16,10 +16,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from lossheads.check import ConfigError, require, require_fraction, require_int
+from lossheads.config.validators import ConfigError, require, require_fraction, require_int
 from lossheads.data.sampler import BalancedPermutation
 from lossheads.heads import Task
-from lossheads.splits import sample_hashes, split_record
+from lossheads.run.splits import sample_hashes, split_record
 
 
 class SeededPermutation:

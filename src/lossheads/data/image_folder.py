@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lossheads.check import ConfigError, require, require_choice
+from lossheads.config.validators import ConfigError, require, require_choice
 from lossheads.data.base import LabeledArrays, stratified_split
 from lossheads.data.images import ImageDataModule, check_shape, fits_in_memory
-from lossheads.splits import sample_hashes, split_record
+from lossheads.run.splits import sample_hashes, split_record
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}

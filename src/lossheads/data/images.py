@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lossheads.check import ConfigError, is_int, require, require_choice, require_int
+from lossheads.config.validators import ConfigError, is_int, require, require_choice, require_int
 from lossheads.data.base import ArrayDataModule, LabeledArrays, SeededPermutation
 
 IN_MEMORY = ("auto", "true", "false")

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from lossheads.check import require, require_fraction, require_int
+from lossheads.config.validators import require, require_fraction, require_int
 from lossheads.data.base import ArrayDataModule, LabeledArrays
 
 

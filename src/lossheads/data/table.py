@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lossheads.check import ConfigError, require, require_choice, require_int
+from lossheads.config.validators import ConfigError, require, require_choice, require_int
 from lossheads.data.base import ArrayDataModule, LabeledArrays
 
 MISSING = ("refuse", "mean", "median", "zero")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 
 Task = Literal["binary", "multiclass", "multilabel"]
 # What the loss sees: `per_logit` heads give each logit its own Bernoulli (0/1 target per logit:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lossheads.check import ConfigError, require, require_choice, require_fraction
+from lossheads.config.validators import ConfigError, require, require_choice, require_fraction
 from lossheads.heads import Form, Head
 
 REDUCTIONS = ("mean", "sum", "none")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossheads.check import require
+from lossheads.config.validators import require
 from lossheads.heads import Head
 from lossheads.losses.base import Loss, Weight, as_weight_tensor, class_weight, require_smoothing
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossheads.check import is_number, require
+from lossheads.config.validators import is_number, require
 from lossheads.heads import Head
 from lossheads.losses.base import Loss, Weight, class_weight, one_hot
 

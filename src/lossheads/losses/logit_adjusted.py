@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossheads.check import is_number, require
+from lossheads.config.validators import is_number, require
 from lossheads.heads import Head
 from lossheads.losses.base import Loss, Weight, class_weight, require_smoothing
 

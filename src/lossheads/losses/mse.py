@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossheads.check import require_choice
+from lossheads.config.validators import require_choice
 from lossheads.heads import Head
 from lossheads.losses.base import Loss, one_hot
 

@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossheads.check import ConfigError, instantiate_checked, require
+from lossheads.config.validators import ConfigError, instantiate_checked, require
 
 SHARED_OPTIONS = ("weights", "channels_last", "compile")
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lossheads.check import is_int, require, require_fraction, require_int
+from lossheads.config.validators import is_int, require, require_fraction, require_int
 
 
 def image_shape(key: str, input_shape: Sequence[int]) -> tuple[int, int, int]:

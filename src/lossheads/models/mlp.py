@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lossheads.check import is_int, require, require_fraction
+from lossheads.config.validators import is_int, require, require_fraction
 
 
 class MLP(nn.Sequential):

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossheads.check import is_int, require
+from lossheads.config.validators import is_int, require
 from lossheads.models.cnn import conv_bn_relu, image_shape
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossheads.check import ConfigError, require
+from lossheads.config.validators import ConfigError, require
 
 
 def timm_model(input_shape: Sequence[int], num_logits: int, name: str | None = None, **options: Any) -> nn.Module:

@@ -10,7 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 from lossheads.report.markdown import check_metric, write_report
 
 DEFAULT_METRIC = "val/auroc"

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 from lossheads.report import stats, thresholds
 from lossheads.report.collect import STATUSES, Run, collect, finite, higher_is_better, ranking, sections, summarize
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossheads.threshold import tune_threshold
+from lossheads.evaluation.threshold import tune_threshold
 
 
 def f1_at(probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> float:

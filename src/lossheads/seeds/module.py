@@ -23,9 +23,9 @@ from torch.func import vmap
 from torch.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
 from torchmetrics import MeanMetric
 
-from lossheads.metrics import HeadMetrics
-from lossheads.module import STAGES, ClassifierModule, Diverged
+from lossheads.evaluation.metrics import HeadMetrics
 from lossheads.seeds.stack import StackedNet
+from lossheads.training.module import STAGES, ClassifierModule, Diverged
 
 ELEMENTWISE_OPTIMIZERS = (AdamW, Adam, SGD, RMSprop, NAdam, RAdam, Adamax, Adagrad, Adadelta)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 
 # dotted keys (a group name covers its keys) a resume may change; README's "Unattended runs" lists them
 MAY_CHANGE = (
@@ -66,7 +66,7 @@ def meaning_changes(theirs: dict[str, Any], ours: dict[str, Any]) -> list[tuple[
 
 def check_resume(path: str, checkpoint: dict[str, Any], ours: dict[str, Any]) -> None:
     """Refuse, in one line naming each key and both values, a resume that would change the run."""
-    from lossheads.checkpoints import checkpoint_config, epochs_done
+    from lossheads.run.checkpoints import checkpoint_config, epochs_done
 
     theirs = checkpoint_config(checkpoint)
     if theirs is None:
@@ -99,6 +99,6 @@ def _show(value: Any) -> str:
 
 def resumed_from(path: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
     """What metrics.json records of the checkpoint a resumed run started from."""
-    from lossheads.checkpoints import epochs_done
+    from lossheads.run.checkpoints import epochs_done
 
     return {"checkpoint": path, "epochs": epochs_done(checkpoint), "step": int(checkpoint.get("global_step", 0))}

@@ -16,14 +16,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from lossheads.check import ConfigError, instantiate_checked, require
-from lossheads.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
+from lossheads.config.pairing import build_head_for
+from lossheads.config.validators import ConfigError, instantiate_checked, require
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
 from lossheads.models import build_net
-from lossheads.pairing import build_head_for
-from lossheads.run_folder import require_data_only
-from lossheads.splits import check_teacher_split
+from lossheads.run.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
+from lossheads.run.folder import require_data_only
+from lossheads.run.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
 log = logging.getLogger(__name__)

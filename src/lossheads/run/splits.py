@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lossheads.check import require
+from lossheads.config.validators import require
+from lossheads.run.atomic import write_text
 
 FILENAME = "split.json"
 SPLITS = ("train", "val", "test")
@@ -44,15 +44,8 @@ def split_record(name: str, hashes: list[str], indices: dict[str, np.ndarray]) -
 
 
 def write_split(output_dir: Path, record: dict[str, Any]) -> None:
-    """Atomically (a temporary name in the same folder, fsync, rename)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / FILENAME
-    tmp = path.with_suffix(".json.tmp")
-    with tmp.open("w") as handle:
-        json.dump(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    write_text(output_dir / FILENAME, json.dumps(record))
 
 
 def check_teacher_split(key: str, checkpoint: Path, run_dir: Path, student: dict[str, Any]) -> None:

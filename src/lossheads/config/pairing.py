@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from lossheads.check import ConfigError, require_choice
+from lossheads.config.validators import ConfigError, require_choice
 from lossheads.heads import HEADS, Head, Task
 from lossheads.losses import LOSSES, Loss
 

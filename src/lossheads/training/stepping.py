@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lossheads.check import is_int, is_number
+from lossheads.config.validators import is_int, is_number
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ import torch
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.atomic import write_bytes, write_text
-from lossheads.checkpoints import read_checkpoint
 from lossheads.data import ArrayDataModule
-from lossheads.loggers import log_run_hparams
-from lossheads.module import ClassifierModule
-from lossheads.resume import resolved
-from lossheads.run_folder import evaluation_names, fingerprint
-from lossheads.threshold import tune_threshold
+from lossheads.evaluation.threshold import tune_threshold
+from lossheads.run.atomic import write_bytes, write_text
+from lossheads.run.checkpoints import read_checkpoint
+from lossheads.run.folder import evaluation_names, fingerprint
+from lossheads.run.loggers import log_run_hparams
+from lossheads.run.resume import resolved
+from lossheads.training.module import ClassifierModule
 
 
 @dataclass(frozen=True)

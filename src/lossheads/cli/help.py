@@ -1,29 +1,22 @@
-"""The command line: `python train.py` and the installed `lossheads-train` / `lossheads-report`.
-
-Hydra composes the config; this adds the project's own `--help` (config groups, options and top-level
-keys, read from the configs themselves) and turns a mistyped override, which Hydra reports as a
-composition error, into one line with the nearest valid name and exit code 2.
-"""
+"""`lossheads-train --help` and the one-line answer to a mistyped override: both read from the
+configs themselves, so a new option or key is listed the day its file exists."""
 
 from __future__ import annotations
 
 import difflib
-import os
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
-
-EXIT_BAD_INPUT = 2
 
 
 def config_dir() -> Path:
     """The configs shipped inside the installed package, or the repository's `configs/` folder when
     running from a source checkout (`python train.py`, editable installs)."""
-    packaged = Path(__file__).resolve().with_name("configs")
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "configs"
     if (packaged / "train.yaml").is_file():
         return packaged
-    return Path(__file__).resolve().parents[2] / "configs"
+    return package.parents[1] / "configs"
 
 
 def group_options(configs: Path) -> dict[str, list[str]]:
@@ -99,30 +92,3 @@ def composition_error(exc: BaseException) -> str:
         where = prefix or "the config"
         return f"{full_key} is not a key of {where}{hint} (to add a new key: +{full_key}=...)"
     return f"cannot read the overrides: {str(exc).strip().splitlines()[0]}"
-
-
-def train() -> None:
-    """Entry point of `python train.py` and `lossheads-train`."""
-    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
-        print(help_page(config_dir()))
-        return
-    import hydra
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-
-    from lossheads.train import main as run_main
-
-    # Hydra prints a composition error as a paragraph and exits 1; with this it raises it to us instead
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(run_main)
-    try:
-        entry()
-    except (MissingConfigException, ConfigCompositionException, OverrideParseException) as exc:
-        print(f"error: {composition_error(exc)}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-
-def report() -> None:
-    """Entry point of `lossheads-report SWEEP_DIR`."""
-    from lossheads.report import main
-
-    main()

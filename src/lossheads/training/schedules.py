@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from lossheads.check import is_int, is_number, require, require_fraction, require_int
+from lossheads.config.validators import is_int, is_number, require, require_fraction, require_int
 
 
 class Schedule:

@@ -15,11 +15,11 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 
-from lossheads.clipping import clip_grad_norm_on_cpu
+from lossheads.evaluation.metrics import HeadMetrics
 from lossheads.heads import Head
-from lossheads.metrics import HeadMetrics
-from lossheads.optim import Schedule, steps_in_epoch, total_optimizer_steps
-from lossheads.stepping import Stepping
+from lossheads.training.clipping import clip_grad_norm_on_cpu
+from lossheads.training.schedules import Schedule, steps_in_epoch, total_optimizer_steps
+from lossheads.training.stepping import Stepping
 
 STAGES = ("train", "val", "test")
 

@@ -1,5 +1,5 @@
-"""`lossheads-predict ckpt_path=RUN data.path=FILE_OR_DIR [output=predictions.csv]` (in the repository
-also `python predict.py ...`): score new data with a trained run, read exactly as the run read its own data.
+"""Score new data with a trained run, read exactly as the run read its own data (the command is
+`lossheads.cli.predict`).
 
 The run folder is data: its `preprocessing.json` (standardization, category levels, label names,
 image size) and `.hydra/config.yaml` say how to read the file and rebuild the network; a model
@@ -9,9 +9,8 @@ image size) and `.hydra/config.yaml` say how to read the file and rebuild the ne
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.check import ConfigError, require
-from lossheads.checkpoints import read_checkpoint, resolve_checkpoint
+from lossheads.config.pairing import build_head_for
+from lossheads.config.validators import require
 from lossheads.heads import Head
 from lossheads.models import build_net
-from lossheads.pairing import build_head_for
+from lossheads.run.atomic import write_text
+from lossheads.run.checkpoints import read_checkpoint, resolve_checkpoint
 
+# the command's usage, named in its errors
 USAGE = "lossheads-predict ckpt_path=RUN_FOLDER_OR_CKPT data.path=FILE_OR_DIR [output=predictions.csv]"
-HELP = f"""usage: {USAGE}
-       (in the repository: python predict.py ...)
-
-Scores a table (CSV, Parquet, .npz with the training file's columns) or a folder of images with a run
-of lossheads-train, read as that run read its own data. Writes one row per input: its id, p_<label>
-per class and the predicted label under the run's threshold.
-  ckpt_path   the run folder (its checkpoints/last.ckpt) or a checkpoint file inside it
-  data.path   the file or folder to score (a CSV may need data.delimiter, data.encoding or data.skip_rows)
-  output      where to write (default predictions.csv in the current folder)
-  model._target_   your own network's class, if the run used one (a run folder never chooses code)"""
 
 
 def load_run(
@@ -136,57 +127,13 @@ def write_predictions(path: Path, prep: dict[str, Any], ids: list[str], probs: n
     id_name = prep.get("id_column") or "row"
     prob_names = [f"p_{names[1]}"] if probs.ndim == 1 else [f"p_{n}" for n in names]
     probs = probs.reshape(len(ids), -1)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([id_name, *prob_names, "predicted"])
-        for i, row_id in enumerate(ids):
-            if task == "multilabel":
-                label = ";".join(n for n, on in zip(names, preds[i], strict=True) if on)
-            else:
-                label = names[int(preds[i])]
-            writer.writerow([row_id, *(f"{p:.6g}" for p in probs[i]), label])
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
-def main(argv: list[str]) -> Path:
-    try:
-        args = OmegaConf.from_dotlist(argv)
-    except Exception as exc:  # noqa: BLE001 -- a malformed key=value is the user's input
-        raise ConfigError(f"cannot read the arguments ({exc}): {USAGE}") from None
-    unknown = sorted(set(args) - {"ckpt_path", "data", "output", "model"})
-    require(not unknown, "arguments", unknown, f"use {USAGE}")
-    data_options = OmegaConf.to_container(args.get("data") or {})
-    path = Path(str(data_options.get("path") or ""))
-    require(bool(data_options.get("path")) and path.exists(), "data.path", data_options.get("path"),
-            f"give an existing file or folder to score: {USAGE}")  # fmt: skip
-    model_target = (args.get("model") or {}).get("_target_")
-    run_dir, _, prep, head, net = load_run(args.get("ckpt_path"), model_target)
-    require("image" in prep or "table" in prep, "ckpt_path", str(run_dir),
-            f"it trained on data={prep['data']}, a built-in set: predict reads tables or images")  # fmt: skip
-    if "image" in prep:
-        require(path.is_dir(), "data.path", str(path), "this run trained on images: give a folder of images")
-        ids, features = image_inputs(prep, path)
-    else:
-        require(path.is_file(), "data.path", str(path), "this run trained on a table: give a CSV, Parquet or .npz")
-        ids, features = table_inputs(prep, path, data_options)
-    probs, preds = predict(head, net, features)
-    output = Path(str(args.get("output") or "predictions.csv"))
-    write_predictions(output, prep, ids, probs, preds)
-    print(f"wrote {output}: {len(ids)} rows, {prep['task']} ({', '.join(prep['label_names'][:10])}), run {run_dir}")
-    return output
-
-
-def cli() -> None:
-    """Entry point of `python predict.py` and `lossheads-predict`: a bad input is one line on stderr
-    and exit code 2."""
-    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
-        print(HELP)
-        return
-    try:
-        main(sys.argv[1:])
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow([id_name, *prob_names, "predicted"])
+    for i, row_id in enumerate(ids):
+        if task == "multilabel":
+            label = ";".join(n for n, on in zip(names, preds[i], strict=True) if on)
+        else:
+            label = names[int(preds[i])]
+        writer.writerow([row_id, *(f"{p:.6g}" for p in probs[i]), label])
+    write_text(path, buffer.getvalue())

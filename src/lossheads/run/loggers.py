@@ -19,7 +19,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.check import ConfigError
+from lossheads.config.validators import ConfigError
 
 # the package each optional logger needs, and the extra that installs it
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}

@@ -5,7 +5,7 @@ its probabilities. Never logits: torchmetrics applies sigmoid only to a batch wi
 Averaging: `acc` is micro (the fraction of correct decisions: samples, or sample-label pairs on
 multi-label data); precision, recall, F1, AUROC and AP are macro over classes/labels on
 multi-class and multi-label data. `nll`, `brier` and `ece` (top-label, 15 bins) are the common
-yardstick of `lossheads.scoring`; `positive_ece` is torchmetrics' calibration of the positive-class
+yardstick of `lossheads.evaluation.scoring`; `positive_ece` is torchmetrics' calibration of the positive-class
 probability (binary data; pooled over labels on multi-label data).
 
 Undefined is not zero: AUROC and AP of a class with no positives or no negatives in a split are
@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics import classification as tmc
 
+from lossheads.evaluation.scoring import BINS, BrierScore, NegativeLogLikelihood, TopLabelCalibrationError
 from lossheads.heads import Task
-from lossheads.scoring import BINS, BrierScore, NegativeLogLikelihood, TopLabelCalibrationError
 
 
 class UndefinedMetricWarning(UserWarning):

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from lossheads.atomic import write_bytes
-from lossheads.check import ConfigError, require
+from lossheads.config.validators import ConfigError, require
+from lossheads.run.atomic import write_bytes
 
 META = "lossheads"  # checkpoint[META]: {"config": the run's resolved config, "sha256": the checksum}
 

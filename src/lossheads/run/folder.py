@@ -19,10 +19,10 @@ from typing import Any
 
 from hydra.utils import get_class
 
-from lossheads.atomic import write_bytes
-from lossheads.check import ConfigError
-from lossheads.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
-from lossheads.resume import flatten, may_change
+from lossheads.config.validators import ConfigError
+from lossheads.run.atomic import write_bytes
+from lossheads.run.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
+from lossheads.run.resume import flatten, may_change
 
 RECORDS = ("metrics.json", "failure.json")
 

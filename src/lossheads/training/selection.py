@@ -7,7 +7,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
-from lossheads.check import require
+from lossheads.config.validators import require
 
 
 def checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | None:

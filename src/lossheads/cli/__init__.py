@@ -1,0 +1,1 @@
+"""Entry points: argument handling, --help, exit codes. Imports the rest; nothing imports it."""

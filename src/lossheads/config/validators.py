@@ -1,0 +1,66 @@
+"""Refuse bad input early, in one line that names the key, the value and the fix.
+
+Components validate their own arguments where they enter (constructors raise `ConfigError`);
+`check_config` covers the top-level keys and the trainer before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+class ConfigError(ValueError):
+    """A user's input that cannot work; the message is shown as one line, without a traceback."""
+
+
+def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
+    """Hydra's `instantiate` (containers passed as plain lists/dicts), re-raising a constructor's
+    `ConfigError` as itself rather than wrapped in Hydra's `InstantiationException`; with `key` (the
+    config group), a constructor's TypeError or ValueError (an unknown option, a wrong type) too."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        if key and isinstance(exc.__cause__, (TypeError, ValueError)):
+            raise ConfigError(f"{key}: {str(exc.__cause__).splitlines()[0]}: fix the {key}.* overrides") from None
+        raise
+
+
+def require(condition: bool, key: str, value: Any, fix: str) -> None:
+    """Raise `ConfigError("<key>=<value> is not valid: <fix>")` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is not valid: {fix}")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_int(key: str, value: Any, minimum: int) -> None:
+    require(is_int(value) and value >= minimum, key, value, f"use a whole number >= {minimum}")
+
+
+def require_fraction(key: str, value: Any, *, low_open: bool, high_open: bool) -> None:
+    """A number in [0, 1], with either end excluded where `*_open` says so."""
+    ok = is_number(value) and (value > 0 if low_open else value >= 0)
+    ok = ok and (value < 1 if high_open else value <= 1)
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    require(ok, key, value, f"use a number in {interval}")
+
+
+def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    require(value in choices, key, value, f"use one of {', '.join(choices)}")

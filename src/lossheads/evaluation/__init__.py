@@ -1,0 +1,1 @@
+"""The common yardstick: metrics, scores from probabilities, thresholds, predictions on new data."""

@@ -1,0 +1,1 @@
+"""One run's life: build, execute, records, its folder and lock, resume, checkpoints, atomic writes, stops."""

@@ -1,0 +1,167 @@
+"""One run: check the config, build data -> head -> loss -> net -> module, fit, test, write metrics.json."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from lossheads.config.validators import ConfigError
+from lossheads.data import ArrayDataModule
+from lossheads.run.atomic import StorageError, require_writable
+from lossheads.run.build import build, build_trainer, checked_checkpoint
+from lossheads.run.console import print_results, quiet_lightning, show_config
+from lossheads.run.distill import run_distillation
+from lossheads.run.folder import (
+    ForeignFolder,
+    claim,
+    keep_hydra_files,
+    owns_training_record,
+    restore_hydra_files,
+)
+from lossheads.run.outcomes import in_sweep, record_status, record_stop
+from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
+from lossheads.run.resume import resolved
+from lossheads.run.splits import write_split
+from lossheads.run.stops import StopSignals, caught
+from lossheads.training.callbacks import LastCheckpoint
+from lossheads.training.module import Diverged
+from lossheads.training.selection import weights_to_test
+
+EXIT_DIVERGED = 1
+EXIT_BAD_INPUT = 2
+
+
+def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
+    """Train (or, with train=false, only evaluate `ckpt_path`), test and record one configuration;
+    returns what metrics.json holds. Under DDP only rank 0 writes. `continue_own` (a sweep job or a
+    recipe step run again): a finished run in the folder is returned as it is, a stopped one resumed."""
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, module = build(cfg)
+    trainer = build_trainer(cfg)  # Lightning checks its arguments before anything is written
+    config = resolved(cfg)
+    found = None
+    if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
+        plan = claim(output_dir, config, continue_own=continue_own)
+        if plan.action == "done":
+            return plan.record  # type: ignore[return-value]
+        found = plan.checkpoint
+    start = checked_checkpoint(cfg, module, found)
+    ckpt_path = start and start["checkpoint"]
+    beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
+    if rank_zero_only.rank == 0:
+        write_run_files(cfg, datamodule, beside)
+    StopSignals.trainer = trainer
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.global_step == 0:
+            raise ConfigError("the run took no optimizer step (trainer.max_steps, trainer.limit_train_batches or "
+                              "the data leave no training batch): its numbers would be the random "
+                              "initialization's; give training something to do")  # fmt: skip
+        metrics = logged(trainer, "val/") or last_val_metrics(trainer)
+        ckpt_path = weights_to_test(cfg, trainer)  # None: the weights training ended with
+    trained = Trained(trainer.current_epoch, trainer.global_step, start) if cfg.train else None
+    return test_and_record(cfg, trainer, module, datamodule, metrics, ckpt_path, trained, beside)
+
+
+def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) -> None:
+    """What a run's folder holds before training: its config (and Hydra's files, kept as the owner's),
+    preprocessing.json (what predict.py needs to read new data) and split.json; `beside`: an
+    evaluation in another run's folder, which keeps that run's files."""
+    output_dir = Path(cfg.paths.output_dir)
+    require_writable(output_dir / "checkpoints" if cfg.train else output_dir)
+    save_config(cfg, output_dir)
+    if cfg.train:
+        keep_hydra_files(output_dir)
+    if not beside:
+        write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
+        write_split(output_dir, datamodule.split_record)
+
+
+def resumes_in_place(cfg: DictConfig, output_dir: Path) -> bool:
+    """`ckpt_path` points into this run's own folder: the resume check, not the folder's owner check, applies."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return False
+    return value == "last" or output_dir.resolve() in Path(str(value)).resolve().parents
+
+
+def last_val_metrics(trainer: Trainer) -> dict[str, float]:
+    """A resume that had nothing left to train ran no validation: the checkpoint's own val/* numbers."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, LastCheckpoint):
+            return dict(callback.val_metrics)
+    return {}
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Entry point behind `python train.py`. A bad input is one line on stderr and exit code 2; a
+    divergence one line and exit 1; Ctrl-C or SIGTERM saves a checkpoint, says how to resume, and
+    exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
+    Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
+    quiet_lightning()
+    with caught():
+        try:
+            return _main(cfg, in_sweep())
+        except BaseException:
+            if StopSignals.received is None:
+                raise
+            record_stop(cfg)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on (SystemExit for Ctrl-C)
+            raise
+
+
+def _main(cfg: DictConfig, sweeping: bool) -> float | None:
+    try:
+        if not sweeping and rank_zero_only.rank == 0:
+            show_config(cfg)
+        if cfg.get("distill"):
+            record = run_distillation(cfg, run)
+            write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
+        else:
+            record = run(cfg, continue_own=sweeping)
+    except ForeignFolder as error:  # nothing is written into another run's folder; its .hydra/ is put back
+        restore_hydra_files(Path(cfg.paths.output_dir))
+        if sweeping:
+            logging.getLogger(__name__).warning("refused job: %s", error)
+            return None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except StorageError as error:
+        with contextlib.suppress(StorageError):  # the disk takes nothing more: the line on stderr is the record
+            record_status(cfg, "failed", str(error))
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except ConfigError as error:
+        if sweeping:
+            record_status(cfg, "invalid", str(error))
+            logging.getLogger(__name__).warning("invalid job: %s", error)
+            return None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except Diverged as error:
+        record_status(cfg, "diverged", str(error), "metrics.json")
+        if sweeping:
+            logging.getLogger(__name__).warning("diverged job: %s", error)
+            return None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    except Exception as exc:  # noqa: BLE001 -- in a sweep one job's crash must not end the others
+        if not sweeping:
+            raise
+        record_status(cfg, "failed", f"{type(exc).__name__}: {exc}")
+        logging.getLogger(__name__).exception("job failed; the sweep goes on")
+        return None
+    if not sweeping and rank_zero_only.rank == 0:
+        print_results(record, cfg.paths.output_dir)
+    metric = cfg.get("optimized_metric")
+    return record.get(metric) if metric else None

@@ -1,0 +1,184 @@
+"""A seeds group's members: each prepared in its own Hydra job (its folder, config and files, built
+and checked before anything trains), and the reasons a seed trains alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from lossheads.data.base import ArrayDataModule, InMemoryBatches
+from lossheads.run.atomic import StorageError
+from lossheads.run.folder import claim, restore_hydra_files
+from lossheads.run.resume import resolved
+from lossheads.run.stops import StopSignals
+from lossheads.seeds.data import StackedData
+from lossheads.seeds.module import SeedsModule, why_not_elementwise
+from lossheads.seeds.stack import why_not_stackable
+from lossheads.training.callbacks import LastCheckpoint
+from lossheads.training.module import ClassifierModule
+from lossheads.training.schedules import Plateau
+from lossheads.training.selection import checkpoint_callback
+from lossheads.training.stepping import plan_stepping
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One seed's run, built as `train.run` builds it, waiting for the group to train it."""
+
+    cfg: DictConfig  # the job's config, resolved (its paths no longer depend on the current Hydra job)
+    hydra_config: DictConfig  # the job's whole config, to make it the current Hydra job again
+    datamodule: ArrayDataModule
+    module: ClassifierModule
+    trainer: Trainer  # its own: loggers, callbacks; validates and tests the member after training
+    best: ModelCheckpoint | None  # its checkpoint callback, whose state the group keeps for it
+    config: dict[str, Any]  # `resolved(cfg)`: what each of its checkpoints carries
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg.paths.output_dir)
+
+
+def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
+    """None when this run can train as a member of a group; else why it trains alone."""
+    if cfg.get("distill"):
+        return "experiment=distill trains three runs in a row"
+    if not cfg.train or cfg.get("ckpt_path") is not None:
+        return "it evaluates or resumes a checkpoint"
+    if member.module.teacher is not None:
+        return "loss=kd runs a teacher"
+    if plan_stepping(cfg).steps_per_call == 1:
+        return "steps_per_call is 1 (Lightning's own loop; e.g. trainer.accumulate_grad_batches > 1)"
+    if (cfg.get("early_stopping") or {}).get("patience") is not None:
+        return "early stopping ends each seed at its own epoch"
+    if isinstance(member.module.schedule, Plateau):
+        return "scheduler=plateau follows each seed's own validation metric"
+    if member.trainer.world_size > 1:
+        return "it trains on several devices"
+    loader_for = getattr(member.datamodule, "train_loader_for", None)
+    if loader_for is None or not isinstance(loader_for(cfg.seed), InMemoryBatches):
+        return "its data goes through a DataLoader (data.in_memory=false, or a datamodule of its own)"
+    augment = getattr(member.datamodule, "augment", None) or {}
+    if any(augment.values()):
+        return "image augmentation draws per run"
+    own = (LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member, with `best`
+    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own) and c is not member.best]
+    if others:
+        return f"callbacks {', '.join(others)} see one run"
+    best = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    emulated = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode", "save_last",
+                "save_top_k"}  # fmt: skip
+    changed = sorted(set(best) - emulated) + (["save_last"] if best.get("save_last") else [])
+    if changed or best.get("save_top_k", 1) != 1:
+        return f"callbacks.model_checkpoint.{(changed or ['save_top_k'])[0]} asks for more than the best checkpoint"
+    return why_not_elementwise(member.module.make_optimizer) or why_not_stackable(member.module.net)
+
+
+class Stopped:
+    """What `prepare` returns when Ctrl-C or SIGTERM came while it ran: the job's stop is recorded."""
+
+
+def prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str | Stopped:
+    """Inside the member's Hydra job: build and check it as `run` would, or say why it trains alone
+    (then its own job runs it through `train.main`, which reports any bad input as usual).
+    `folders`: the run folders of the jobs prepared before it in this group, with their numbers."""
+    from lossheads.run.outcomes import record_stop
+
+    try:
+        return _prepare(cfg, folders)
+    except BaseException:
+        if StopSignals.received is None:
+            raise
+        record_stop(cfg, then_exit=False)  # as its own run would: an `interrupted` record, its command
+        return Stopped()
+
+
+def _prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str:
+    from lossheads.run.build import build, build_trainer
+    from lossheads.run.console import quiet_lightning
+    from lossheads.run.execute import write_run_files
+
+    quiet_lightning()
+    try:
+        OmegaConf.resolve(cfg)
+        datamodule, module = build(cfg)
+        trainer = build_trainer(cfg)
+    except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
+    member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), resolved(cfg))
+    folder = member.folder.resolve()
+    if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
+        restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
+        return f"its run folder is job #{folders[folder]}'s too ({folder})"
+    folders[folder] = int(job.hydra.job.num)
+    reason = why_not_vectorized(cfg, member)
+    if reason:
+        return reason
+    try:
+        if claim(member.folder, member.config, continue_own=True).action != "fresh":
+            return "its folder holds this run already (finished, or to resume)"
+    except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
+        return str(exc).splitlines()[0]
+    try:
+        write_run_files(cfg, datamodule, beside=False)
+    except StorageError as error:  # its own run, next, says so in one line and stops the sweep, as it would alone
+        return str(error)
+    return member
+
+
+def why_not_together(members: list[Member]) -> str | None:
+    """Members must differ in their seed (and split) alone, with splits of equal sizes."""
+
+    def without_seed(member: Member) -> str:
+        config = resolved(member.cfg)
+        config.pop("seed", None)
+        config["data"].pop("split_seed", None)  # each member may have its own split (by default its seed's)
+        config.pop("logger", None)  # each member's logs are named by its own job
+        return json.dumps(config, sort_keys=True, default=str).replace(str(member.folder), "<run folder>")
+
+    first = without_seed(members[0])
+    for member in members[1:]:
+        if without_seed(member) != first:
+            return "their configs differ beyond the seed (an interpolation of ${seed}?)"
+        sizes = [len(m.datamodule.split_indices[s]) for m in (members[0], member) for s in ("train", "val", "test")]
+        if sizes[:3] != sizes[3:]:
+            return "their data splits differ in size"
+    return None
+
+
+def stacked(members: list[Member]) -> SeedsModule | str:
+    """The group's module, once a forward and backward pass of the stack on a few training samples
+    has run (no step taken; buffers put back), or why the members must train alone: a network or a
+    loss with data-dependent control flow (`if x.sum() > 0`), which vmap cannot run, shows here."""
+    first = members[0]
+    stepping = first.module.stepping
+    module = SeedsModule([m.module for m in members], [int(m.cfg.seed) for m in members],
+                         task=first.datamodule.task, num_classes=first.datamodule.num_classes,
+                         batch_size=first.datamodule.batch_size, steps_per_call=stepping.steps_per_call,
+                         schedule=first.module.schedule, stepping=stepping)  # fmt: skip
+    saved = [b.clone() for b in module.net.buffers()]
+    splits = [m.datamodule.splits["train"] for m in members]
+    features, targets = torch.stack([f[:4] for f, _ in splits]), torch.stack([t[:4] for _, t in splits])
+    try:
+        features, targets = StackedData([m.datamodule for m in members]).on_after_batch_transfer((features, targets), 0)
+        _, losses = module._forward_loss(features, module.loss.prepare_targets(targets))
+        losses.sum().backward()
+    except Exception as exc:  # noqa: BLE001 -- any failure here means: not as a stack
+        return f"its network or loss cannot run stacked ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+    finally:
+        module.net.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, before in zip(module.net.buffers(), saved, strict=True):
+                buffer.copy_(before)
+    return module

@@ -1,0 +1,1 @@
+"""The LightningModule and what shapes its steps: stepping, clipping, schedules, callbacks, selection."""
