@@ -145,6 +145,50 @@ def stratified_split(
     return tuple(rng.permutation(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
+MIN_PER_CLASS = 3  # validation and test samples each class needs: with fewer, one sample decides a metric
+
+
+def require_evaluable(
+    labels: np.ndarray | None,
+    splits: dict[str, np.ndarray],
+    fractions: tuple[float, float],
+    fold: tuple[int, int] | None,
+    names: list[str],
+) -> None:
+    """The rule that keeps validation and test meaningful: every class has at least `MIN_PER_CLASS`
+    samples in the validation split (each fold's, under data.folds) and in the test split; multi-label
+    data, at least that many samples in each. So K folds are refused beyond a third of the smallest
+    class's samples outside the test split (`data.folds=1000` on 100 samples would validate on one)."""
+    if labels is None:
+        for split in ("val", "test"):
+            require(len(splits[split]) >= MIN_PER_CLASS, "data", "multi-label",
+                    f"the {split} split holds {len(splits[split])} sample(s); it needs >= {MIN_PER_CLASS}: use "
+                    "more samples or a larger data.val_fraction / data.test_fraction")  # fmt: skip
+        return
+    classes, totals = np.unique(labels, return_counts=True)
+    for split, fraction in (("val", fractions[0]), ("test", fractions[1])):
+        counts = np.searchsorted(classes, labels[splits[split]])
+        held = np.bincount(counts, minlength=len(classes))
+        worst = int(held.argmin())
+        if held[worst] >= MIN_PER_CLASS:
+            continue
+        label = classes[worst].item()
+        name = names[label] if isinstance(label, int) and 0 <= label < len(names) else str(label)
+        if fold is not None and split == "val":
+            rest = int(totals[worst] - (labels[splits["test"]] == label).sum())
+            most = rest // MIN_PER_CLASS
+            fix = f"use data.folds={most} or fewer" if most >= 2 else "use more samples of it, or data.folds=null"
+            require(False, "data.folds", fold[0],
+                    f"class {name!r} has {rest} samples outside the test split, so validation fold {fold[1]} holds "
+                    f"{held[worst]} of them; every class needs >= {MIN_PER_CLASS} in each validation fold and in "
+                    f"the test split: {fix}")  # fmt: skip
+        require(False, f"data.{split}_fraction", fraction,
+                f"it leaves class {name!r} {held[worst]} {'validation' if split == 'val' else 'test'} sample(s) of its "
+                f"{totals[worst]}; every class needs "
+                f">= {MIN_PER_CLASS} in validation and in test: use a larger data.{split}_fraction or more samples "
+                "of that class")  # fmt: skip
+
+
 class ArrayDataModule(LightningDataModule):
     """Base of every in-memory dataset: a seeded stratified split, features standardized with the
     training split's statistics only, batches served by `InMemoryBatches` on the training device.
@@ -218,11 +262,7 @@ class ArrayDataModule(LightningDataModule):
                 "balanced sampling needs single-label data: use data.sampler=shuffle on multi-label data")  # fmt: skip
         self.input_shape = tuple(data.features.shape[1:])
         self.num_features = math.prod(self.input_shape)
-        train, val, test = stratified_split(
-            data.hard_labels, len(data.features), self.fractions, self.split_seed, self.fold
-        )
-        for split, idx in (("train", train), ("val", val), ("test", test)):
-            require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
+        train, val, test = self.split(data.hard_labels, len(data.features))
         hashes = sample_hashes(data.features, data.targets)
         self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
         features = self.prepare_features(data.features, train)
@@ -232,6 +272,15 @@ class ArrayDataModule(LightningDataModule):
             self.split_indices[split] = idx
             index = torch.as_tensor(idx)
             self.splits[split] = (features[index], targets[index])
+
+    def split(self, labels: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) indices: the seeded stratified split, refused when it would leave a class too
+        few validation or test samples (`require_evaluable`)."""
+        train, val, test = stratified_split(labels, n, self.fractions, self.split_seed, self.fold)
+        require(len(train) > 0, "data", self.name, "the train split is empty: use more samples")
+        names = list(getattr(self, "label_names", None) or [])
+        require_evaluable(labels, {"val": val, "test": test}, self.fractions, self.fold, names)
+        return train, val, test
 
     def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
         """Standardized with the training split's statistics (kept in `self.standardization` for

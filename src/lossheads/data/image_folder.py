@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lossheads.check import ConfigError, require, require_choice
-from lossheads.data.base import LabeledArrays, stratified_split
+from lossheads.data.base import LabeledArrays
 from lossheads.data.images import ImageDataModule, check_shape, fits_in_memory
 from lossheads.splits import sample_hashes, split_record
 
@@ -23,15 +23,32 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
+class UnreadableImage(ConfigError):
+    """An image file that Pillow cannot open or decode (truncated, corrupt, not an image).
+
+    Raised in a DataLoader worker, it reaches the main process rebuilt by torch's
+    `ExceptionWrapper.reraise`, which calls this class with the worker's whole traceback as text:
+    its last line is the message, kept alone so that it is still one line
+    (tests/test_bad_files.py fails if torch changes that)."""
+
+    def __init__(self, message: str) -> None:
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
+
+
 def decode(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 (C, H, W): converted to `mode` ("L" or "RGB"), resized to (H, W) if given."""
+    """One image as uint8 (C, H, W): converted to `mode` ("L" or "RGB"), resized to (H, W) if given.
+    A file that cannot be decoded is refused in one line that names it."""
     from PIL import Image
 
-    with Image.open(file) as image:
-        image = image.convert(mode)
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
-        pixels = np.array(image, dtype=np.uint8)  # a writable copy
+    try:
+        with Image.open(file) as image:
+            image = image.convert(mode)
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            pixels = np.array(image, dtype=np.uint8)  # a writable copy
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # truncated, corrupt, huge
+        raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
@@ -134,8 +151,8 @@ class ImageFolder(ImageDataModule):
                 with Image.open(file) as image:
                     sizes.add((image.height, image.width))
                     modes.add(image.mode)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise ConfigError(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+            except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
         gray = modes <= GRAY_MODES
         mode = {"gray": "L", "rgb": "RGB"}.get(self.channels_option, "L" if gray else "RGB")
         if self.size_given is not None:
@@ -165,7 +182,7 @@ class ImageFolder(ImageDataModule):
             return super().setup(stage)
         data = LabeledArrays(np.empty((len(self.files), 0)), self.targets, self.task, self.num_classes)  # type: ignore[arg-type]
         labels = data.hard_labels
-        train, val, test = stratified_split(labels, len(self.files), self.fractions, self.split_seed, self.fold)
+        train, val, test = self.split(labels, len(self.files))
         channels = 1 if self.mode == "L" else 3
         self.input_shape = (channels, *self.size)
         self.num_features = int(np.prod(self.input_shape))
@@ -177,7 +194,6 @@ class ImageFolder(ImageDataModule):
         targets = torch.as_tensor(self.targets)
         targets = targets.float() if self.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):
-            require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more images")
             self.split_indices[split] = idx
             self.splits[split] = (torch.as_tensor(idx), targets[torch.as_tensor(idx)])
 

@@ -8,8 +8,10 @@ features (`Table.encode`) is kept in `preprocessing.json` and reapplied to new f
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from lossheads.data.base import ArrayDataModule, LabeledArrays
 MISSING = ("refuse", "mean", "median", "zero")
 MAX_LEVELS = 50  # a text column with more distinct values is an ID or free text, not a category
 DELIMITERS = ",;\t|"
+SNIFF_LINES = 20  # lines shown to csv.Sniffer to detect the delimiter
 BOM = b"\xef\xbb\xbf"
 
 
@@ -39,14 +42,13 @@ class CsvLayout:
     no header row (scikit-learn's own CSVs: a first line `n_samples,n_features,class names...`)."""
 
     def __init__(self, path: Path, encoding: str | None, delimiter: str | None, skip_rows: int | None) -> None:
-        with path.open("rb") as handle:
-            raw = handle.read(1 << 16)
+        raw, whole = head_bytes(path, (skip_rows or 1) + SNIFF_LINES + 1)
         self.encoding = encoding or self.detect_encoding(raw)
         require(self.encoding.startswith("utf-16") or b"\x00" not in raw, "data.path", str(path),
                 "it is not a text table (it holds NUL bytes): give a CSV of UTF-8, UTF-16 or Latin-1 text, "
                 "a Parquet or an .npz file")  # fmt: skip
         text = raw.decode(self.encoding, errors="ignore").removeprefix("\ufeff")
-        lines = text.splitlines()[:-1] if len(raw) == 1 << 16 else text.splitlines()
+        lines = text.splitlines() if whole else text.splitlines()[:-1]  # the last line may be cut
         lines = [line for line in lines if line.strip()]
         require(len(lines) >= 2, "data.path", str(path), "the file needs a header row and at least one data row")
         self.skip_rows = skip_rows or 0
@@ -78,7 +80,7 @@ class CsvLayout:
     @staticmethod
     def detect_delimiter(lines: list[str]) -> str:
         try:
-            return csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=DELIMITERS).delimiter
+            return csv.Sniffer().sniff("\n".join(lines[:SNIFF_LINES]), delimiters=DELIMITERS).delimiter
         except csv.Error:
             return ","
 
@@ -92,24 +94,87 @@ class CsvLayout:
         return {"encoding": self.encoding, "delimiter": self.delimiter, "skip_rows": self.skip_rows}
 
 
+def head_bytes(path: Path, lines: int) -> tuple[bytes, bool]:
+    """The file's first bytes: 64 kB, or more until they hold `lines` line ends (a 10,000-column
+    header alone is longer than 64 kB). Also whether that is the whole file."""
+    with path.open("rb") as handle:
+        raw = handle.read(1 << 16)
+        while raw.count(b"\n") < lines:
+            more = handle.read(len(raw))
+            if not more:
+                return raw, True
+            raw += more
+        return raw, not handle.read(1)
+
+
 def file_columns(path: Path, layout: CsvLayout | None) -> list[str]:
-    """The column names of a file, without reading its rows."""
+    """The column names of a file, without reading its rows (an .npz: after checking its arrays' shapes)."""
     if layout is not None:
         return layout.columns
     if path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
-    with np.load(path, allow_pickle=False) as arrays:
-        return npz_columns(arrays)
+        with read_errors(path, layout):
+            return list(pq.read_schema(path).names)
+    return list(npz_table(path))
 
 
-def npz_columns(arrays: Any) -> list[str]:
-    """An .npz holds either X (N, F) and y (N,) -- columns x0.. and label -- or one 1-D array per column."""
-    keys = list(arrays.keys())
-    if "X" in keys and "y" in keys:
-        return [f"x{i}" for i in range(arrays["X"].shape[1])] + ["label"]
-    return keys
+def npz_table(path: Path) -> dict[str, np.ndarray]:
+    """The columns of an .npz: X (N, F) and y (N,) become x0.. and label; otherwise each array, 1-D and
+    of one length, is a column. Any other shape is refused: one line naming the array and its shape."""
+    import zipfile
+
+    where = f"data.path={str(path)!r}"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            loaded = {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{where}: not a readable .npz ({exc}): save it with numpy.savez(path, X=..., y=...)") \
+            from None  # fmt: skip
+    except TypeError:  # np.load gave one array (a .npy renamed), not a file of named arrays
+        raise ConfigError(f"{where}: it holds one unnamed array, not a table: save it with "
+                          "numpy.savez(path, X=features, y=labels)") from None  # fmt: skip
+    if "X" in loaded and "y" in loaded:
+        features, labels = loaded["X"], loaded["y"]
+        require(features.ndim == 2, "data.path", str(path), f"its X has shape {features.shape}; a table needs X of "
+                "shape (samples, features): reshape it, e.g. X.reshape(len(X), -1)")  # fmt: skip
+        require(labels.ndim == 1, "data.path", str(path), f"its y has shape {labels.shape}; one label per sample "
+                "(samples,) is read: for several labels save one 1-D array per column and name them in "
+                "data.label_columns")  # fmt: skip
+        require(len(features) == len(labels), "data.path", str(path),
+                f"its X has {len(features)} rows but y has {len(labels)} labels: give one label per row")  # fmt: skip
+        return {**{f"x{i}": features[:, i] for i in range(features.shape[1])}, "label": labels}
+    shapes = {key: array.shape for key, array in loaded.items()}
+    require(len(loaded) > 0, "data.path", str(path), "it holds no arrays: save X and y with numpy.savez")
+    require(all(len(shape) == 1 for shape in shapes.values()) and len({s[0] for s in shapes.values()}) == 1,
+            "data.path", str(path), f"its arrays have shapes {shapes}: give X (samples, features) and y "
+            "(samples,), or one 1-D array per column, all of one length")  # fmt: skip
+    return loaded
+
+
+@contextlib.contextmanager
+def read_errors(path: Path, layout: CsvLayout | None) -> Iterator[None]:
+    """A file that cannot be parsed (a CSV row with extra cells, bytes that are not its encoding, a
+    damaged Parquet file) becomes one line naming the file and what the parser said."""
+    import pandas as pd
+
+    where = f"data.path={str(path)!r}"
+    try:
+        with warnings.catch_warnings():  # a number past float32's range: named by Table.encode, not a warning
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+            yield
+    except pd.errors.ParserError as exc:
+        said = " ".join(str(exc).split())
+        raise ConfigError(f"{where}: it cannot be read as a table ({said}): give every row the header's cells") \
+            from None  # fmt: skip
+    except UnicodeDecodeError as exc:
+        assert layout is not None
+        raise ConfigError(f"{where}: it is not {layout.encoding} text further down ({exc.reason}): give its "
+                          "encoding, e.g. data.encoding=latin-1") from None  # fmt: skip
+    except (OSError, ValueError) as exc:
+        if layout is not None:  # a CSV's ValueError: a word in a float32 column, found and named by the caller
+            raise
+        raise ConfigError(f"{where}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
 
 
 def read_frame(path: Path, columns: list[str], layout: CsvLayout | None, numeric: Sequence[str] = ()):
@@ -117,30 +182,80 @@ def read_frame(path: Path, columns: list[str], layout: CsvLayout | None, numeric
     import pandas as pd
 
     if layout is None and path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path, columns=columns)
+        with read_errors(path, layout):
+            return pd.read_parquet(path, columns=columns)
     if layout is None:
-        with np.load(path, allow_pickle=False) as arrays:
-            if "X" in arrays and "y" in arrays:
-                frame = pd.DataFrame(arrays["X"], columns=npz_columns(arrays)[:-1])
-                frame["label"] = arrays["y"]
-                return frame[columns]
-            return pd.DataFrame({c: arrays[c] for c in columns})
+        arrays = npz_table(path)
+        return pd.DataFrame({c: arrays[c] for c in columns})
     options = dict(sep=layout.delimiter, encoding=layout.encoding, skiprows=layout.skip_rows, skipinitialspace=True)
-    if layout.has_header:
-        wanted = set(columns)
-        frame = pd.read_csv(path, header=0, usecols=lambda c: c.strip() in wanted, **options,
-                            dtype={c: np.float32 for c in numeric} or None)  # fmt: skip
-        frame.columns = [c.strip() for c in frame.columns]
-    else:
-        frame = pd.read_csv(path, header=None, names=layout.columns, usecols=columns, **options,
-                            dtype={c: np.float32 for c in numeric} or None)  # fmt: skip
+    with read_errors(path, layout):
+        if layout.has_header:
+            wanted = set(columns)
+            frame = pd.read_csv(path, header=0, usecols=lambda c: c.strip() in wanted, **options,
+                                dtype={c: np.float32 for c in numeric} or None)  # fmt: skip
+            frame.columns = [c.strip() for c in frame.columns]
+        else:
+            frame = pd.read_csv(path, header=None, names=layout.columns, usecols=columns, **options,
+                                dtype={c: np.float32 for c in numeric} or None)  # fmt: skip
     return frame[columns]
+
+
+def unusable_kind(values) -> str | None:
+    """What a column holds that no feature or label is made of, or None for numbers, booleans and text.
+
+    Refused, not converted: dates, times and durations (which number a date becomes -- days since
+    when? its weekday? -- is a modelling choice, and predict.py must make the same one), lists,
+    structs, maps and bytes (one-hot encoding their text would make each distinct list a category),
+    complex numbers. Decimals are numbers and are read as such.
+    """
+    import datetime
+    import decimal
+
+    import pandas as pd
+
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return unusable_kind(pd.Series(dtype.categories))
+    if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype):
+        return f"dates or times ({dtype})"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return f"durations ({dtype})"
+    if pd.api.types.is_complex_dtype(dtype):
+        return f"complex numbers ({dtype})"
+    if dtype.kind in "SV":  # a NumPy bytes or structured array (an .npz)
+        return f"bytes or records ({dtype})"
+    if not pd.api.types.is_object_dtype(dtype):
+        return None
+    kinds = {type(value) for value in values.dropna()}
+    for kind in kinds:
+        if issubclass(kind, (datetime.date, datetime.time, datetime.timedelta)):
+            return f"dates or times ({kind.__name__})"
+        if issubclass(kind, (list, tuple, np.ndarray)):
+            return "lists or maps"
+        if issubclass(kind, dict):
+            return "structs"
+        if issubclass(kind, (bytes, bytearray)):
+            return "bytes"
+        if not issubclass(kind, (str, bool, int, float, decimal.Decimal, np.number, np.bool_)):
+            return f"{kind.__name__} values"
+    return None
+
+
+def require_usable(values, column: str, where: str, use: str) -> None:
+    kind = unusable_kind(values)
+    if kind is not None:
+        raise ConfigError(f"{where}: column {column!r} holds {kind}, which the table reader does not convert: {use}")
+
+
+FEATURE_USE = ("turn it into numbers or text first (e.g. a date into days since a fixed date, a list into one "
+               "column per item), or leave it out with data.feature_columns")  # fmt: skip
 
 
 class Table:
     """From a file's feature columns to a float32 matrix: numbers as they are, categories one-hot in
     sorted level order; missing values refused (column names and counts) or imputed. Built from the
-    training file, saved as plain data, reapplied to new files."""
+    training file, saved as plain data, reapplied to new files. Columns of other kinds (dates, lists,
+    structs, bytes) are refused: see `unusable_kind`."""
 
     def __init__(self, columns: list[str], numeric: list[str], categories: dict[str, list[str]], missing: str):
         self.columns, self.numeric, self.categories, self.missing = columns, numeric, categories, missing
@@ -161,12 +276,16 @@ class Table:
         numeric, categories = [], {}
         for column in columns:
             values = frame[column]
+            require_usable(values, column, where, FEATURE_USE)
             if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
                 numeric.append(column)
                 continue
             present = values.dropna()
             parsed = pd.to_numeric(present, errors="coerce")
             words = present[parsed.isna()]
+            if len(words) == 0:  # numbers held as objects (Parquet decimals, an .npz of number strings)
+                numeric.append(column)
+                continue
             if len(words) * 2 < len(present):  # mostly numbers: a stray word is an error in the file
                 row = words.index[0]
                 raise ConfigError(
@@ -180,8 +299,11 @@ class Table:
             categories[column] = levels
         return cls(list(columns), numeric, categories, missing)
 
-    def encode(self, frame, where: str) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 features with NaN where a value is missing, a row mask of missing values)."""
+    def encode(self, frame, where: str, source: Callable[[str], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 features with NaN where a value is missing, a row mask of missing values).
+
+        A value past float32's range (|x| > 3.4e38) is named as such, not as infinite; `source`, if
+        given, returns a column as the file holds it, for a frame already read as float32."""
         import pandas as pd
 
         n = len(frame)
@@ -191,6 +313,7 @@ class Table:
         j = 0
         for column in self.columns:
             values = frame[column]
+            require_usable(values, column, where, FEATURE_USE)
             if column in self.categories:
                 levels = self.categories[column]
                 codes = pd.Categorical(values.astype("string"), categories=levels).codes
@@ -206,14 +329,18 @@ class Table:
                 hole, j = absent, j + len(levels)
             else:
                 try:
-                    out[:, j] = pd.to_numeric(values, errors="raise").to_numpy(dtype=np.float32, na_value=np.nan)
+                    numbers = pd.to_numeric(values, errors="raise")
                 except (ValueError, TypeError):
                     raise ConfigError(f"{where}: column {column!r} holds text where the training file had numbers") \
                         from None  # fmt: skip
+                with np.errstate(over="ignore"):
+                    out[:, j] = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
                 infinite = np.flatnonzero(np.isinf(out[:, j]))
                 if len(infinite):
-                    row = infinite[0] + 1
-                    raise ConfigError(f"{where}: column {column!r} holds an infinite value (data row {row})")
+                    row = int(infinite[0])
+                    if numbers.dtype == np.float32 and source is not None:
+                        numbers = pd.to_numeric(source(column))
+                    raise infinite_value(where, column, row, float(numbers.iloc[row]))
                 hole, j = np.isnan(out[:, j]), j + 1
             if hole.any():
                 counts[column] = int(hole.sum())
@@ -231,6 +358,15 @@ class Table:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Table:
         return cls(list(state["columns"]), state["numeric"], state["categories"], state["missing"])
+
+
+def infinite_value(where: str, column: str, row: int, value: float) -> ConfigError:
+    """An infinite feature: one the file spells as such, or a number float32 cannot hold."""
+    if np.isfinite(value):
+        return ConfigError(f"{where}: column {column!r} holds {value:g} (data row {row + 1}), which overflows "
+                           f"float32 (largest {np.finfo(np.float32).max:.4g}): rescale the column, e.g. to other "
+                           "units or a log scale")  # fmt: skip
+    return ConfigError(f"{where}: column {column!r} holds an infinite value (data row {row + 1})")
 
 
 def impute_and_standardize(features: np.ndarray, rows: np.ndarray, missing: str) -> tuple[np.ndarray, ...]:
@@ -335,11 +471,14 @@ class TableData(ArrayDataModule):
             numeric = Table.infer(_head(self.path, features, layout, 5000), features, "zero", where, first_row).numeric
         try:
             frame = read_frame(self.path, features + self.label_columns, layout, numeric=numeric)
+        except ConfigError:
+            raise
         except (ValueError, TypeError):  # a word further down a numeric column: found and named by infer
             frame = read_frame(self.path, features + self.label_columns, layout)
         table = Table.infer(frame, features, self.missing, where, first_row)
         self.table = table
-        matrix, _ = table.encode(frame, where)
+        # read as float32, a cell of 1e39 and one of inf both arrive as inf: the column's text tells them apart
+        matrix, _ = table.encode(frame, where, source=lambda column: read_frame(self.path, [column], layout)[column])
         targets, task, num_classes = self.labels(frame, where, layout)
         del frame
         self.reader_options = layout.options() if layout else {}
@@ -350,6 +489,8 @@ class TableData(ArrayDataModule):
         import pandas as pd
 
         values = frame[self.label_columns]
+        for column in self.label_columns:
+            require_usable(values[column], column, where, "labels are class names or indices; give such a column")
         absent = values.isna().sum()
         require(not absent.any(), "data.label_columns", self.label_columns,
                 f"{int(absent.sum())} row(s) have no label: every row needs one")  # fmt: skip
@@ -414,12 +555,13 @@ def _head(path: Path, columns: list[str], layout: CsvLayout, rows: int):
 
     options = dict(sep=layout.delimiter, encoding=layout.encoding, skiprows=layout.skip_rows, skipinitialspace=True,
                    nrows=rows)  # fmt: skip
-    if layout.has_header:
-        wanted = set(columns)
-        frame = pd.read_csv(path, header=0, usecols=lambda c: c.strip() in wanted, **options)
-        frame.columns = [c.strip() for c in frame.columns]
-        return frame[columns]
-    return pd.read_csv(path, header=None, names=layout.columns, usecols=columns, **options)[columns]
+    with read_errors(path, layout):
+        if layout.has_header:
+            wanted = set(columns)
+            frame = pd.read_csv(path, header=0, usecols=lambda c: c.strip() in wanted, **options)
+            frame.columns = [c.strip() for c in frame.columns]
+            return frame[columns]
+        return pd.read_csv(path, header=None, names=layout.columns, usecols=columns, **options)[columns]
 
 
 class CsvData(TableData):
