@@ -160,33 +160,41 @@ def require_evaluable(
     data, at least that many samples in each. So K folds are refused beyond a third of the smallest
     class's samples outside the test split (`data.folds=1000` on 100 samples would validate on one)."""
     if labels is None:
+        if fold is not None:
+            rest = len(splits["train"]) + len(splits["val"])
+            require(rest // fold[0] >= MIN_PER_CLASS, "data.folds", fold[0],
+                    f"{rest} samples outside the test split give folds of {rest // fold[0]}; each needs >= "
+                    f"{MIN_PER_CLASS}: use data.folds={max(2, rest // MIN_PER_CLASS)} or fewer")  # fmt: skip
         for split in ("val", "test"):
             require(len(splits[split]) >= MIN_PER_CLASS, "data", "multi-label",
                     f"the {split} split holds {len(splits[split])} sample(s); it needs >= {MIN_PER_CLASS}: use "
                     "more samples or a larger data.val_fraction / data.test_fraction")  # fmt: skip
         return
     classes, totals = np.unique(labels, return_counts=True)
+
+    def held(split: str) -> np.ndarray:  # samples of each class in the split
+        return np.bincount(np.searchsorted(classes, labels[splits[split]]), minlength=len(classes))
+
+    def name(index: int) -> str:
+        label = classes[index].item()
+        return names[label] if isinstance(label, int) and 0 <= label < len(names) else str(label)
+
+    if fold is not None:  # the smallest of a class's K folds, whichever fold this run validates on
+        rest = totals - held("test")
+        worst = int(rest.argmin())  # its smallest fold is the smallest of all
+        most = int(rest[worst]) // MIN_PER_CLASS
+        fix = f"use data.folds={most} or fewer" if most >= 2 else "use more samples of it, or data.folds=null"
+        require(rest[worst] // fold[0] >= MIN_PER_CLASS, "data.folds", fold[0],
+                f"class {name(worst)!r} has {rest[worst]} samples outside the test split, so its smallest validation "
+                f"fold holds {rest[worst] // fold[0]}; every class needs >= {MIN_PER_CLASS} in each validation fold "
+                f"and in the test split: {fix}")  # fmt: skip
     for split, fraction in (("val", fractions[0]), ("test", fractions[1])):
-        counts = np.searchsorted(classes, labels[splits[split]])
-        held = np.bincount(counts, minlength=len(classes))
-        worst = int(held.argmin())
-        if held[worst] >= MIN_PER_CLASS:
-            continue
-        label = classes[worst].item()
-        name = names[label] if isinstance(label, int) and 0 <= label < len(names) else str(label)
-        if fold is not None and split == "val":
-            rest = int(totals[worst] - (labels[splits["test"]] == label).sum())
-            most = rest // MIN_PER_CLASS
-            fix = f"use data.folds={most} or fewer" if most >= 2 else "use more samples of it, or data.folds=null"
-            require(False, "data.folds", fold[0],
-                    f"class {name!r} has {rest} samples outside the test split, so validation fold {fold[1]} holds "
-                    f"{held[worst]} of them; every class needs >= {MIN_PER_CLASS} in each validation fold and in "
-                    f"the test split: {fix}")  # fmt: skip
-        require(False, f"data.{split}_fraction", fraction,
-                f"it leaves class {name!r} {held[worst]} {'validation' if split == 'val' else 'test'} sample(s) of its "
-                f"{totals[worst]}; every class needs "
-                f">= {MIN_PER_CLASS} in validation and in test: use a larger data.{split}_fraction or more samples "
-                "of that class")  # fmt: skip
+        counts = held(split)
+        worst = int(counts.argmin())
+        require(counts[worst] >= MIN_PER_CLASS, f"data.{split}_fraction", fraction,
+                f"it leaves class {name(worst)!r} {counts[worst]} {'validation' if split == 'val' else 'test'} "
+                f"sample(s) of its {totals[worst]}; every class needs >= {MIN_PER_CLASS} in validation and in test: "
+                f"use a larger data.{split}_fraction or more samples of that class")  # fmt: skip
 
 
 class ArrayDataModule(LightningDataModule):
@@ -279,7 +287,7 @@ class ArrayDataModule(LightningDataModule):
         train, val, test = stratified_split(labels, n, self.fractions, self.split_seed, self.fold)
         require(len(train) > 0, "data", self.name, "the train split is empty: use more samples")
         names = list(getattr(self, "label_names", None) or [])
-        require_evaluable(labels, {"val": val, "test": test}, self.fractions, self.fold, names)
+        require_evaluable(labels, {"train": train, "val": val, "test": test}, self.fractions, self.fold, names)
         return train, val, test
 
     def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:

@@ -161,6 +161,20 @@ class ImageFolder(ImageDataModule):
                 f"images have {len(sizes)} sizes, e.g. {sorted(sizes)[:2]}: give data.image_size=[H,W]")  # fmt: skip
         return mode, sizes.pop()
 
+    def verify_files(self) -> None:
+        """Before training on the DataLoader path, every file read through once: Pillow's `verify`
+        checks a PNG's chunk checksums (and a truncated file's end) without decoding its pixels. A JPEG
+        is only checked by decoding it, so a damaged one is found when a batch needs it: the run then
+        stops with the same one line."""
+        from PIL import Image
+
+        for file in self.files:
+            try:
+                with Image.open(file) as image:
+                    image.verify()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+
     def num_bytes(self) -> int:
         self.scan()
         return len(self.files) * (1 if self.mode == "L" else 3) * self.size[0] * self.size[1]
@@ -180,6 +194,7 @@ class ImageFolder(ImageDataModule):
         self.in_memory = decide == "true" or (decide == "auto" and fits_in_memory(self.num_bytes()))
         if self.in_memory:
             return super().setup(stage)
+        self.verify_files()
         data = LabeledArrays(np.empty((len(self.files), 0)), self.targets, self.task, self.num_classes)  # type: ignore[arg-type]
         labels = data.hard_labels
         train, val, test = self.split(labels, len(self.files))

@@ -8,6 +8,7 @@ features (`Table.encode`) is kept in `preprocessing.json` and reapplied to new f
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import warnings
@@ -37,6 +38,17 @@ def is_number_text(text: str) -> bool:
     return True
 
 
+def split_line(line: str, delimiter: str) -> list[str]:
+    """One CSV line's cells, however long a cell is (the csv module refuses cells over 128 kB by default;
+    pandas, which reads the rows, has no such limit)."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(line) + 1))
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    finally:
+        csv.field_size_limit(limit)
+
+
 class CsvLayout:
     """How to read a CSV: encoding, delimiter, rows to skip, and the column names when the file has
     no header row (scikit-learn's own CSVs: a first line `n_samples,n_features,class names...`)."""
@@ -55,11 +67,11 @@ class CsvLayout:
         self.class_names: list[str] = []
         first = lines[0]
         self.delimiter = delimiter or self.detect_delimiter(lines[self.skip_rows + (1 if skip_rows is None else 0) :])
-        cells = next(csv.reader([first], delimiter=self.delimiter))
+        cells = split_line(first, self.delimiter)
         if skip_rows is None and self.is_sklearn_counts(cells, lines[1]):
             self.skip_rows, self.class_names = 1, [c.strip() for c in cells[2:]]
         require(len(lines) > self.skip_rows + 1, "data.skip_rows", self.skip_rows, "it skips every row of the file")
-        header = [c.strip() for c in next(csv.reader([lines[self.skip_rows]], delimiter=self.delimiter))]
+        header = [c.strip() for c in split_line(lines[self.skip_rows], self.delimiter)]
         self.has_header = not all(is_number_text(c) for c in header)
         # no header row (scikit-learn's layout): x0, x1, ... and the last column is the label
         self.columns = header if self.has_header else [f"x{i}" for i in range(len(header) - 1)] + ["label"]
@@ -86,7 +98,7 @@ class CsvLayout:
 
     def is_sklearn_counts(self, cells: list[str], second_line: str) -> bool:
         """`150,4,setosa,versicolor,virginica` above rows of 4 features and a label."""
-        widths = len(next(csv.reader([second_line], delimiter=self.delimiter)))
+        widths = len(split_line(second_line, self.delimiter))
         return len(cells) >= 2 and cells[0].strip().isdigit() and cells[1].strip().isdigit() and \
             int(cells[1]) == widths - 1  # fmt: skip
 
@@ -312,8 +324,8 @@ class Table:
         counts: dict[str, int] = {}
         j = 0
         for column in self.columns:
-            values = frame[column]
-            require_usable(values, column, where, FEATURE_USE)
+            values = frame[column]  # (infer has checked a training file's columns; this is a new file's)
+            require_usable(values, column, where, "give it the numbers or text the training file had")
             if column in self.categories:
                 levels = self.categories[column]
                 codes = pd.Categorical(values.astype("string"), categories=levels).codes
@@ -447,7 +459,7 @@ class TableData(ArrayDataModule):
     def select_columns(self, columns: list[str]) -> list[str]:
         """The feature columns: named ones, or every column but labels, the ID and a pandas index."""
         where = f"data.path={str(self.path)!r}"
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        duplicated = sorted(c for c, n in collections.Counter(columns).items() if n > 1)  # linear: 10,000 columns
         if duplicated:
             raise ConfigError(f"{where}: duplicated column names {duplicated}: rename them so each is unique")
         named = self.label_columns + (self.feature_columns or []) + ([self.id_column] if self.id_column else [])
