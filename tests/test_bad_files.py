@@ -271,3 +271,11 @@ def test_predict_refuses_new_columns_of_the_wrong_kind_in_one_line(train, tmp_pa
     with pytest.raises(ConfigError, match=r"column 'a' holds 1e\+39 \(data row 1\), which overflows float32"):
         predict([*new, f"data.path={big}"])
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_labels_csv_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    folder = image_folder(tmp_path / "images")
+    (tmp_path / "labels.csv").write_bytes(b"file,furry\n" + "cat/0.png,1 ü\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"data.labels_csv='.*labels.csv': not a UTF-8 CSV \('utf-8' codec can't "
+                       r"decode byte 0xfc"):  # fmt: skip
+        ImageFolder(path=str(folder), labels_csv=str(tmp_path / "labels.csv")).setup()

@@ -80,3 +80,14 @@ def test_multilabel_splits_need_3_samples(tmp_path):
     with pytest.raises(ConfigError, match=r"data.folds=8 is not valid: 22 samples outside the test split give folds "
                        r"of 2; each needs >= 3: use data.folds=7 or fewer"):  # fmt: skip
         require_evaluable(None, splits, (0.2, 0.2), (8, 0), [])
+
+
+def test_a_class_of_one_row_is_refused_with_what_to_do(tmp_path):
+    from lossheads.data import TableData
+
+    path = tmp_path / "stray.csv"
+    path.write_text("a,label\n" + "".join(f"{i},{i % 3}\n" for i in range(120)) + "9,3\n")
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.2 is not valid: it leaves class '3' 0 validation "
+                       r"sample\(s\) of its 1; every class needs >= 3 in validation and in test: give that class >= 7 "
+                       r"samples, or remove its rows$"):  # fmt: skip
+        TableData(path=str(path)).setup()

@@ -191,10 +191,13 @@ def require_evaluable(
     for split, fraction in (("val", fractions[0]), ("test", fractions[1])):
         counts = held(split)
         worst = int(counts.argmin())
+        least = 2 * MIN_PER_CLASS + 1  # validation, test, and one to train on
+        fix = f"use a larger data.{split}_fraction or more samples of that class" if totals[worst] >= least else \
+            f"give that class >= {least} samples, or remove its rows"  # fmt: skip
         require(counts[worst] >= MIN_PER_CLASS, f"data.{split}_fraction", fraction,
                 f"it leaves class {name(worst)!r} {counts[worst]} {'validation' if split == 'val' else 'test'} "
                 f"sample(s) of its {totals[worst]}; every class needs >= {MIN_PER_CLASS} in validation and in test: "
-                f"use a larger data.{split}_fraction or more samples of that class")  # fmt: skip
+                f"{fix}")  # fmt: skip
 
 
 class ArrayDataModule(LightningDataModule):

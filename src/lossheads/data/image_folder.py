@@ -124,8 +124,12 @@ class ImageFolder(ImageDataModule):
     def _labels_table(self) -> tuple[list[Path], np.ndarray]:
         """First column: the file name relative to data.path; every other column: one label, 0 or 1."""
         assert self.labels_csv is not None
-        with self.labels_csv.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row]
+        try:
+            with self.labels_csv.open(newline="", encoding="utf-8-sig") as handle:
+                rows = [row for row in csv.reader(handle) if row]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(f"data.labels_csv={str(self.labels_csv)!r}: not a UTF-8 CSV ({exc}): save it as "
+                              "UTF-8 text") from None  # fmt: skip
         require(len(rows) >= 2 and len(rows[0]) >= 2, "data.labels_csv", str(self.labels_csv),
                 "give a header (file, label1, label2, ...) and one row per image")  # fmt: skip
         header, rows = [h.strip() for h in rows[0]], rows[1:]
