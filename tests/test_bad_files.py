@@ -167,7 +167,7 @@ def test_a_10000_column_csv_is_read(tmp_path):
 @pytest.mark.parametrize("width", [10, 70_000, 1_000_000])  # characters of each column name
 @pytest.mark.parametrize("delimiter", [",", ";"])
 def test_the_layout_is_found_whatever_the_header_length(tmp_path, width, delimiter):
-    from lossheads.data.table import CsvLayout
+    from lossheads.data.table_files import CsvLayout
 
     names = ["a" * width, "b" * width, "label"]
     rows = [delimiter.join(names)] + [delimiter.join([str(i), str(i * 2), str(i % 2)]) for i in range(40)]
