@@ -279,3 +279,12 @@ def test_a_labels_csv_that_is_not_utf8_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"data.labels_csv='.*labels.csv': not a UTF-8 CSV \('utf-8' codec can't "
                        r"decode byte 0xfc"):  # fmt: skip
         ImageFolder(path=str(folder), labels_csv=str(tmp_path / "labels.csv")).setup()
+
+
+@pytest.mark.parametrize(("cell", "shown"), [("inf", "inf"), ("1e30", r"1e\+30")])
+def test_a_label_that_is_no_class_index_is_refused_in_one_line(tmp_path, cell, shown):
+    """It became a class named '-9223372036854775808'."""
+    rows = [f"{i},{cell if i == 4 else i % 2}" for i in range(N)]
+    (tmp_path / "t.csv").write_text("a,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=rf"label column 'label' holds {shown} \(data row 5\), not a class index"):
+        TableData(path=str(tmp_path / "t.csv")).setup()

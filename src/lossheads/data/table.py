@@ -336,6 +336,10 @@ class TableData(ArrayDataModule):
         numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
         if numeric:
             raw = column.to_numpy(dtype=np.float64)
+            odd = np.flatnonzero(~(np.abs(raw) < 2**53))  # inf, or past the whole numbers a float holds
+            if len(odd):
+                raise ConfigError(f"{where}: label column {self.label_columns[0]!r} holds {raw[odd[0]]:g} (data row "
+                                  f"{odd[0] + 1}), not a class index: give class indices or names")  # fmt: skip
             require(bool((raw == np.round(raw)).all()), "data.label_columns", self.label_columns[0],
                     "labels must be class indices or names, not fractions (e.g. 1.5)")  # fmt: skip
         if self.num_classes_given is not None:
