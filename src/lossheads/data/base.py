@@ -158,13 +158,16 @@ def require_evaluable(
     """The rule that keeps validation and test meaningful: every class has at least `MIN_PER_CLASS`
     samples in the validation split (each fold's, under data.folds) and in the test split; multi-label
     data, at least that many samples in each. So K folds are refused beyond a third of the smallest
-    class's samples outside the test split (`data.folds=1000` on 100 samples would validate on one)."""
+    class's samples outside the test split (`data.folds=1000` on breast_cancer left most validation
+    folds empty and the rest one sample), and so is a class too small to reach validation and test."""
     if labels is None:
         if fold is not None:
             rest = len(splits["train"]) + len(splits["val"])
+            most = rest // MIN_PER_CLASS
             require(rest // fold[0] >= MIN_PER_CLASS, "data.folds", fold[0],
                     f"{rest} samples outside the test split give folds of {rest // fold[0]}; each needs >= "
-                    f"{MIN_PER_CLASS}: use data.folds={max(2, rest // MIN_PER_CLASS)} or fewer")  # fmt: skip
+                    f"{MIN_PER_CLASS}: " + (f"use data.folds={most} or fewer" if most >= 2 else
+                                            "use more samples, or data.folds=null"))  # fmt: skip
         for split in ("val", "test"):
             require(len(splits[split]) >= MIN_PER_CLASS, "data", "multi-label",
                     f"the {split} split holds {len(splits[split])} sample(s); it needs >= {MIN_PER_CLASS}: use "

@@ -4,8 +4,9 @@ in memory, else per sample in DataLoader workers."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,27 @@ class UnreadableImage(ConfigError):
         super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
 
 
-def decode(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 (C, H, W): converted to `mode` ("L" or "RGB"), resized to (H, W) if given.
-    A file that cannot be decoded is refused in one line that names it."""
+@contextlib.contextmanager
+def image_errors(file: Path) -> Iterator[None]:
+    """Pillow's errors on one file (truncated, corrupt, not an image, a decompression bomb) as one
+    line that names it."""
     from PIL import Image
 
     try:
-        with Image.open(file) as image:
-            image = image.convert(mode)
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            pixels = np.array(image, dtype=np.uint8)  # a writable copy
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # truncated, corrupt, huge
+        yield
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+
+
+def decode(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 (C, H, W): converted to `mode` ("L" or "RGB"), resized to (H, W) if given."""
+    from PIL import Image
+
+    with image_errors(file), Image.open(file) as image:
+        image = image.convert(mode)
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.BILINEAR)
+        pixels = np.array(image, dtype=np.uint8)  # a writable copy
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
@@ -147,16 +156,13 @@ class ImageFolder(ImageDataModule):
         return files, labels.astype(np.float32)
 
     def _mode_and_size(self) -> tuple[str, tuple[int, int]]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         sizes, modes = set(), set()
         for file in self.files:
-            try:
-                with Image.open(file) as image:
-                    sizes.add((image.height, image.width))
-                    modes.add(image.mode)
-            except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-                raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+            with image_errors(file), Image.open(file) as image:
+                sizes.add((image.height, image.width))
+                modes.add(image.mode)
         gray = modes <= GRAY_MODES
         mode = {"gray": "L", "rgb": "RGB"}.get(self.channels_option, "L" if gray else "RGB")
         if self.size_given is not None:
@@ -173,11 +179,8 @@ class ImageFolder(ImageDataModule):
         from PIL import Image
 
         for file in self.files:
-            try:
-                with Image.open(file) as image:
-                    image.verify()
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+            with image_errors(file), Image.open(file) as image:
+                image.verify()
 
     def num_bytes(self) -> int:
         self.scan()
