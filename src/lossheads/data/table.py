@@ -115,7 +115,7 @@ class Table:
             present = values.dropna()
             parsed = pd.to_numeric(present, errors="coerce")
             words = present[parsed.isna()]
-            if len(words) == 0:  # numbers held as objects (Parquet decimals, an .npz of number strings)
+            if len(words) == 0 and len(present):  # numbers held as objects (Parquet decimals, an .npz of text)
                 numeric.append(column)
                 continue
             if len(words) * 2 < len(present):  # mostly numbers: a stray word is an error in the file
