@@ -118,12 +118,12 @@ def test_image_folder_trains_a_cnn_on_both_paths(train, tmp_path):
 
 
 def test_image_folder_reads_classes_colour_and_multilabel_csv(tmp_path):
-    folder = write_folder(tmp_path / "rgb", per_class=4, rgb=True)
+    folder = write_folder(tmp_path / "rgb", per_class=15, rgb=True)
     data = ImageFolder(path=str(folder))
     data.setup()
     assert data.label_names == list(sorted(SHAPES)) and data.input_shape == (3, 12, 12) and data.task == "multiclass"
     rows = ["file,horizontal,vertical"] + [f"{s}/{i}.png,{int(s != 'column')},{int(s != 'bar')}"
-                                           for s in SHAPES for i in range(4)]  # fmt: skip
+                                           for s in SHAPES for i in range(15)]  # fmt: skip
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     multi = ImageFolder(path=str(folder), labels_csv=str(tmp_path / "labels.csv"), channels="gray", val_fraction=0.25,
                         test_fraction=0.25)  # fmt: skip
@@ -133,7 +133,7 @@ def test_image_folder_reads_classes_colour_and_multilabel_csv(tmp_path):
 
 
 def test_image_folder_refusals_are_one_line(tmp_path):
-    folder = write_folder(tmp_path / "one", per_class=2)
+    folder = write_folder(tmp_path / "one", per_class=10)
     from PIL import Image
 
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(folder / "bar" / "odd.png")
@@ -212,7 +212,7 @@ def test_channels_last_keeps_the_networks_outputs(config):
 
 def test_image_folder_folds_are_the_same_on_both_data_paths(tmp_path):
     """`data.in_memory=false` splits the file list itself: it must cut the folds the decoded cache cuts."""
-    folder = write_folder(tmp_path / "shapes", per_class=10)
+    folder = write_folder(tmp_path / "shapes", per_class=20)
     splits = {}
     for in_memory in (True, False):
         for fold in range(3):
@@ -221,4 +221,4 @@ def test_image_folder_folds_are_the_same_on_both_data_paths(tmp_path):
             splits[in_memory, fold] = {k: sorted(v.tolist()) for k, v in data.split_indices.items()}
     assert all(splits[True, fold] == splits[False, fold] for fold in range(3))
     vals = [set(splits[False, fold]["val"]) for fold in range(3)]
-    assert not vals[0] & vals[1] and not vals[1] & vals[2] and len(set().union(*vals)) == 24  # 30 - 6 test
+    assert not vals[0] & vals[1] and not vals[1] & vals[2] and len(set().union(*vals)) == 48  # 60 - 12 test

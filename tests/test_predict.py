@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from lossheads.cli.train.predict import main as predict
 
 from conftest import ROOT
-from lossheads.cli.predict import main as predict
 from lossheads.config.validators import ConfigError
 from lossheads.data import TableData
 
@@ -77,10 +77,10 @@ def test_a_file_with_other_columns_is_refused_in_one_line(train, tmp_path):
 def test_predictions_on_an_image_folder(train, tmp_path):
     from test_images import write_folder
 
-    folder = write_folder(tmp_path / "shapes", per_class=10)
+    folder = write_folder(tmp_path / "shapes", per_class=15)
     train("data=image_folder", f"data.path={folder}", "model=cnn", "model.channels=[8]", "loss=ce")
     output = predict([f"ckpt_path={tmp_path / 'run'}", f"data.path={folder}", f"output={tmp_path / 'p.csv'}"])
     predicted = pd.read_csv(output)
-    assert list(predicted.columns) == ["row", "p_bar", "p_column", "p_cross", "predicted"] and len(predicted) == 30
+    assert list(predicted.columns) == ["row", "p_bar", "p_column", "p_cross", "predicted"] and len(predicted) == 45
     assert predicted["row"].iloc[0] == "bar/0.png" and set(predicted["predicted"]) <= {"bar", "column", "cross"}
     np.testing.assert_allclose(predicted[["p_bar", "p_column", "p_cross"]].sum(axis=1), 1.0, atol=1e-4)

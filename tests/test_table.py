@@ -111,7 +111,7 @@ def test_parquet_and_npz_read_like_csv(tmp_path):
     frame.to_parquet(tmp_path / "t.parquet")
     data = loaded(tmp_path / "t.parquet")
     assert (data.input_shape, data.label_names) == ((4,), ["cat", "dog"])
-    np.savez(tmp_path / "t.npz", X=np.random.default_rng(0).normal(size=(30, 3)), y=np.arange(30) % 3)
+    np.savez(tmp_path / "t.npz", X=np.random.default_rng(0).normal(size=(45, 3)), y=np.arange(45) % 3)
     npz = loaded(tmp_path / "t.npz")
     assert (npz.input_shape, npz.num_classes, npz.task) == ((3,), 3, "multiclass")
 

@@ -145,6 +145,64 @@ def stratified_split(
     return tuple(rng.permutation(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
+MIN_PER_CLASS = 3  # validation and test samples each class needs: with fewer, one sample decides a metric
+
+
+def require_evaluable(
+    labels: np.ndarray | None,
+    splits: dict[str, np.ndarray],
+    fractions: tuple[float, float],
+    fold: tuple[int, int] | None,
+    names: list[str],
+) -> None:
+    """The rule that keeps validation and test meaningful: every class has at least `MIN_PER_CLASS`
+    samples in the validation split (each fold's, under data.folds) and in the test split; multi-label
+    data, at least that many samples in each. So K folds are refused beyond a third of the smallest
+    class's samples outside the test split (`data.folds=1000` on breast_cancer left most validation
+    folds empty and the rest one sample), and so is a class too small to reach validation and test."""
+    if labels is None:
+        if fold is not None:
+            rest = len(splits["train"]) + len(splits["val"])
+            most = rest // MIN_PER_CLASS
+            require(rest // fold[0] >= MIN_PER_CLASS, "data.folds", fold[0],
+                    f"{rest} samples outside the test split give folds of {rest // fold[0]}; each needs >= "
+                    f"{MIN_PER_CLASS}: " + (f"use data.folds={most} or fewer" if most >= 2 else
+                                            "use more samples, or data.folds=null"))  # fmt: skip
+        for split in ("val", "test"):
+            require(len(splits[split]) >= MIN_PER_CLASS, "data", "multi-label",
+                    f"the {split} split holds {len(splits[split])} sample(s); it needs >= {MIN_PER_CLASS}: use "
+                    "more samples or a larger data.val_fraction / data.test_fraction")  # fmt: skip
+        return
+    classes, totals = np.unique(labels, return_counts=True)
+
+    def held(split: str) -> np.ndarray:  # samples of each class in the split
+        return np.bincount(np.searchsorted(classes, labels[splits[split]]), minlength=len(classes))
+
+    def name(index: int) -> str:
+        label = classes[index].item()
+        return names[label] if isinstance(label, int) and 0 <= label < len(names) else str(label)
+
+    if fold is not None:  # the smallest of a class's K folds, whichever fold this run validates on
+        rest = totals - held("test")
+        worst = int(rest.argmin())  # its smallest fold is the smallest of all
+        most = int(rest[worst]) // MIN_PER_CLASS
+        fix = f"use data.folds={most} or fewer" if most >= 2 else "use more samples of it, or data.folds=null"
+        require(rest[worst] // fold[0] >= MIN_PER_CLASS, "data.folds", fold[0],
+                f"class {name(worst)!r} has {rest[worst]} samples outside the test split, so its smallest validation "
+                f"fold holds {rest[worst] // fold[0]}; every class needs >= {MIN_PER_CLASS} in each validation fold "
+                f"and in the test split: {fix}")  # fmt: skip
+    for split, fraction in (("val", fractions[0]), ("test", fractions[1])):
+        counts = held(split)
+        worst = int(counts.argmin())
+        least = 2 * MIN_PER_CLASS + 1  # validation, test, and one to train on
+        fix = f"use a larger data.{split}_fraction or more samples of that class" if totals[worst] >= least else \
+            f"give that class >= {least} samples, or remove its rows"  # fmt: skip
+        require(counts[worst] >= MIN_PER_CLASS, f"data.{split}_fraction", fraction,
+                f"it leaves class {name(worst)!r} {counts[worst]} {'validation' if split == 'val' else 'test'} "
+                f"sample(s) of its {totals[worst]}; every class needs >= {MIN_PER_CLASS} in validation and in test: "
+                f"{fix}")  # fmt: skip
+
+
 class ArrayDataModule(LightningDataModule):
     """Base of every in-memory dataset: a seeded stratified split, features standardized with the
     training split's statistics only, batches served by `InMemoryBatches` on the training device.
@@ -218,11 +276,7 @@ class ArrayDataModule(LightningDataModule):
                 "balanced sampling needs single-label data: use data.sampler=shuffle on multi-label data")  # fmt: skip
         self.input_shape = tuple(data.features.shape[1:])
         self.num_features = math.prod(self.input_shape)
-        train, val, test = stratified_split(
-            data.hard_labels, len(data.features), self.fractions, self.split_seed, self.fold
-        )
-        for split, idx in (("train", train), ("val", val), ("test", test)):
-            require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more samples")
+        train, val, test = self.split(data.hard_labels, len(data.features))
         hashes = sample_hashes(data.features, data.targets)
         self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
         features = self.prepare_features(data.features, train)
@@ -232,6 +286,15 @@ class ArrayDataModule(LightningDataModule):
             self.split_indices[split] = idx
             index = torch.as_tensor(idx)
             self.splits[split] = (features[index], targets[index])
+
+    def split(self, labels: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) indices: the seeded stratified split, refused when it would leave a class too
+        few validation or test samples (`require_evaluable`)."""
+        train, val, test = stratified_split(labels, n, self.fractions, self.split_seed, self.fold)
+        require(len(train) > 0, "data", self.name, "the train split is empty: use more samples")
+        names = list(getattr(self, "label_names", None) or [])
+        require_evaluable(labels, {"train": train, "val": val, "test": test}, self.fractions, self.fold, names)
+        return train, val, test
 
     def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
         """Standardized with the training split's statistics (kept in `self.standardization` for

@@ -4,8 +4,9 @@ in memory, else per sample in DataLoader workers."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lossheads.config.validators import ConfigError, require, require_choice
-from lossheads.data.base import LabeledArrays, stratified_split
+from lossheads.data.base import LabeledArrays
 from lossheads.data.images import ImageDataModule, check_shape, fits_in_memory
 from lossheads.run.splits import sample_hashes, split_record
 
@@ -23,11 +24,36 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
+class UnreadableImage(ConfigError):
+    """An image file that Pillow cannot open or decode (truncated, corrupt, not an image).
+
+    Raised in a DataLoader worker, it reaches the main process rebuilt by torch's
+    `ExceptionWrapper.reraise`, which calls this class with the worker's whole traceback as text:
+    its last line is the message, kept alone so that it is still one line
+    (tests/test_bad_files.py fails if torch changes that)."""
+
+    def __init__(self, message: str) -> None:
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
+
+
+@contextlib.contextmanager
+def image_errors(file: Path) -> Iterator[None]:
+    """Pillow's errors on one file (truncated, corrupt, not an image, a decompression bomb) as one
+    line that names it."""
+    from PIL import Image
+
+    try:
+        yield
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+
+
 def decode(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     """One image as uint8 (C, H, W): converted to `mode` ("L" or "RGB"), resized to (H, W) if given."""
     from PIL import Image
 
-    with Image.open(file) as image:
+    with image_errors(file), Image.open(file) as image:
         image = image.convert(mode)
         if size is not None and image.size != (size[1], size[0]):
             image = image.resize((size[1], size[0]), Image.BILINEAR)
@@ -107,8 +133,12 @@ class ImageFolder(ImageDataModule):
     def _labels_table(self) -> tuple[list[Path], np.ndarray]:
         """First column: the file name relative to data.path; every other column: one label, 0 or 1."""
         assert self.labels_csv is not None
-        with self.labels_csv.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row]
+        try:
+            with self.labels_csv.open(newline="", encoding="utf-8-sig") as handle:
+                rows = [row for row in csv.reader(handle) if row]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(f"data.labels_csv={str(self.labels_csv)!r}: not a UTF-8 CSV ({exc}): save it as "
+                              "UTF-8 text") from None  # fmt: skip
         require(len(rows) >= 2 and len(rows[0]) >= 2, "data.labels_csv", str(self.labels_csv),
                 "give a header (file, label1, label2, ...) and one row per image")  # fmt: skip
         header, rows = [h.strip() for h in rows[0]], rows[1:]
@@ -126,16 +156,13 @@ class ImageFolder(ImageDataModule):
         return files, labels.astype(np.float32)
 
     def _mode_and_size(self) -> tuple[str, tuple[int, int]]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         sizes, modes = set(), set()
         for file in self.files:
-            try:
-                with Image.open(file) as image:
-                    sizes.add((image.height, image.width))
-                    modes.add(image.mode)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise ConfigError(f"data.path: {file} is not a readable image ({exc}): remove or fix it") from None
+            with image_errors(file), Image.open(file) as image:
+                sizes.add((image.height, image.width))
+                modes.add(image.mode)
         gray = modes <= GRAY_MODES
         mode = {"gray": "L", "rgb": "RGB"}.get(self.channels_option, "L" if gray else "RGB")
         if self.size_given is not None:
@@ -143,6 +170,17 @@ class ImageFolder(ImageDataModule):
         require(len(sizes) == 1, "data.image_size", None,
                 f"images have {len(sizes)} sizes, e.g. {sorted(sizes)[:2]}: give data.image_size=[H,W]")  # fmt: skip
         return mode, sizes.pop()
+
+    def verify_files(self) -> None:
+        """Before training on the DataLoader path, every file read through once: Pillow's `verify`
+        checks a PNG's chunk checksums (and a truncated file's end) without decoding its pixels. A JPEG
+        is only checked by decoding it, so a damaged one is found when a batch needs it: the run then
+        stops with the same one line."""
+        from PIL import Image
+
+        for file in self.files:
+            with image_errors(file), Image.open(file) as image:
+                image.verify()
 
     def num_bytes(self) -> int:
         self.scan()
@@ -163,9 +201,10 @@ class ImageFolder(ImageDataModule):
         self.in_memory = decide == "true" or (decide == "auto" and fits_in_memory(self.num_bytes()))
         if self.in_memory:
             return super().setup(stage)
+        self.verify_files()
         data = LabeledArrays(np.empty((len(self.files), 0)), self.targets, self.task, self.num_classes)  # type: ignore[arg-type]
         labels = data.hard_labels
-        train, val, test = stratified_split(labels, len(self.files), self.fractions, self.split_seed, self.fold)
+        train, val, test = self.split(labels, len(self.files))
         channels = 1 if self.mode == "L" else 3
         self.input_shape = (channels, *self.size)
         self.num_features = int(np.prod(self.input_shape))
@@ -177,7 +216,6 @@ class ImageFolder(ImageDataModule):
         targets = torch.as_tensor(self.targets)
         targets = targets.float() if self.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):
-            require(len(idx) > 0, "data", self.name, f"the {split} split is empty: use more images")
             self.split_indices[split] = idx
             self.splits[split] = (torch.as_tensor(idx), targets[torch.as_tensor(idx)])
 

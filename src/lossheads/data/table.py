@@ -8,8 +8,8 @@ features (`Table.encode`) is kept in `preprocessing.json` and reapplied to new f
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Sequence
+import collections
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,128 +19,75 @@ from torch import Tensor
 
 from lossheads.config.validators import ConfigError, require, require_choice, require_int
 from lossheads.data.base import ArrayDataModule, LabeledArrays
+from lossheads.data.table_files import CsvLayout, file_columns, read_frame, read_head
 
 MISSING = ("refuse", "mean", "median", "zero")
 MAX_LEVELS = 50  # a text column with more distinct values is an ID or free text, not a category
-DELIMITERS = ",;\t|"
-BOM = b"\xef\xbb\xbf"
 
 
-def is_number_text(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+# what pandas' infer_dtype calls an object column of numbers, booleans or text alone (any mix: looked at)
+READABLE_OBJECTS = {"empty", "string", "boolean", "integer", "floating", "mixed-integer-float", "decimal"}
 
 
-class CsvLayout:
-    """How to read a CSV: encoding, delimiter, rows to skip, and the column names when the file has
-    no header row (scikit-learn's own CSVs: a first line `n_samples,n_features,class names...`)."""
+def unusable_kind(values) -> str | None:
+    """What a column holds that no feature or label is made of, or None for numbers, booleans and text.
 
-    def __init__(self, path: Path, encoding: str | None, delimiter: str | None, skip_rows: int | None) -> None:
-        with path.open("rb") as handle:
-            raw = handle.read(1 << 16)
-        self.encoding = encoding or self.detect_encoding(raw)
-        require(self.encoding.startswith("utf-16") or b"\x00" not in raw, "data.path", str(path),
-                "it is not a text table (it holds NUL bytes): give a CSV of UTF-8, UTF-16 or Latin-1 text, "
-                "a Parquet or an .npz file")  # fmt: skip
-        text = raw.decode(self.encoding, errors="ignore").removeprefix("\ufeff")
-        lines = text.splitlines()[:-1] if len(raw) == 1 << 16 else text.splitlines()
-        lines = [line for line in lines if line.strip()]
-        require(len(lines) >= 2, "data.path", str(path), "the file needs a header row and at least one data row")
-        self.skip_rows = skip_rows or 0
-        self.class_names: list[str] = []
-        first = lines[0]
-        self.delimiter = delimiter or self.detect_delimiter(lines[self.skip_rows + (1 if skip_rows is None else 0) :])
-        cells = next(csv.reader([first], delimiter=self.delimiter))
-        if skip_rows is None and self.is_sklearn_counts(cells, lines[1]):
-            self.skip_rows, self.class_names = 1, [c.strip() for c in cells[2:]]
-        require(len(lines) > self.skip_rows + 1, "data.skip_rows", self.skip_rows, "it skips every row of the file")
-        header = [c.strip() for c in next(csv.reader([lines[self.skip_rows]], delimiter=self.delimiter))]
-        self.has_header = not all(is_number_text(c) for c in header)
-        # no header row (scikit-learn's layout): x0, x1, ... and the last column is the label
-        self.columns = header if self.has_header else [f"x{i}" for i in range(len(header) - 1)] + ["label"]
+    Refused, not converted: dates, times and durations (which number a date becomes -- days since
+    when? its weekday? -- is a modelling choice, and predict.py must make the same one), lists,
+    structs, maps and bytes (one-hot encoding their text would make each distinct list a category),
+    complex numbers. Decimals are numbers and are read as such.
+    """
+    import datetime
+    import decimal
 
-    @staticmethod
-    def detect_encoding(raw: bytes) -> str:
-        if raw.startswith(BOM):
-            return "utf-8-sig"
-        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte order mark (Excel's "Unicode text")
-            return "utf-16"
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if exc.start < len(raw) - 3:  # not merely a character cut by the 64 kB read
-                return "latin-1"
-        return "utf-8"
-
-    @staticmethod
-    def detect_delimiter(lines: list[str]) -> str:
-        try:
-            return csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=DELIMITERS).delimiter
-        except csv.Error:
-            return ","
-
-    def is_sklearn_counts(self, cells: list[str], second_line: str) -> bool:
-        """`150,4,setosa,versicolor,virginica` above rows of 4 features and a label."""
-        widths = len(next(csv.reader([second_line], delimiter=self.delimiter)))
-        return len(cells) >= 2 and cells[0].strip().isdigit() and cells[1].strip().isdigit() and \
-            int(cells[1]) == widths - 1  # fmt: skip
-
-    def options(self) -> dict[str, Any]:
-        return {"encoding": self.encoding, "delimiter": self.delimiter, "skip_rows": self.skip_rows}
-
-
-def file_columns(path: Path, layout: CsvLayout | None) -> list[str]:
-    """The column names of a file, without reading its rows."""
-    if layout is not None:
-        return layout.columns
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    with np.load(path, allow_pickle=False) as arrays:
-        return npz_columns(arrays)
-
-
-def npz_columns(arrays: Any) -> list[str]:
-    """An .npz holds either X (N, F) and y (N,) -- columns x0.. and label -- or one 1-D array per column."""
-    keys = list(arrays.keys())
-    if "X" in keys and "y" in keys:
-        return [f"x{i}" for i in range(arrays["X"].shape[1])] + ["label"]
-    return keys
-
-
-def read_frame(path: Path, columns: list[str], layout: CsvLayout | None, numeric: Sequence[str] = ()):
-    """The named columns of the file as a DataFrame; `numeric` columns are parsed as float32."""
     import pandas as pd
 
-    if layout is None and path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path, columns=columns)
-    if layout is None:
-        with np.load(path, allow_pickle=False) as arrays:
-            if "X" in arrays and "y" in arrays:
-                frame = pd.DataFrame(arrays["X"], columns=npz_columns(arrays)[:-1])
-                frame["label"] = arrays["y"]
-                return frame[columns]
-            return pd.DataFrame({c: arrays[c] for c in columns})
-    options = dict(sep=layout.delimiter, encoding=layout.encoding, skiprows=layout.skip_rows, skipinitialspace=True)
-    if layout.has_header:
-        wanted = set(columns)
-        frame = pd.read_csv(path, header=0, usecols=lambda c: c.strip() in wanted, **options,
-                            dtype={c: np.float32 for c in numeric} or None)  # fmt: skip
-        frame.columns = [c.strip() for c in frame.columns]
-    else:
-        frame = pd.read_csv(path, header=None, names=layout.columns, usecols=columns, **options,
-                            dtype={c: np.float32 for c in numeric} or None)  # fmt: skip
-    return frame[columns]
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return unusable_kind(pd.Series(dtype.categories))
+    if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype):
+        return f"dates or times ({dtype})"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return f"durations ({dtype})"
+    if pd.api.types.is_complex_dtype(dtype):
+        return f"complex numbers ({dtype})"
+    if dtype.kind in "SV":  # a NumPy bytes or structured array (an .npz)
+        return f"bytes or records ({dtype})"
+    if not pd.api.types.is_object_dtype(dtype):
+        return None
+    inferred = pd.api.types.infer_dtype(values, skipna=True)  # in C: a million strings in microseconds
+    if inferred in READABLE_OBJECTS:
+        return None
+    kinds = {type(value) for value in values.dropna()}
+    for kind in kinds:
+        if issubclass(kind, (datetime.date, datetime.time, datetime.timedelta)):
+            return f"dates or times ({kind.__name__})"
+        if issubclass(kind, (list, tuple, np.ndarray)):
+            return "lists or maps"
+        if issubclass(kind, dict):
+            return "structs"
+        if issubclass(kind, (bytes, bytearray)):
+            return "bytes"
+        if not issubclass(kind, (str, bool, int, float, decimal.Decimal, np.number, np.bool_)):
+            return f"{kind.__name__} values"
+    return None
+
+
+def require_usable(values, column: str, where: str, use: str) -> None:
+    kind = unusable_kind(values)
+    if kind is not None:
+        raise ConfigError(f"{where}: column {column!r} holds {kind}, which the table reader does not convert: {use}")
+
+
+FEATURE_USE = ("turn it into numbers or text first (e.g. a date into days since a fixed date, a list into one "
+               "column per item), or leave it out with data.feature_columns")  # fmt: skip
 
 
 class Table:
     """From a file's feature columns to a float32 matrix: numbers as they are, categories one-hot in
     sorted level order; missing values refused (column names and counts) or imputed. Built from the
-    training file, saved as plain data, reapplied to new files."""
+    training file, saved as plain data, reapplied to new files. Columns of other kinds (dates, lists,
+    structs, bytes) are refused: see `unusable_kind`."""
 
     def __init__(self, columns: list[str], numeric: list[str], categories: dict[str, list[str]], missing: str):
         self.columns, self.numeric, self.categories, self.missing = columns, numeric, categories, missing
@@ -161,12 +108,16 @@ class Table:
         numeric, categories = [], {}
         for column in columns:
             values = frame[column]
+            require_usable(values, column, where, FEATURE_USE)
             if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
                 numeric.append(column)
                 continue
             present = values.dropna()
             parsed = pd.to_numeric(present, errors="coerce")
             words = present[parsed.isna()]
+            if len(words) == 0 and len(present):  # numbers held as objects (Parquet decimals, an .npz of text)
+                numeric.append(column)
+                continue
             if len(words) * 2 < len(present):  # mostly numbers: a stray word is an error in the file
                 row = words.index[0]
                 raise ConfigError(
@@ -180,8 +131,11 @@ class Table:
             categories[column] = levels
         return cls(list(columns), numeric, categories, missing)
 
-    def encode(self, frame, where: str) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 features with NaN where a value is missing, a row mask of missing values)."""
+    def encode(self, frame, where: str, source: Callable[[str], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 features with NaN where a value is missing, a row mask of missing values).
+
+        A value past float32's range (|x| > 3.4e38) is named as such, not as infinite; `source`, if
+        given, returns a column as the file holds it, for a frame already read as float32."""
         import pandas as pd
 
         n = len(frame)
@@ -190,7 +144,8 @@ class Table:
         counts: dict[str, int] = {}
         j = 0
         for column in self.columns:
-            values = frame[column]
+            values = frame[column]  # (infer has checked a training file's columns; this is a new file's)
+            require_usable(values, column, where, "give it the numbers or text the training file had")
             if column in self.categories:
                 levels = self.categories[column]
                 codes = pd.Categorical(values.astype("string"), categories=levels).codes
@@ -206,14 +161,18 @@ class Table:
                 hole, j = absent, j + len(levels)
             else:
                 try:
-                    out[:, j] = pd.to_numeric(values, errors="raise").to_numpy(dtype=np.float32, na_value=np.nan)
+                    numbers = pd.to_numeric(values, errors="raise")
                 except (ValueError, TypeError):
                     raise ConfigError(f"{where}: column {column!r} holds text where the training file had numbers") \
                         from None  # fmt: skip
+                with np.errstate(over="ignore"):
+                    out[:, j] = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
                 infinite = np.flatnonzero(np.isinf(out[:, j]))
                 if len(infinite):
-                    row = infinite[0] + 1
-                    raise ConfigError(f"{where}: column {column!r} holds an infinite value (data row {row})")
+                    row = int(infinite[0])
+                    if numbers.dtype == np.float32 and source is not None:
+                        numbers = pd.to_numeric(source(column))
+                    raise infinite_value(where, column, row, float(numbers.iloc[row]))
                 hole, j = np.isnan(out[:, j]), j + 1
             if hole.any():
                 counts[column] = int(hole.sum())
@@ -231,6 +190,15 @@ class Table:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Table:
         return cls(list(state["columns"]), state["numeric"], state["categories"], state["missing"])
+
+
+def infinite_value(where: str, column: str, row: int, value: float) -> ConfigError:
+    """An infinite feature: one the file spells as such, or a number float32 cannot hold."""
+    if np.isfinite(value):
+        return ConfigError(f"{where}: column {column!r} holds {value:g} (data row {row + 1}), which overflows "
+                           f"float32 (largest {np.finfo(np.float32).max:.4g}): rescale the column, e.g. to other "
+                           "units or a log scale")  # fmt: skip
+    return ConfigError(f"{where}: column {column!r} holds an infinite value (data row {row + 1})")
 
 
 def impute_and_standardize(features: np.ndarray, rows: np.ndarray, missing: str) -> tuple[np.ndarray, ...]:
@@ -311,7 +279,7 @@ class TableData(ArrayDataModule):
     def select_columns(self, columns: list[str]) -> list[str]:
         """The feature columns: named ones, or every column but labels, the ID and a pandas index."""
         where = f"data.path={str(self.path)!r}"
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        duplicated = sorted(c for c, n in collections.Counter(columns).items() if n > 1)  # linear: 10,000 columns
         if duplicated:
             raise ConfigError(f"{where}: duplicated column names {duplicated}: rename them so each is unique")
         named = self.label_columns + (self.feature_columns or []) + ([self.id_column] if self.id_column else [])
@@ -332,14 +300,19 @@ class TableData(ArrayDataModule):
         first_row = (layout.skip_rows + (2 if layout.has_header else 1)) if layout else 0
         numeric: list[str] = []
         if layout is not None:  # numbers straight to float32: 4 bytes a cell in the frame, not 8 or an object
-            numeric = Table.infer(_head(self.path, features, layout, 5000), features, "zero", where, first_row).numeric
+            numeric = Table.infer(
+                read_head(self.path, features, layout, 5000), features, "zero", where, first_row
+            ).numeric
         try:
             frame = read_frame(self.path, features + self.label_columns, layout, numeric=numeric)
+        except ConfigError:
+            raise
         except (ValueError, TypeError):  # a word further down a numeric column: found and named by infer
             frame = read_frame(self.path, features + self.label_columns, layout)
         table = Table.infer(frame, features, self.missing, where, first_row)
         self.table = table
-        matrix, _ = table.encode(frame, where)
+        # read as float32, a cell of 1e39 and one of inf both arrive as inf: the column's text tells them apart
+        matrix, _ = table.encode(frame, where, source=lambda column: read_frame(self.path, [column], layout)[column])
         targets, task, num_classes = self.labels(frame, where, layout)
         del frame
         self.reader_options = layout.options() if layout else {}
@@ -350,6 +323,8 @@ class TableData(ArrayDataModule):
         import pandas as pd
 
         values = frame[self.label_columns]
+        for column in self.label_columns:
+            require_usable(values[column], column, where, "labels are class names or indices; give such a column")
         absent = values.isna().sum()
         require(not absent.any(), "data.label_columns", self.label_columns,
                 f"{int(absent.sum())} row(s) have no label: every row needs one")  # fmt: skip
@@ -368,6 +343,10 @@ class TableData(ArrayDataModule):
         numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
         if numeric:
             raw = column.to_numpy(dtype=np.float64)
+            odd = np.flatnonzero(~(np.abs(raw) < 2**53))  # inf, or past the whole numbers a float holds
+            if len(odd):
+                raise ConfigError(f"{where}: label column {self.label_columns[0]!r} holds {raw[odd[0]]:g} (data row "
+                                  f"{odd[0] + 1}), not a class index: give class indices or names")  # fmt: skip
             require(bool((raw == np.round(raw)).all()), "data.label_columns", self.label_columns[0],
                     "labels must be class indices or names, not fractions (e.g. 1.5)")  # fmt: skip
         if self.num_classes_given is not None:
@@ -406,20 +385,6 @@ class TableData(ArrayDataModule):
                      file_columns=self.file_columns, label_columns=self.label_columns,
                      id_column=self.id_column)  # fmt: skip
         return state
-
-
-def _head(path: Path, columns: list[str], layout: CsvLayout, rows: int):
-    """The first `rows` rows, to tell numbers from categories before the full, typed read."""
-    import pandas as pd
-
-    options = dict(sep=layout.delimiter, encoding=layout.encoding, skiprows=layout.skip_rows, skipinitialspace=True,
-                   nrows=rows)  # fmt: skip
-    if layout.has_header:
-        wanted = set(columns)
-        frame = pd.read_csv(path, header=0, usecols=lambda c: c.strip() in wanted, **options)
-        frame.columns = [c.strip() for c in frame.columns]
-        return frame[columns]
-    return pd.read_csv(path, header=None, names=layout.columns, usecols=columns, **options)[columns]
 
 
 class CsvData(TableData):
