@@ -96,3 +96,24 @@ def test_each_stage_of_the_distill_recipe_is_announced(tmp_path, capsys):
     assert [line.split(":")[0] for line in lines[::2]] == stages
     assert lines[1::2] == ["epoch 1/1 of teacher", "epoch 1/1 of kd", "epoch 1/1 of hard"]
     assert lines[2].endswith(f"({tmp_path / 'run' / 'kd'})")
+
+
+def test_a_run_resolves_its_config_plans_its_steps_and_builds_its_callbacks_once(train, monkeypatch):
+    import lossheads.run.build as build_module
+
+    calls: dict[str, int] = {}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            key = name if name != "instantiate_checked" else f"callbacks.{args[1]}" if len(args) > 1 else name
+            calls[key] = calls.get(key, 0) + 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("resolved", "plan_stepping", "instantiate_checked"):
+        monkeypatch.setattr(build_module, name, counted(name, getattr(build_module, name)))
+    record = train()
+    assert record["status"] == "ok"
+    assert calls["resolved"] == 1 and calls["plan_stepping"] == 1
+    assert calls["callbacks.callbacks"] == 3  # each of callbacks/default.yaml's three, once
