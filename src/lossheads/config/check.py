@@ -2,7 +2,8 @@
 
 Components validate their own arguments where they enter (constructors raise `ConfigError`); this
 covers what no component owns. `check_config` imports neither torch nor Lightning, so the entry point
-answers a bad value before loading them (seconds); `check_machine` needs torch and runs in `build`.
+answers a bad value before loading them (seconds); `check_machine` needs torch and runs in
+`run.build.plan_run`.
 """
 
 from __future__ import annotations
