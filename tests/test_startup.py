@@ -56,6 +56,7 @@ def test_a_refused_run_removes_only_the_folder_it_created(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine"]
 
 
+@pytest.mark.slow
 def test_a_run_refused_after_the_libraries_load_leaves_no_folder_either(tmp_path):
     """A refusal that needs the data (a head that does not fit it) comes after torch is imported."""
     result = run_train_py("data=digits", "head=sigmoid", cwd=tmp_path)
