@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
-from lossheads.run.build import build, build_trainer  # noqa: E402
+from lossheads.run.build import build, build_trainer, plan_run  # noqa: E402
 from lossheads.run.console import quiet_lightning  # noqa: E402
 
 FEATURES = 32
@@ -93,8 +93,9 @@ def harness_steps_per_s(batch_size: int, steps: int, n_samples: int, folder: Pat
                  "+callbacks.model_checkpoint.save_top_k=0", "callbacks.model_checkpoint.save_last=false",
                  "~callbacks.last_checkpoint"]  # fmt: skip
     cfg = compose_config(overrides, folder)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    plan = plan_run(cfg)
+    datamodule, module = build(cfg, plan)
+    trainer = build_trainer(cfg, plan)
     clock = StepClock(module, steps, device)
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == steps, trainer.global_step

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import StepClock, accelerator  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
-from lossheads.run.build import build, build_trainer  # noqa: E402
+from lossheads.run.build import build, build_trainer, plan_run  # noqa: E402
 
 
 def image_overrides(batch: int, steps: int, device: str, *extra: str) -> list[str]:
@@ -38,8 +38,9 @@ def image_overrides(batch: int, steps: int, device: str, *extra: str) -> list[st
 
 def harness_images_per_s(batch: int, steps: int, folder: Path, device: str, *extra: str) -> float:
     cfg = compose_config(image_overrides(batch, steps, device, *extra), folder)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    plan = plan_run(cfg)
+    datamodule, module = build(cfg, plan)
+    trainer = build_trainer(cfg, plan)
     clock = StepClock(module, steps, device)
     # from the first epoch's start: the first call's batch (and its augmentation, done when the batch
     # reaches the device) is fetched before the first on_train_batch_start

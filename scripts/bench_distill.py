@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from bench import accelerator  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
-from lossheads.run.build import build, build_trainer  # noqa: E402
+from lossheads.run.build import build, build_trainer, plan_run  # noqa: E402
 from lossheads.run.console import quiet_lightning  # noqa: E402
 from lossheads.run.execute import run  # noqa: E402
 
@@ -38,8 +38,9 @@ PAIRS = {  # name: (data, the teacher's model overrides, the student's)
 
 def student_fit_seconds(overrides: list[str], folder: Path) -> float:
     cfg = compose_config(overrides, folder)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)
+    plan = plan_run(cfg)
+    datamodule, module = build(cfg, plan)
+    trainer = build_trainer(cfg, plan)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - start

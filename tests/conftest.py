@@ -35,10 +35,11 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
 
 def built(overrides: list[str], output_dir: Path) -> tuple[Any, Any, Any]:
     """What `run` builds for these overrides: (datamodule, module, trainer), for a test to fit itself."""
-    from lossheads.run.build import build, build_trainer
+    from lossheads.run.build import build, build_trainer, plan_run
 
     cfg = compose_config(overrides, output_dir)
-    return *build(cfg), build_trainer(cfg)
+    plan = plan_run(cfg)
+    return *build(cfg, plan), build_trainer(cfg, plan)
 
 
 @pytest.fixture

@@ -456,7 +456,7 @@ def test_a_run_that_can_take_no_optimizer_step_is_refused(tmp_path, override):
 
 
 def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_report(tmp_path):
-    from lossheads.report import write_report
+    from lossheads.report.markdown import write_report
 
     sweep = ["-m", "seed=1,2,3", "trainer.max_epochs=1", *QUIET, "hydra.sweep.dir=sweep"]
     process = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p", 2))  # in job 1

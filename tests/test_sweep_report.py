@@ -16,8 +16,9 @@ import yaml
 from scipy import stats as scipy_stats
 
 from conftest import QUICK, run_train_py
-from lossheads.report import collect, main, write_report
-from lossheads.report.collect import Run, ranking
+from lossheads.report import main
+from lossheads.report.collect import Run, collect, ranking
+from lossheads.report.markdown import write_report
 from lossheads.report.thresholds import f1_at
 
 

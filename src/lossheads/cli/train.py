@@ -1,14 +1,22 @@
 """The command line `python train.py` and the installed `lossheads-train`.
 
 Hydra composes the config; this adds the project's own `--help` (config groups, options and top-level
-keys, read from the configs themselves) and turns a mistyped override, which Hydra reports as a
-composition error, into one line with the nearest valid name and exit code 2.
+keys, read from the configs themselves), turns a mistyped override, which Hydra reports as a
+composition error, into one line with the nearest valid name and exit code 2, and checks the
+composed config before torch and Lightning are imported (a bad value is answered in the time Hydra
+takes, not the seconds those imports take). A refused run leaves no run folder behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from lossheads.cli.help import composition_error, config_dir, help_page
 
@@ -23,13 +31,78 @@ def train() -> None:
     import hydra
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
-    from lossheads.run.execute import main as run_main
-
     # Hydra prints a composition error as a paragraph and exits 1; with this it raises it to us instead
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(run_main)
+    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(checked_run)
     try:
         entry()
     except (MissingConfigException, ConfigCompositionException, OverrideParseException) as exc:
         print(f"error: {composition_error(exc)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except SystemExit as exit_:
+        if exit_.code == EXIT_BAD_INPUT:
+            NewRunFolder.remove_if_refused()
+        raise
+
+
+def checked_run(cfg: DictConfig) -> float | None:
+    """Hydra's task: the whole-config check, then the run (which imports torch and Lightning). In a
+    sweep every job goes to the run, which records a refused job and lets the sweep go on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lossheads.config.check import check_config
+    from lossheads.config.validators import ConfigError
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        try:
+            check_config(cfg)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    from lossheads.run.execute import main
+
+    return main(cfg)
+
+
+class NewRunFolder(Callback):
+    """Hydra creates the run folder (`outputs/DATE/TIME/`) and writes its own files there before the
+    task runs. This callback (`hydra.callbacks.new_run_folder` in train.yaml) notes, just before, the
+    first folder on that path that does not exist yet, so that a refused run removes what this
+    invocation created, and only while it holds nothing but Hydra's files: a folder that existed
+    before (another run's, a resumed one, one a concurrent run shares) is never removed."""
+
+    created: ClassVar[Path | None] = None  # the outermost folder this invocation creates
+    folder: ClassVar[Path | None] = None  # the run folder itself
+    log_name: ClassVar[str] = "train.log"  # Hydra's job log, named after the job
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.run.dir)).absolute()  # `now` is resolved once per run: Hydra's value
+        created = None
+        for path in (folder, *folder.parents):
+            if path.exists():
+                break
+            created = path
+        NewRunFolder.folder, NewRunFolder.created = folder, created
+        NewRunFolder.log_name = f"{config.hydra.job.name}.log"
+
+    @classmethod
+    def remove_if_refused(cls) -> None:
+        """Remove the run folder this invocation created while it holds only Hydra's files, and the
+        empty folders above it this invocation created (`outputs/DATE/`)."""
+        folder, created = cls.folder, cls.created
+        if folder is None or created is None or not folder.is_dir():
+            return
+        hydra_files = {Path(".hydra") / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+        allowed = {Path(".hydra"), Path(cls.log_name), *hydra_files}
+        if any(path.relative_to(folder) not in allowed for path in folder.rglob("*")):
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in folder.parents:
+            if parent != created and created not in parent.parents:
+                break
+            try:
+                parent.rmdir()  # only while empty: a concurrent run's folder beside it stays
+            except OSError:
+                break
+        cls.folder = cls.created = None

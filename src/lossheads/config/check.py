@@ -1,7 +1,9 @@
 """The whole-config check: the top-level keys and the trainer, before anything is built.
 
 Components validate their own arguments where they enter (constructors raise `ConfigError`); this
-covers what no component owns.
+covers what no component owns. `check_config` imports neither torch nor Lightning, so the entry point
+answers a bad value before loading them (seconds); `check_machine` needs torch and runs in
+`run.build.plan_run`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import os
 
 from omegaconf import DictConfig
 
-from lossheads.config.pairing import AUTO, HEADS, LOSSES, loss_name
 from lossheads.config.validators import MAX_SEED, is_int, is_number, require, require_choice, require_int
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Checks of the top-level keys; data, head, loss, model and scheduler check themselves, and
-    Lightning the trainer's arguments (its aliases, e.g. precision=16 or devices=[0], work)."""
+    """Checks of the top-level keys; data, head, loss, model and scheduler check themselves
+    (`pairing.check_names` the head and loss names), and Lightning the trainer's arguments (its
+    aliases, e.g. precision=16 or devices=[0], work)."""
     require(is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"use a whole number in [0, {MAX_SEED}]")
     require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
     if cfg.threshold != "auto":
@@ -26,8 +28,6 @@ def check_config(cfg: DictConfig) -> None:
         require(cfg.trainer.get("limit_val_batches") != 0, "threshold", "auto",
                 "it is chosen on the validation split, which trainer.limit_val_batches=0 leaves out: "
                 "give limit_val_batches > 0, or a threshold in (0, 1)")  # fmt: skip
-    require_choice("head", cfg.head.name, (AUTO, *sorted(HEADS)))
-    require_choice("loss", loss_name(cfg.loss), (AUTO, *sorted(LOSSES)))
     optimizer = cfg.optimizer
     require(is_number(optimizer.get("lr")) and optimizer.lr > 0, "optimizer.lr", optimizer.get("lr"),
             "use a learning rate > 0, e.g. optimizer.lr=1e-3")  # fmt: skip
@@ -43,7 +43,6 @@ def check_config(cfg: DictConfig) -> None:
             "use a whole number of epochs >= 1, or null for no early stopping")  # fmt: skip
     require_choice("test_on", cfg.get("test_on", "last"), ("last", "best"))
     check_training_budget(trainer)
-    check_machine(trainer)
 
 
 def check_training_budget(trainer: DictConfig) -> None:

@@ -40,13 +40,18 @@ def heads_fitting(task: Task, loss: type[Loss] | None = None) -> list[str]:
     return sorted(names, key=lambda n: task not in HEADS[n].default_for)
 
 
+def check_names(head_name: str, loss: str) -> None:
+    """The head and the loss are registered names (or auto); `build` asks before building the data."""
+    require_choice("head", head_name, (AUTO, *sorted(HEADS)))
+    require_choice("loss", loss, (AUTO, *sorted(LOSSES)))
+
+
 def resolve(head_name: str, loss: str, task: Task) -> tuple[type[Head], type[Loss]]:
     """`head=auto` takes the task's default head if the loss fits it, else another head that fits both;
     `loss=auto` takes the head's own loss (`Head.hard_loss`): sigmoid + bce_logits on binary data,
     softmax + ce on multi-class, multilabel + bce_logits on multi-label. A pair that does not fit is
     refused in one line with a fix that works."""
-    require_choice("head", head_name, (AUTO, *sorted(HEADS)))
-    require_choice("loss", loss, (AUTO, *sorted(LOSSES)))
+    check_names(head_name, loss)
     loss_cls = None if loss == AUTO else LOSSES[loss]
     if head_name == AUTO:
         candidates = heads_fitting(task, loss_cls)

@@ -7,7 +7,7 @@ Components validate their own arguments where they enter (constructors raise `Co
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -21,18 +21,32 @@ class ConfigError(ValueError):
     """A user's input that cannot work; the message is shown as one line, without a traceback."""
 
 
-def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
-    """Hydra's `instantiate` (containers passed as plain lists/dicts), re-raising a constructor's
-    `ConfigError` as itself rather than wrapped in Hydra's `InstantiationException`; with `key` (the
-    config group), a constructor's TypeError or ValueError (an unknown option, a wrong type) too."""
+def instantiate_checked(
+    node: DictConfig, key: str | None = None, explain: Callable[[BaseException], str | None] | None = None,
+    **kwargs: Any,
+) -> Any:  # fmt: skip
+    """Hydra's `instantiate` (containers passed as plain lists/dicts), with Hydra's
+    `InstantiationException` turned into one `ConfigError` line: a constructor's own `ConfigError`
+    as itself; else `explain(cause)`'s line, where it gives one; else, with `key` (the config
+    group), a constructor's TypeError or ValueError (an unknown option, a wrong type). Any other
+    cause (a bug inside a constructor) keeps its traceback."""
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
-        if isinstance(exc.__cause__, ConfigError):
-            raise exc.__cause__ from None
-        if key and isinstance(exc.__cause__, (TypeError, ValueError)):
-            raise ConfigError(f"{key}: {str(exc.__cause__).splitlines()[0]}: fix the {key}.* overrides") from None
-        raise
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        line = explain(cause) if explain else None
+        if line is None and key and isinstance(cause, (TypeError, ValueError)):
+            line = f"{key}: {first_line(cause)}: fix the {key}.* overrides"
+        if line is None:
+            raise
+        raise ConfigError(line) from None
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, or its type's name when it has no message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def require(condition: bool, key: str, value: Any, fix: str) -> None:

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lossheads.config.validators import ConfigError, instantiate_checked, require
+from lossheads.config.validators import ConfigError, first_line, instantiate_checked, require
 
 SHARED_OPTIONS = ("weights", "channels_last", "compile")
 
@@ -24,21 +23,8 @@ def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int
     options = {key: model_cfg.get(key) for key in SHARED_OPTIONS}
     constructor = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k not in SHARED_OPTIONS])
     target = model_cfg.get("_target_")
-    try:
-        net = instantiate_checked(constructor, input_shape=list(input_shape), num_logits=num_logits)
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        if not isinstance(cause, (ImportError, AttributeError, TypeError)):
-            raise  # a bug inside the network's constructor: a traceback, not a config error
-        if isinstance(cause, ImportError):  # Hydra's message spreads the module's own error over lines
-            raise ConfigError(
-                f"model._target_={target!r} could not be imported ({' '.join(str(cause).split())}): put its "
-                "module's folder on PYTHONPATH, e.g. PYTHONPATH=. python train.py ... (the README's 'Your own network')"
-            ) from None
-        raise ConfigError(
-            f"model._target_={target!r} could not be built ({first_line(cause)}): a model's constructor "
-            "takes (input_shape, num_logits, **options), see the README's 'Your own network'"
-        ) from None
+    net = instantiate_checked(constructor, explain=lambda cause: model_error(target, cause),
+                              input_shape=list(input_shape), num_logits=num_logits)  # fmt: skip
     require(isinstance(net, nn.Module), "model._target_", target, "it must build a torch.nn.Module")
     if options["weights"]:
         load_weights(net, options["weights"])
@@ -51,8 +37,20 @@ def build_net(model_cfg: DictConfig, input_shape: Sequence[int], num_logits: int
     return net
 
 
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def model_error(target: Any, cause: BaseException) -> str | None:
+    """The line for a network class that cannot be imported or called as a model; None for a bug
+    inside its constructor, which keeps its traceback."""
+    if isinstance(cause, ImportError):  # Hydra's message spreads the module's own error over lines
+        return (
+            f"model._target_={target!r} could not be imported ({' '.join(str(cause).split())}): put its module's "
+            "folder on PYTHONPATH, e.g. PYTHONPATH=. python train.py ... (the README's 'Your own network')"
+        )
+    if isinstance(cause, (AttributeError, TypeError)):
+        return (
+            f"model._target_={target!r} could not be built ({first_line(cause)}): a model's constructor "
+            "takes (input_shape, num_logits, **options), see the README's 'Your own network'"
+        )
+    return None
 
 
 def load_weights(net: nn.Module, path: Any) -> None:

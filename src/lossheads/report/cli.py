@@ -1,4 +1,7 @@
-"""The report's two doors: a Hydra callback at the end of a multirun, and a command for any sweep folder."""
+"""The report's two doors: a Hydra callback at the end of a multirun, and a command for any sweep folder.
+
+Hydra imports the callback on every `python train.py`; the report's own modules (numpy, scipy,
+torch) are imported only when a report is written, so that a refused command is answered quickly."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lossheads.config.validators import ConfigError
-from lossheads.report.markdown import check_metric, write_report
 
 DEFAULT_METRIC = "val/auroc"
 
@@ -24,6 +26,8 @@ class ReportCallback(Callback):
         self.metric = metric
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lossheads.report.markdown import check_metric
+
         try:
             check_metric(self.metric)
         except ConfigError as error:
@@ -31,11 +35,15 @@ class ReportCallback(Callback):
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from lossheads.report.markdown import write_report
+
         report = write_report(Path(config.hydra.sweep.dir), self.metric)
         print(f"report: {report}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lossheads.report.markdown import check_metric, write_report
+
     parser = argparse.ArgumentParser(
         description="Write report.md, results.csv, comparisons.csv and plots for a sweep folder."
     )

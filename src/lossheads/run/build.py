@@ -1,19 +1,22 @@
 """Build one run from its config, every input checked before anything trains: data -> head -> loss ->
-net -> module, and the Trainer with the run's callbacks, loggers and checkpoint writer."""
+net -> module, and the Trainer with the run's callbacks, loggers and checkpoint writer.
+
+What both halves need is computed once, in `plan_run`: the resolved config (stored in every
+checkpoint, compared on resume, fingerprinted in metrics.json), the stepping plan and the callbacks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 from omegaconf import DictConfig
 
-from lossheads.config.check import check_config
-from lossheads.config.pairing import build_head_for, build_loss
+from lossheads.config.check import check_config, check_machine
+from lossheads.config.pairing import build_head_for, build_loss, check_names, loss_name
 from lossheads.config.validators import ConfigError, instantiate_checked, require
 from lossheads.data import ArrayDataModule
 from lossheads.models import build_net
@@ -24,31 +27,57 @@ from lossheads.run.resume import check_resume, resolved, resumed_from
 from lossheads.training.module import ClassifierModule
 from lossheads.training.schedules import Plateau
 from lossheads.training.selection import early_stopping, validation_monitor
-from lossheads.training.stepping import plan_stepping, trainer_arguments
+from lossheads.training.stepping import Stepping, plan_stepping, trainer_arguments
 
 
-def build_trainer(cfg: DictConfig) -> Trainer:
-    logger = build_loggers(cfg)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    stopper = early_stopping(cfg, callbacks)
-    callbacks += [stopper] if stopper else []
-    counts = trainer_arguments(cfg.trainer, plan_stepping(cfg))  # batches counted in optimizer steps
-    io_plugin = RunCheckpointIO(resolved(cfg))  # atomic writes, the run's config and a checksum in each
-    try:
-        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[io_plugin], **counts)
-    except (InstantiationException, MisconfigurationException, ValueError) as exc:
-        reason = str(exc.__cause__ or exc).splitlines()[0].rstrip(".")
-        at = {k: reason.lower().find(k.lower()) for k in cfg.trainer if k != "_target_"}
-        named = sorted((k for k in at if at[k] >= 0), key=at.get)  # the key Lightning names first
-        key = f"trainer.{named[0]}={cfg.trainer[named[0]]!r}" if named else "trainer"
-        raise ConfigError(f"{key} is not valid: Lightning says {reason}") from exc
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run derives from its checked config, once: `config` is `resolved(cfg)`, `callbacks`
+    the config's callbacks (early stopping included), `stepping` how the run steps."""
+
+    config: dict[str, Any]
+    stepping: Stepping
+    callbacks: list[Callback]
 
 
-def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
-    """Everything a run needs, every input checked, before any training starts."""
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """Check the config (top-level keys, head and loss names, this machine) and plan the run."""
     check_config(cfg)
+    check_names(str(cfg.head.name), loss_name(cfg.loss))
+    check_machine(cfg.trainer)
+    callbacks = [instantiate_checked(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    stopper = early_stopping(cfg, callbacks)
+    return RunPlan(resolved(cfg), plan_stepping(cfg), callbacks + ([stopper] if stopper else []))
+
+
+def build_trainer(cfg: DictConfig, plan: RunPlan | None = None) -> Trainer:
+    """The run's Trainer: its callbacks and loggers, batches counted in optimizer steps, and the
+    checkpoint writer that stores the run's config and a checksum in each checkpoint."""
+    plan = plan or plan_run(cfg)
+    counts = trainer_arguments(cfg.trainer, plan.stepping)
+    io_plugin = RunCheckpointIO(plan.config)
+    try:
+        return instantiate_checked(cfg.trainer, explain=lambda cause: lightning_says(cfg.trainer, cause),
+                                   logger=build_loggers(cfg), callbacks=plan.callbacks, plugins=[io_plugin],
+                                   **counts)  # fmt: skip
+    except (MisconfigurationException, ValueError) as exc:  # raised outside the Trainer's constructor
+        raise ConfigError(lightning_says(cfg.trainer, exc)) from exc
+
+
+def lightning_says(trainer: DictConfig, exc: BaseException) -> str:
+    """One line for a trainer argument Lightning refused: the key it names first, and its reason."""
+    reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+    at = {k: reason.lower().find(k.lower()) for k in trainer if k != "_target_"}
+    named = sorted((k for k in at if at[k] >= 0), key=at.get)  # the key Lightning names first
+    key = f"trainer.{named[0]}={trainer[named[0]]!r}" if named else "trainer"
+    return f"{key} is not valid: Lightning says {reason}"
+
+
+def build(cfg: DictConfig, plan: RunPlan | None = None) -> tuple[ArrayDataModule, ClassifierModule]:
+    """Everything a run needs, every input checked, before any training starts."""
+    plan = plan or plan_run(cfg)
+    stepping = plan.stepping
     seed_everything(cfg.seed, workers=True, verbose=False)
-    stepping = plan_stepping(cfg)
     datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call,
                                                       seed=cfg.seed)  # fmt: skip
     datamodule.setup()
@@ -67,8 +96,7 @@ def build(cfg: DictConfig) -> tuple[ArrayDataModule, ClassifierModule]:
     optimizer = checked_optimizer(cfg.optimizer, net)
     schedule = instantiate_checked(cfg.scheduler) if cfg.get("scheduler") else None
     if isinstance(schedule, Plateau):
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        schedule.monitor, schedule.mode = validation_monitor(callbacks)
+        schedule.monitor, schedule.mode = validation_monitor(plan.callbacks)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=stepping.steps_per_call,
                               schedule=schedule, stepping=stepping,
@@ -87,11 +115,13 @@ def checked_optimizer(node: DictConfig, net: torch.nn.Module):
     return factory
 
 
-def checked_checkpoint(cfg: DictConfig, module: ClassifierModule, found: Path | None = None) -> dict | None:
+def checked_checkpoint(
+    cfg: DictConfig, module: ClassifierModule, config: dict[str, Any], found: Path | None = None
+) -> dict | None:
     """`ckpt_path` found (`last`, a run folder or a file; or `found` by the run folder's plan), read
     safely (checksum verified) and matched against the module this config builds, or None;
     `train=false` needs one. A resume must continue the checkpoint's run exactly (`check_resume`).
-    Returns where the run starts from: {"checkpoint", "epochs", "step"}."""
+    `config`: this run's `resolved(cfg)`. Returns where the run starts from: {"checkpoint", "epochs", "step"}."""
     if cfg.get("ckpt_path") is None and found is None:
         require(cfg.train, "ckpt_path", None,
                 "train=false evaluates a checkpoint: give ckpt_path=RUN/checkpoints/last.ckpt")  # fmt: skip
@@ -103,5 +133,5 @@ def checked_checkpoint(cfg: DictConfig, module: ClassifierModule, found: Path | 
     require(ours == theirs, "ckpt_path", str(path),
             "it was saved by a run with another model, head, loss or dataset: give that run's overrides")  # fmt: skip
     if cfg.train:
-        check_resume(str(path), checkpoint, resolved(cfg))
+        check_resume(str(path), checkpoint, config)
     return resumed_from(str(path), checkpoint)

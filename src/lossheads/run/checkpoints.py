@@ -3,6 +3,12 @@
 Every checkpoint is read with `torch.load(weights_only=True)`: tensors and plain containers only,
 so a file that carries a pickled object that would run code is refused instead of executed. Its
 checksum (SHA-256 over its contents) is verified on every load: an altered file is refused.
+
+The checksum walks the checkpoint's contents rather than hashing the bytes `torch.save` writes: it
+costs the same (`python scripts/bench_checksum.py`, 2-core CPU, load average 7.7-8.7, 2026-12-05:
+0.7 ms against 0.5 ms on the default MLP's 0.9 MB checkpoint, 180-184 ms against 195 ms on 151 MB),
+and it lives inside the checkpoint it covers, which stays a plain Lightning checkpoint (a hash of
+the file's bytes would need a place outside them: a second file, or a wrapper around Lightning's).
 """
 
 from __future__ import annotations

@@ -19,26 +19,29 @@ SUMMARY_GROUPS = ("data", "head", "loss", "model", "optimizer", "scheduler", "tr
 # the keys worth a glance before a run starts (the full tree: print_config=full)
 SUMMARY_KEYS = ("seed", "steps_per_call", "threshold", "optimizer.lr", "data.batch_size", "trainer.max_epochs",
                 "trainer.precision", "early_stopping.patience", "test_on")  # fmt: skip
-TIPS = ("💡 Tip", "Tip:")  # Lightning's advertisements, printed on every run
 
 
-class _DropTips(logging.Filter):
+class _LightningInfoInLogOnly(logging.Filter):
+    """On a console handler: Lightning's info lines (GPU/TPU available, "`Trainer.fit` stopped", its
+    tips) are dropped; its warnings and errors, and every line of lossheads, stay."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).lstrip().startswith(TIPS)
+        return record.levelno >= logging.WARNING or not record.name.startswith("lightning")
 
 
 def quiet_lightning() -> None:
-    """Lightning logs through its own console handler and the root logger, which Hydra also
-    prints and writes to the run's train.log: drop Lightning's handler so each line shows once,
-    and drop its tips."""
+    """Lightning logs through its own console handler and the root logger, which Hydra prints and
+    writes to the run's train.log: drop Lightning's handler, so that its lines go through the root
+    logger, and keep its info lines out of the console (they stay in train.log)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in tips.filters):
-        tips.addFilter(_DropTips())
+    for handler in logging.getLogger().handlers:
+        on_console = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+        if on_console and not any(isinstance(f, _LightningInfoInLogOnly) for f in handler.filters):
+            handler.addFilter(_LightningInfoInLogOnly())
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher

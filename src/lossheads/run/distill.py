@@ -128,22 +128,32 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes)
     hard_loss = {"name": head.hard_loss}  # the head's own loss: what a teacher and a hard-label student train on
     teacher_ckpt = cfg.teacher.ckpt_path
+    stages = ([] if teacher_ckpt else ["teacher"]) + ["KD student", "hard-label student"]
     results: dict[str, dict[str, Any]] = {}
     if not teacher_ckpt:
         teacher_cfg = _variant(cfg, out / "teacher", head={"name": head.name}, loss=hard_loss)
         with open_dict(teacher_cfg):
             teacher_cfg.model = OmegaConf.merge(teacher_cfg.model, cfg.distill.teacher_model)
+        announce(stages, "teacher", f"{head.name} head, loss={head.hard_loss}", teacher_cfg)
         results["teacher"] = run(teacher_cfg, continue_own=again)
         teacher_ckpt = str(out / "teacher" / "checkpoints" / "last.ckpt")
     kd = _variant(cfg, out / "kd", head={"name": head.name}, teacher={**cfg.teacher, "ckpt_path": teacher_ckpt})
+    announce(stages, "KD student", f"loss=kd from {teacher_ckpt}", kd)
     results["kd"] = run(kd, continue_own=again)
-    results["hard"] = run(_variant(cfg, out / "hard", head={"name": head.name}, loss=hard_loss), continue_own=again)
+    hard = _variant(cfg, out / "hard", head={"name": head.name}, loss=hard_loss)
+    announce(stages, "hard-label student", f"loss={head.hard_loss}, the same seed and data order", hard)
+    results["hard"] = run(hard, continue_own=again)
     record: dict[str, Any] = {"head": results["kd"]["head"], "loss": "kd", "data": results["kd"]["data"],
                               "seed": cfg.seed, "teacher.ckpt_path": teacher_ckpt}  # fmt: skip
     record = {"status": "ok", **record}
     for name, metrics in results.items():
         record.update({f"{name}/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))})
     return record
+
+
+def announce(stages: list[str], stage: str, what: str, variant: DictConfig) -> None:
+    """One console line per stage of the recipe, so that its trainings' epoch lines can be told apart."""
+    print(f"[{stages.index(stage) + 1}/{len(stages)}] {stage}: {what}  ({variant.paths.output_dir})", flush=True)
 
 
 def _variant(cfg: DictConfig, output_dir: Path, **replace: Any) -> DictConfig:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from lossheads.config.validators import ConfigError
 from lossheads.data import ArrayDataModule
 from lossheads.run.atomic import StorageError, require_writable
-from lossheads.run.build import build, build_trainer, checked_checkpoint
+from lossheads.run.build import build, build_trainer, checked_checkpoint, plan_run
 from lossheads.run.console import print_results, quiet_lightning, show_config
 from lossheads.run.distill import run_distillation
 from lossheads.run.folder import (
@@ -28,7 +28,6 @@ from lossheads.run.folder import (
 )
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
-from lossheads.run.resume import resolved
 from lossheads.run.splits import write_split
 from lossheads.run.stops import StopSignals, caught
 from lossheads.training.callbacks import LastCheckpoint
@@ -44,16 +43,16 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     returns what metrics.json holds. Under DDP only rank 0 writes. `continue_own` (a sweep job or a
     recipe step run again): a finished run in the folder is returned as it is, a stopped one resumed."""
     output_dir = Path(cfg.paths.output_dir)
-    datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)  # Lightning checks its arguments before anything is written
-    config = resolved(cfg)
+    plan = plan_run(cfg)
+    datamodule, module = build(cfg, plan)
+    trainer = build_trainer(cfg, plan)  # Lightning checks its arguments before anything is written
     found = None
     if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
-        plan = claim(output_dir, config, continue_own=continue_own)
-        if plan.action == "done":
-            return plan.record  # type: ignore[return-value]
-        found = plan.checkpoint
-    start = checked_checkpoint(cfg, module, found)
+        folder = claim(output_dir, plan.config, continue_own=continue_own)
+        if folder.action == "done":
+            return folder.record  # type: ignore[return-value]
+        found = folder.checkpoint
+    start = checked_checkpoint(cfg, module, plan.config, found)
     ckpt_path = start and start["checkpoint"]
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
     if rank_zero_only.rank == 0:
@@ -71,7 +70,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         metrics = logged(trainer, "val/") or last_val_metrics(trainer)
         ckpt_path = weights_to_test(cfg, trainer)  # None: the weights training ended with
     trained = Trained(trainer.current_epoch, trainer.global_step, start) if cfg.train else None
-    return test_and_record(cfg, trainer, module, datamodule, metrics, ckpt_path, trained, beside)
+    return test_and_record(cfg, trainer, module, datamodule, metrics, ckpt_path, trained, beside, config=plan.config)
 
 
 def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) -> None:

@@ -12,14 +12,12 @@ import math
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.config.validators import ConfigError
+from lossheads.config.validators import first_line, instantiate_checked
 
 # the package each optional logger needs, and the extra that installs it
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
@@ -80,17 +78,15 @@ class TensorBoard(TensorBoardLogger):
 
 def _one_logger(node: DictConfig) -> Logger:
     target = str(node.get("_target_", ""))
-    try:
-        return instantiate(node)
-    except InstantiationException as exc:
-        cause = exc.__cause__
+
+    def explain(cause: BaseException) -> str:
         for name, (package, extra) in EXTRAS.items():
-            if name in target.lower() and isinstance(cause, (ModuleNotFoundError, ImportError)):
-                raise ConfigError(
-                    f"logger={name} needs the {package} package: pip install 'lossheads[{extra}]' "
-                    f"(or pip install -e '.[{extra}]' in the repository), or use logger=tensorboard"
-                ) from None
-        raise ConfigError(f"logger: {str(cause or exc).splitlines()[0]}: fix the logger.* overrides") from exc
+            if name in target.lower() and isinstance(cause, ImportError):
+                return (f"logger={name} needs the {package} package: pip install 'lossheads[{extra}]' "
+                        f"(or pip install -e '.[{extra}]' in the repository), or use logger=tensorboard")  # fmt: skip
+        return f"logger: {first_line(cause)}: fix the logger.* overrides"
+
+    return instantiate_checked(node, explain=explain)
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger] | bool:

@@ -21,7 +21,6 @@ from lossheads.run.atomic import write_bytes, write_text
 from lossheads.run.checkpoints import read_checkpoint
 from lossheads.run.folder import evaluation_names, fingerprint
 from lossheads.run.loggers import log_run_hparams
-from lossheads.run.resume import resolved
 from lossheads.training.module import ClassifierModule
 
 
@@ -94,12 +93,14 @@ def tested_weights(epochs: int, ckpt_path: str | None) -> dict[str, Any]:
 
 def test_and_record(
     cfg: DictConfig, trainer: Trainer, module: ClassifierModule, datamodule: ArrayDataModule,
-    metrics: dict[str, float], ckpt_path: str | None, trained: Trained | None, beside: bool = False,
+    metrics: dict[str, float], ckpt_path: str | None, trained: Trained | None, beside: bool = False, *,
+    config: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     """Test the weights chosen (`ckpt_path`, or the module's own for None), after `threshold=auto`
     has set the threshold on validation, and write the run's records. `metrics`: the val/* numbers
     of the weights training ended with; `trained` None: an evaluation of `ckpt_path` only; `beside`:
-    an evaluation written beside a training run's own record. Under DDP only rank 0 writes."""
+    an evaluation written beside a training run's own record; `config`: the run's `resolved(cfg)`.
+    Under DDP only rank 0 writes."""
     output_dir = Path(cfg.paths.output_dir)
     if cfg.threshold == "auto":
         metrics = choose_threshold(trainer, module, datamodule, ckpt_path)
@@ -117,7 +118,7 @@ def test_and_record(
         "threshold": None if datamodule.task == "multiclass" else threshold_value(module.head.threshold),
         **({"resumed_from": trained.resumed_from} if trained and trained.resumed_from else {}),
         "max_epochs": cfg.trainer.max_epochs,
-        "fingerprint": fingerprint(resolved(cfg)),
+        "fingerprint": fingerprint(config),
         **metrics,
     }
     if not trainer.is_global_zero:

@@ -185,7 +185,9 @@ def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict
     member.module.net.load_state_dict(final)
     ckpt_path = weights_to_test(member.cfg, member.trainer)
     trained = Trained(trainer.current_epoch, trainer.global_step)
-    return test_and_record(member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained)
+    return test_and_record(
+        member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained, config=member.config
+    )
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ and checked before anything trains), and the reasons a seed trains alone."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
 from lossheads.run.atomic import StorageError
 from lossheads.run.folder import claim, restore_hydra_files
-from lossheads.run.resume import resolved
 from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedData
 from lossheads.seeds.module import SeedsModule, why_not_elementwise
@@ -27,7 +27,6 @@ from lossheads.training.callbacks import LastCheckpoint
 from lossheads.training.module import ClassifierModule
 from lossheads.training.schedules import Plateau
 from lossheads.training.selection import checkpoint_callback
-from lossheads.training.stepping import plan_stepping
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
         return "it evaluates or resumes a checkpoint"
     if member.module.teacher is not None:
         return "loss=kd runs a teacher"
-    if plan_stepping(cfg).steps_per_call == 1:
+    if member.module.stepping.steps_per_call == 1:
         return "steps_per_call is 1 (Lightning's own loop; e.g. trainer.accumulate_grad_batches > 1)"
     if (cfg.get("early_stopping") or {}).get("patience") is not None:
         return "early stopping ends each seed at its own epoch"
@@ -104,19 +103,20 @@ def prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str | Stopped
 
 
 def _prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str:
-    from lossheads.run.build import build, build_trainer
+    from lossheads.run.build import build, build_trainer, plan_run
     from lossheads.run.console import quiet_lightning
     from lossheads.run.execute import write_run_files
 
     quiet_lightning()
     try:
         OmegaConf.resolve(cfg)
-        datamodule, module = build(cfg)
-        trainer = build_trainer(cfg)
+        plan = plan_run(cfg)
+        datamodule, module = build(cfg, plan)
+        trainer = build_trainer(cfg, plan)
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
-    member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), resolved(cfg))
+    member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), plan.config)
     folder = member.folder.resolve()
     if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
         restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
@@ -141,7 +141,7 @@ def why_not_together(members: list[Member]) -> str | None:
     """Members must differ in their seed (and split) alone, with splits of equal sizes."""
 
     def without_seed(member: Member) -> str:
-        config = resolved(member.cfg)
+        config = copy.deepcopy(member.config)
         config.pop("seed", None)
         config["data"].pop("split_seed", None)  # each member may have its own split (by default its seed's)
         config.pop("logger", None)  # each member's logs are named by its own job
