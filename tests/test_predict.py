@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from lossheads.cli.train.predict import main as predict
+from lossheads.cli.predict import main as predict
 
 from conftest import ROOT
 from lossheads.config.validators import ConfigError
