@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from lossheads.cli.predict import main as predict
 
 from conftest import ROOT
+from lossheads.cli.predict import main as predict
 from lossheads.config.validators import ConfigError
 from lossheads.data import TableData
 
