@@ -20,20 +20,21 @@ from lossheads.models import build_net
 from lossheads.run.checkpoints import RunCheckpointIO, read_checkpoint, resolve_checkpoint
 from lossheads.run.distill import load_teacher
 from lossheads.run.loggers import build_loggers
-from lossheads.run.resume import check_resume, resolved, resumed_from
+from lossheads.run.resume import check_inputs, check_resume, check_schedule_length, resolved, resumed_from
 from lossheads.training.module import ClassifierModule
 from lossheads.training.schedules import Plateau
 from lossheads.training.selection import early_stopping, validation_monitor
 from lossheads.training.stepping import plan_stepping, trainer_arguments
 
 
-def build_trainer(cfg: DictConfig) -> Trainer:
+def build_trainer(cfg: DictConfig, inputs: dict | None = None) -> Trainer:
+    """The Trainer; `inputs` (`resume.run_inputs`): what the run trains on, kept in its checkpoints."""
     logger = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     stopper = early_stopping(cfg, callbacks)
     callbacks += [stopper] if stopper else []
     counts = trainer_arguments(cfg.trainer, plan_stepping(cfg))  # batches counted in optimizer steps
-    io_plugin = RunCheckpointIO(resolved(cfg))  # atomic writes, the run's config and a checksum in each
+    io_plugin = RunCheckpointIO(resolved(cfg), inputs)  # atomic writes, the run's config and a checksum in each
     try:
         return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[io_plugin], **counts)
     except (InstantiationException, MisconfigurationException, ValueError) as exc:
@@ -87,10 +88,13 @@ def checked_optimizer(node: DictConfig, net: torch.nn.Module):
     return factory
 
 
-def checked_checkpoint(cfg: DictConfig, module: ClassifierModule, found: Path | None = None) -> dict | None:
+def checked_checkpoint(
+    cfg: DictConfig, module: ClassifierModule, found: Path | None = None, inputs: dict | None = None
+) -> dict | None:
     """`ckpt_path` found (`last`, a run folder or a file; or `found` by the run folder's plan), read
     safely (checksum verified) and matched against the module this config builds, or None;
-    `train=false` needs one. A resume must continue the checkpoint's run exactly (`check_resume`).
+    `train=false` needs one. A resume must continue the checkpoint's run exactly: its config
+    (`check_resume`), its schedule's length and, given `inputs`, its data and teacher (`check_inputs`).
     Returns where the run starts from: {"checkpoint", "epochs", "step"}."""
     if cfg.get("ckpt_path") is None and found is None:
         require(cfg.train, "ckpt_path", None,
@@ -104,4 +108,7 @@ def checked_checkpoint(cfg: DictConfig, module: ClassifierModule, found: Path | 
             "it was saved by a run with another model, head, loss or dataset: give that run's overrides")  # fmt: skip
     if cfg.train:
         check_resume(str(path), checkpoint, resolved(cfg))
+        check_schedule_length(str(path), checkpoint, resolved(cfg), module.schedule)
+        if inputs is not None:
+            check_inputs(str(path), checkpoint, inputs)
     return resumed_from(str(path), checkpoint)

@@ -28,7 +28,8 @@ from lossheads.run.folder import (
 )
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
-from lossheads.run.resume import resolved
+from lossheads.run.resume import resolved, run_inputs
+from lossheads.run.sealed import write_sealed
 from lossheads.run.splits import write_split
 from lossheads.run.stops import StopSignals, caught
 from lossheads.training.callbacks import LastCheckpoint
@@ -45,7 +46,8 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     recipe step run again): a finished run in the folder is returned as it is, a stopped one resumed."""
     output_dir = Path(cfg.paths.output_dir)
     datamodule, module = build(cfg)
-    trainer = build_trainer(cfg)  # Lightning checks its arguments before anything is written
+    inputs = run_inputs(datamodule.split_record, getattr(module.teacher, "checksum", None))
+    trainer = build_trainer(cfg, inputs)  # Lightning checks its arguments before anything is written
     config = resolved(cfg)
     found = None
     if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
@@ -53,7 +55,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         if plan.action == "done":
             return plan.record  # type: ignore[return-value]
         found = plan.checkpoint
-    start = checked_checkpoint(cfg, module, found)
+    start = checked_checkpoint(cfg, module, found, inputs)
     ckpt_path = start and start["checkpoint"]
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
     if rank_zero_only.rank == 0:
@@ -84,7 +86,7 @@ def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) 
     if cfg.train:
         keep_hydra_files(output_dir)
     if not beside:
-        write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
+        write_sealed(output_dir / "preprocessing.json", datamodule.preprocessing())  # predict verifies it
         write_split(output_dir, datamodule.split_record)
 
 
