@@ -7,8 +7,11 @@ swept keys first, and in a sweep each run is named by its overrides.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -24,6 +27,7 @@ from lossheads.config.validators import ConfigError
 # the package each optional logger needs, and the extra that installs it
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 FIRST_PARAMS = ("head", "loss", "threshold", "data", "seed")
+SQLITE = "sqlite:///"  # an MLflow tracking URI of a local SQLite file
 
 
 def run_name(outside_sweeps: str = "") -> str | None:
@@ -78,10 +82,35 @@ class TensorBoard(TensorBoardLogger):
             self.experiment.add_custom_scalars(LAYOUT)
 
 
+@contextlib.contextmanager
+def store_lock(node: DictConfig) -> Iterator[bool]:
+    """MLflow creates a fresh SQLite store (its tables, then the experiment) with no lock of its own:
+    two runs starting together raced (`table tags already exists`) and the second was refused. Runs
+    on one machine take turns on a lock file beside the store while it is opened; yields whether it
+    locked (a SQLite store, on a system with `fcntl`)."""
+    uri = str(node.get("tracking_uri") or "")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; MLflow's own behaviour
+        fcntl = None
+    if not uri.startswith(SQLITE) or fcntl is None:
+        yield False
+        return
+    store = Path(uri.removeprefix(SQLITE))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.with_name(f"{store.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process ends
+        yield True
+
+
 def _one_logger(node: DictConfig) -> Logger:
     target = str(node.get("_target_", ""))
     try:
-        return instantiate(node)
+        with store_lock(node) as locked:
+            logger = instantiate(node)
+            if locked:
+                _ = logger.experiment  # the store's tables and the experiment are created now, in turn
+        return logger
     except InstantiationException as exc:
         cause = exc.__cause__
         for name, (package, extra) in EXTRAS.items():
