@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import QUIET, compose_config
 from lossheads.cli.predict import main as predict
@@ -167,6 +168,25 @@ def test_predict_reads_the_config_its_checkpoint_carries_not_the_editable_copy(t
     train(tmp_path / "run", "data=table", f"data.path={tmp_path / 't.csv'}", "trainer.max_epochs=1")
     args = [f"ckpt_path={tmp_path / 'run'}", f"data.path={tmp_path / 't.csv'}", f"output={tmp_path / 'p.csv'}"]
     before = predict(args).read_text()
-    config = tmp_path / "run" / ".hydra" / "config.yaml"
-    config.write_text(config.read_text().replace("threshold: 0.5", "threshold: 0.01"))
+    config_file = tmp_path / "run" / ".hydra" / "config.yaml"
+    edited = OmegaConf.load(config_file)
+    edited.model.hidden = [32]  # read as the run's config, this network would not take the checkpoint's weights
+    OmegaConf.save(edited, config_file)
     assert predict(args).read_text() == before
+
+
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_an_image_replaced_in_the_folder_is_refused_on_resume(tmp_path, in_memory):
+    from PIL import Image
+
+    from test_images import write_folder
+
+    folder = write_folder(tmp_path / "shapes", per_class=8)
+    options = ["data=image_folder", f"data.path={folder}", "data.batch_size=8", "loss=ce",
+               f"data.in_memory={in_memory}", "data.num_workers=0"]  # fmt: skip
+    train(tmp_path / "run", *options, "trainer.max_epochs=1")
+    noise = np.random.default_rng(1).integers(0, 255, (12, 12), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "bar" / "3.png")  # another picture under the same name
+    with pytest.raises(ConfigError, match=r"is not valid: the data changed since the checkpoint was saved "
+                                          r"\(data=image_folder: 24 samples"):  # fmt: skip
+        train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")
