@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
+from lossheads.config.check import require_finite_numbers
 from lossheads.config.pairing import build_head_for
 from lossheads.config.validators import ConfigError, instantiate_checked, require
 from lossheads.data import ArrayDataModule
@@ -122,6 +123,7 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     and a hard-label student with the same seed (same initialization and data order), each in a
     subfolder of this run; this run's metrics.json puts their test metrics side by side.
     `ckpt_path=last` continues a stopped recipe: finished steps are kept, stopped ones resumed."""
+    require_finite_numbers(cfg)  # the recipe builds its data before any of its runs checks the config
     out = Path(cfg.paths.output_dir)
     require(cfg.get("ckpt_path") in (None, "last"), "ckpt_path", cfg.get("ckpt_path"),
             "experiment=distill continues in its own folder: use ckpt_path=last with hydra.run.dir=RUN")  # fmt: skip
