@@ -38,6 +38,14 @@ def test_nan_and_infinity_are_refused_anywhere_in_the_config_in_one_line(tmp_pat
     assert not (tmp_path / "run" / "metrics.json").exists()  # refused before anything trained or was recorded
 
 
+def test_the_distillation_recipe_refuses_nan_before_its_teacher_trains(tmp_path, capsys):
+    cfg = compose_config([*QUIET, "experiment=distill", "loss.temperature=nan"], tmp_path / "run")
+    with pytest.raises(SystemExit) as stopped:
+        main(cfg)
+    assert stopped.value.code == 2 and not (tmp_path / "run" / "teacher").exists()
+    assert capsys.readouterr().err.startswith("error: loss.temperature=nan is not valid: NaN and infinity are not")
+
+
 def test_every_finite_number_passes_the_rule(tmp_path):
     check_config(compose_config([*QUIET, "loss=focal", "loss.gamma=1e30", "early_stopping.min_delta=-0.0"], tmp_path))
 
@@ -65,9 +73,11 @@ def test_unusable_folders_are_named_with_the_reason(tmp_path):
     ("override", "line"),
     [
         ("hydra.run.dir=file", "error: hydra.run.dir='file' is not valid: it is a file, not a folder"),
-        ("hydra.run.dir=dangling", "error: hydra.run.dir='dangling' is not valid: it is a link to 'gone', which does"),
+        pytest.param("hydra.run.dir=dangling",
+                     "error: hydra.run.dir='dangling' is not valid: it is a link to 'gone', which does",
+                     marks=pytest.mark.slow),  # a second start of train.py: the rule is unit-tested above
     ],
-)
+)  # fmt: skip
 def test_a_run_folder_that_is_a_file_or_a_dangling_link_is_one_line_and_exit_2(tmp_path, override, line):
     (tmp_path / "file").write_text("mine\n")
     (tmp_path / "dangling").symlink_to("gone")
@@ -77,6 +87,7 @@ def test_a_run_folder_that_is_a_file_or_a_dangling_link_is_one_line_and_exit_2(t
     assert (tmp_path / "file").read_text() == "mine\n" and not (tmp_path / "gone").exists()
 
 
+@pytest.mark.slow  # a start of train.py -m (about 12 s on a busy 2-core machine)
 def test_a_sweep_folder_that_is_a_file_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "file").write_text("mine\n")
     done = run_train_py("-m", "hydra.sweep.dir=file", "seed=1,2", "trainer.max_epochs=1", *QUIET, cwd=tmp_path,
