@@ -190,3 +190,19 @@ def test_an_image_replaced_in_the_folder_is_refused_on_resume(tmp_path, in_memor
     with pytest.raises(ConfigError, match=r"is not valid: the data changed since the checkpoint was saved "
                                           r"\(data=image_folder: 24 samples"):  # fmt: skip
         train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")
+
+
+def test_a_checkpoint_without_recorded_inputs_is_checked_against_the_split_json_beside_it(tmp_path):
+    from lossheads.run.checkpoints import META, RunCheckpointIO, read_checkpoint
+
+    frame = table_file(tmp_path / "t.csv")
+    options = ["data=table", f"data.path={tmp_path / 't.csv'}"]
+    train(tmp_path / "run", *options, "trainer.max_epochs=1")
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved = read_checkpoint("ckpt_path", path)
+    assert saved[META]["inputs"]["samples"] == 120
+    RunCheckpointIO(saved[META]["config"]).save_checkpoint(saved, path)  # as a seeds member's: config, no inputs
+    frame.iloc[:-1].to_csv(tmp_path / "t.csv", index=False)  # one row fewer
+    with pytest.raises(ConfigError, match=r"the data changed since the checkpoint was saved \(data=table: 120 samples, "
+                                          r"fingerprint [0-9a-f]{12} then; 119 samples"):  # fmt: skip
+        train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")
