@@ -103,13 +103,25 @@ def store_lock(node: DictConfig) -> Iterator[bool]:
         yield True
 
 
+def create_experiment(node: DictConfig) -> None:
+    """The MLflow experiment the logger will use, created now (under the store's lock) if it is new,
+    rather than at the run's first log, where two new runs raced to create it; no MLflow run is
+    started here, so a run refused before training leaves none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(str(node.tracking_uri))
+    name = str(node.get("experiment_name") or "lightning_logs")
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=node.get("artifact_location"))
+
+
 def _one_logger(node: DictConfig) -> Logger:
     target = str(node.get("_target_", ""))
     try:
         with store_lock(node) as locked:
-            logger = instantiate(node)
+            logger = instantiate(node)  # MLflow creates a fresh store's tables here
             if locked:
-                _ = logger.experiment  # the store's tables and the experiment are created now, in turn
+                create_experiment(node)
         return logger
     except InstantiationException as exc:
         cause = exc.__cause__
