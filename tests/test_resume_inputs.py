@@ -206,3 +206,17 @@ def test_a_checkpoint_without_recorded_inputs_is_checked_against_the_split_json_
     with pytest.raises(ConfigError, match=r"the data changed since the checkpoint was saved \(data=table: 120 samples, "
                                           r"fingerprint [0-9a-f]{12} then; 119 samples"):  # fmt: skip
         train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")
+
+
+def test_predict_takes_a_given_threshold_from_the_checkpoint_and_says_a_tuned_one_is_unverified(tmp_path, caplog):
+    table_file(tmp_path / "t.csv")
+    for threshold in ("0.5", "auto"):
+        train(tmp_path / threshold, "data=table", f"data.path={tmp_path / 't.csv'}", "trainer.max_epochs=1",
+              f"threshold={threshold}")  # fmt: skip
+    args = [f"ckpt_path={tmp_path / '0.5'}", f"data.path={tmp_path / 't.csv'}", f"output={tmp_path / 'p.csv'}"]
+    before = predict(args).read_text()
+    metrics_file = tmp_path / "0.5" / "metrics.json"
+    metrics_file.write_text(json.dumps({**json.loads(metrics_file.read_text()), "threshold": 0.01}))
+    assert predict(args).read_text() == before  # the edited metrics.json decides nothing
+    predict([f"ckpt_path={tmp_path / 'auto'}", f"data.path={tmp_path / 't.csv'}", f"output={tmp_path / 'q.csv'}"])
+    assert f"is read from {tmp_path / 'auto' / 'metrics.json'}, which carries no checksum" in caplog.text

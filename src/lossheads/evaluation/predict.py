@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lossheads.run.atomic import write_text
 from lossheads.run.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
 from lossheads.run.sealed import read_sealed
 
+log = logging.getLogger(__name__)
 # the command's usage, named in its errors
 USAGE = "lossheads-predict ckpt_path=RUN_FOLDER_OR_CKPT data.path=FILE_OR_DIR [output=predictions.csv]"
 
@@ -61,11 +63,16 @@ def load_run(
 
 
 def run_threshold(run_dir: Path, cfg: DictConfig) -> float | torch.Tensor:
-    """The threshold the run's own test predictions used: metrics.json's `threshold` where recorded
-    (a number, or one per label), else the config's."""
-    metrics_file = run_dir / "metrics.json"
-    chosen = json.loads(metrics_file.read_text()).get("threshold") if metrics_file.is_file() else None
-    chosen = cfg.get("threshold", 0.5) if chosen is None else chosen
+    """The threshold the run's own test predictions used. A number the run was given comes from the
+    config its checkpoint carries (checksum verified); `threshold=auto` was tuned after training, so
+    its value (a number, or one per label) is read from metrics.json, which carries no checksum, and
+    a warning says so."""
+    chosen = cfg.get("threshold", 0.5)
+    if chosen == "auto":
+        metrics_file = run_dir / "metrics.json"
+        chosen = json.loads(metrics_file.read_text()).get("threshold") if metrics_file.is_file() else None
+        log.warning("threshold=auto: the run's tuned threshold (%s) is read from %s, which carries no checksum",
+                    chosen, metrics_file)  # fmt: skip
     if isinstance(chosen, list):
         return torch.tensor(chosen, dtype=torch.float32)
     return float(chosen) if isinstance(chosen, (int, float)) else 0.5
