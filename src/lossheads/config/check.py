@@ -8,17 +8,22 @@ answers a bad value before loading them (seconds); `check_machine` needs torch a
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from lossheads.config.validators import MAX_SEED, is_int, is_number, require, require_choice, require_int
+from lossheads.config.validators import MAX_SEED, ConfigError, is_int, is_number, require, require_choice, require_int
 
 
 def check_config(cfg: DictConfig) -> None:
     """Checks of the top-level keys; data, head, loss, model and scheduler check themselves
     (`pairing.check_names` the head and loss names), and Lightning the trainer's arguments (its
     aliases, e.g. precision=16 or devices=[0], work)."""
+    require_finite_numbers(cfg)
     require(is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"use a whole number in [0, {MAX_SEED}]")
     require(isinstance(cfg.get("train"), bool), "train", cfg.get("train"), "use true, or false to evaluate ckpt_path")
     if cfg.threshold != "auto":
@@ -43,6 +48,34 @@ def check_config(cfg: DictConfig) -> None:
             "use a whole number of epochs >= 1, or null for no early stopping")  # fmt: skip
     require_choice("test_on", cfg.get("test_on", "last"), ("last", "best"))
     check_training_budget(trainer)
+
+
+def require_finite_numbers(cfg: DictConfig) -> None:
+    """NaN and infinity are refused wherever a number goes: one rule over the whole composed config,
+    because a per-key check lets NaN through (every comparison with NaN is false): early stopping
+    stops at once on `min_delta=nan`, clipping ignores `gradient_clip_val=nan`."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException:  # an interpolation only Hydra's own run can resolve: the values as typed
+        tree = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
+    for key, value in leaves(tree):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not valid: NaN and infinity are not numbers a run can use; "
+                              "give a finite number")  # fmt: skip
+
+
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value in a plain config tree, list items as `key[i]`; Hydra's own
+    node (`hydra.*`) is left out."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not (prefix == "" and key == "hydra"):
+                yield from leaves(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from leaves(value, f"{prefix.rstrip('.')}[{i}].")
+    else:
+        yield prefix.rstrip("."), node
 
 
 def check_training_budget(trainer: DictConfig) -> None:

@@ -210,9 +210,10 @@ class ImageFolder(ImageDataModule):
         self.num_features = int(np.prod(self.input_shape))
         sample = np.stack([decode(self.files[i], self.mode, self.size) for i in train[:2000]])
         self.prepare_features(sample, np.arange(len(sample)))  # statistics of (up to) 2,000 training images
-        names = np.array([str(f.relative_to(self.root)) for f in self.files], dtype=object)[:, None]
+        # by file name and size: hashing every file's pixels would cost the decoding not holding them saves
+        names = np.array([[str(f.relative_to(self.root)), f.stat().st_size] for f in self.files], dtype=object)
         indices = {"train": train, "val": val, "test": test}
-        self.split_record = split_record(self.name, sample_hashes(names, self.targets), indices)  # by file name
+        self.split_record = split_record(self.name, sample_hashes(names, self.targets), indices)
         targets = torch.as_tensor(self.targets)
         targets = targets.float() if self.task == "multilabel" else targets.long()
         for split, idx in (("train", train), ("val", val), ("test", test)):

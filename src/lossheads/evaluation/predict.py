@@ -2,8 +2,9 @@
 `lossheads.cli.predict`).
 
 The run folder is data: its `preprocessing.json` (standardization, category levels, label names,
-image size) and `.hydra/config.yaml` say how to read the file and rebuild the network; a model
-`_target_` outside lossheads is imported only when the command line names it too.
+image size; checksum verified) and the config its checkpoint carries (covered by the checkpoint's
+checksum) say how to read the file and rebuild the network; a model `_target_` outside lossheads is
+imported only when the command line names it too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from lossheads.config.validators import require
 from lossheads.heads import Head
 from lossheads.models import build_net
 from lossheads.run.atomic import write_text
-from lossheads.run.checkpoints import read_checkpoint, resolve_checkpoint
+from lossheads.run.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
+from lossheads.run.sealed import read_sealed
 
+log = logging.getLogger(__name__)
 # the command's usage, named in its errors
 USAGE = "lossheads-predict ckpt_path=RUN_FOLDER_OR_CKPT data.path=FILE_OR_DIR [output=predictions.csv]"
 
@@ -36,12 +40,15 @@ def load_run(
     require(bool(ckpt_value), "ckpt_path", ckpt_value, f"give the trained run: {USAGE}")
     ckpt = resolve_checkpoint("ckpt_path", ckpt_value, Path.cwd())
     run_dir = ckpt.parent.parent
-    files = {name: run_dir / name for name in (".hydra/config.yaml", "preprocessing.json")}
-    for file in files.values():
-        require(file.is_file(), "ckpt_path", str(ckpt_value),
-                f"{file} is missing: give a run folder written by this version of train.py")  # fmt: skip
-    cfg = OmegaConf.load(files[".hydra/config.yaml"])
-    prep = json.loads(files["preprocessing.json"].read_text())
+    prep_file = run_dir / "preprocessing.json"
+    require(prep_file.is_file(), "ckpt_path", str(ckpt_value),
+            f"{prep_file} is missing: give a run folder written by this version of train.py")  # fmt: skip
+    prep = read_sealed("ckpt_path", ckpt_value, prep_file)  # checksum verified
+    checkpoint = read_checkpoint("ckpt_path", ckpt)  # checksum verified
+    # the config the checkpoint carries (covered by its checksum), not the editable .hydra/config.yaml
+    cfg = OmegaConf.create(checkpoint_config(checkpoint) or {})
+    require("model" in cfg, "ckpt_path", str(ckpt_value),
+            "the checkpoint carries no config: give a checkpoint written by this version of train.py")  # fmt: skip
     saved_target = str(cfg.model.get("_target_"))
     if not saved_target.startswith("lossheads."):
         require(model_target == saved_target, "model._target_", model_target,
@@ -50,17 +57,22 @@ def load_run(
     model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in ("weights", "compile")])
     head = build_head_for(cfg.head, cfg.loss, prep["task"], prep["num_classes"], run_threshold(run_dir, cfg))
     net = build_net(model_cfg, prep["input_shape"], head.num_logits)
-    state = read_checkpoint("ckpt_path", ckpt)["state_dict"]
+    state = checkpoint["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     return run_dir, cfg, prep, head, net.eval()
 
 
 def run_threshold(run_dir: Path, cfg: DictConfig) -> float | torch.Tensor:
-    """The threshold the run's own test predictions used: metrics.json's `threshold` where recorded
-    (a number, or one per label), else the config's."""
-    metrics_file = run_dir / "metrics.json"
-    chosen = json.loads(metrics_file.read_text()).get("threshold") if metrics_file.is_file() else None
-    chosen = cfg.get("threshold", 0.5) if chosen is None else chosen
+    """The threshold the run's own test predictions used. A number the run was given comes from the
+    config its checkpoint carries (checksum verified); `threshold=auto` was tuned after training, so
+    its value (a number, or one per label) is read from metrics.json, which carries no checksum, and
+    a warning says so."""
+    chosen = cfg.get("threshold", 0.5)
+    if chosen == "auto":
+        metrics_file = run_dir / "metrics.json"
+        chosen = json.loads(metrics_file.read_text()).get("threshold") if metrics_file.is_file() else None
+        log.warning("threshold=auto: the run's tuned threshold (%s) is read from %s, which carries no checksum",
+                    chosen, metrics_file)  # fmt: skip
     if isinstance(chosen, list):
         return torch.tensor(chosen, dtype=torch.float32)
     return float(chosen) if isinstance(chosen, (int, float)) else 0.5

@@ -55,8 +55,13 @@ def model_error(target: Any, cause: BaseException) -> str | None:
 
 def load_weights(net: nn.Module, path: Any) -> None:
     """Tensors of a local file by name, with `weights_only=True` (nothing in the file can run code): a
-    plain state_dict, or a lossheads/Lightning checkpoint (its `net.` weights). A tensor whose shape
-    differs (e.g. a classifier trained for other classes) keeps its fresh initialization; this is said."""
+    plain state_dict, or a lossheads/Lightning checkpoint (its `net.` weights). A lossheads checkpoint's
+    checksum is verified (an altered file is refused); a file without one (a plain state_dict, another
+    tool's checkpoint) is loaded and the line it prints says its integrity is not checked. A tensor
+    whose shape differs (e.g. a classifier trained for other classes) keeps its fresh initialization;
+    this is said."""
+    from lossheads.run.checkpoints import META, verify_checksum
+
     file = Path(str(path)).expanduser()
     require(file.is_file(), "model.weights", str(path), "no such file; give a local state_dict or checkpoint file")
     try:
@@ -65,6 +70,9 @@ def load_weights(net: nn.Module, path: Any) -> None:
         raise ConfigError(
             f"model.weights={str(path)!r} cannot be read as weights: {str(exc).splitlines()[0]}"
         ) from None
+    verified = isinstance(state, dict) and META in state
+    if verified:
+        verify_checksum("model.weights", file, state)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
     require(isinstance(state, dict), "model.weights", str(path), "the file holds no state_dict of tensors")
@@ -73,5 +81,6 @@ def load_weights(net: nn.Module, path: Any) -> None:
     require(len(fitting) > 0, "model.weights", str(path), "none of its tensors fit this network's names and shapes")
     net.load_state_dict(fitting, strict=False)
     fresh = [k for k in ours if k not in fitting]
-    print(f"model.weights: loaded {len(fitting)} of {len(ours)} tensors from {file}"
+    integrity = "checksum verified" if verified else "no checksum in the file, so its integrity is not verified"
+    print(f"model.weights: loaded {len(fitting)} of {len(ours)} tensors from {file} ({integrity})"
           + (f"; fresh: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}" if fresh else ""))  # fmt: skip

@@ -23,7 +23,7 @@ from lossheads.models import build_net
 from lossheads.run.checkpoints import RunCheckpointIO, read_checkpoint, resolve_checkpoint
 from lossheads.run.distill import load_teacher
 from lossheads.run.loggers import build_loggers
-from lossheads.run.resume import check_resume, resolved, resumed_from
+from lossheads.run.resume import check_inputs, check_resume, check_schedule_length, resolved, resumed_from
 from lossheads.training.module import ClassifierModule
 from lossheads.training.schedules import Plateau
 from lossheads.training.selection import early_stopping, validation_monitor
@@ -50,12 +50,13 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     return RunPlan(resolved(cfg), plan_stepping(cfg), callbacks + ([stopper] if stopper else []))
 
 
-def build_trainer(cfg: DictConfig, plan: RunPlan | None = None) -> Trainer:
+def build_trainer(cfg: DictConfig, plan: RunPlan | None = None, inputs: dict | None = None) -> Trainer:
     """The run's Trainer: its callbacks and loggers, batches counted in optimizer steps, and the
-    checkpoint writer that stores the run's config and a checksum in each checkpoint."""
+    checkpoint writer that stores the run's config, what it trains on (`inputs`: `resume.run_inputs`)
+    and a checksum in each checkpoint."""
     plan = plan or plan_run(cfg)
     counts = trainer_arguments(cfg.trainer, plan.stepping)
-    io_plugin = RunCheckpointIO(plan.config)
+    io_plugin = RunCheckpointIO(plan.config, inputs)
     try:
         return instantiate_checked(cfg.trainer, explain=lambda cause: lightning_says(cfg.trainer, cause),
                                    logger=build_loggers(cfg), callbacks=plan.callbacks, plugins=[io_plugin],
@@ -116,11 +117,16 @@ def checked_optimizer(node: DictConfig, net: torch.nn.Module):
 
 
 def checked_checkpoint(
-    cfg: DictConfig, module: ClassifierModule, config: dict[str, Any], found: Path | None = None
+    cfg: DictConfig,
+    module: ClassifierModule,
+    config: dict[str, Any],
+    found: Path | None = None,
+    inputs: dict | None = None,
 ) -> dict | None:
     """`ckpt_path` found (`last`, a run folder or a file; or `found` by the run folder's plan), read
     safely (checksum verified) and matched against the module this config builds, or None;
-    `train=false` needs one. A resume must continue the checkpoint's run exactly (`check_resume`).
+    `train=false` needs one. A resume must continue the checkpoint's run exactly: its config
+    (`check_resume`), its schedule's length and, given `inputs`, its data and teacher (`check_inputs`).
     `config`: this run's `resolved(cfg)`. Returns where the run starts from: {"checkpoint", "epochs", "step"}."""
     if cfg.get("ckpt_path") is None and found is None:
         require(cfg.train, "ckpt_path", None,
@@ -134,4 +140,7 @@ def checked_checkpoint(
             "it was saved by a run with another model, head, loss or dataset: give that run's overrides")  # fmt: skip
     if cfg.train:
         check_resume(str(path), checkpoint, config)
+        check_schedule_length(str(path), checkpoint, config, module.schedule)
+        if inputs is not None:
+            check_inputs(str(path), checkpoint, inputs)
     return resumed_from(str(path), checkpoint)

@@ -67,11 +67,12 @@ class RunCheckpointIO(TorchCheckpointIO):
     this plugin is the one used and that no partial file can be observed).
     """
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None) -> None:
         self.config = config
+        self.inputs = inputs  # what the run trains on (data fingerprint, teacher checksum): a resume compares them
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        checkpoint[META] = {"config": self.config}
+        checkpoint[META] = {"config": self.config, **({"inputs": self.inputs} if self.inputs else {})}
         checkpoint[META]["sha256"] = digest(checkpoint)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
@@ -94,21 +95,37 @@ def read_checkpoint(key: str, path: Path, *, mmap: bool = False) -> dict[str, An
         raise ConfigError(message) from None
     require(isinstance(checkpoint, dict) and "state_dict" in checkpoint, key, str(path),
             "the file is not a Lightning checkpoint (no state_dict); give a run's checkpoints/*.ckpt")  # fmt: skip
+    verify_checksum(key, path, checkpoint, contents=not mmap)
+    return checkpoint
+
+
+def verify_checksum(key: str, path: Path, checkpoint: dict[str, Any], *, contents: bool = True) -> None:
+    """Refuse, in one line, a checkpoint without a lossheads checksum or (`contents`: the tensors are
+    read, not memory-mapped) whose contents do not match it."""
     meta = checkpoint.get(META)
     require(isinstance(meta, dict) and "sha256" in meta, key, str(path),
             "it carries no lossheads checksum (not written by this version of lossheads), so its "
             "integrity cannot be checked; retrain, or give a checkpoint this version wrote")  # fmt: skip
-    if not mmap and digest(checkpoint) != meta["sha256"]:
+    if contents and digest(checkpoint) != meta["sha256"]:
         raise ConfigError(
             f"{key}={str(path)!r} is not valid: its checksum does not match its contents (the file was "
             "altered or damaged); give another checkpoint (e.g. the run's best-*.ckpt) or retrain"
         )
-    return checkpoint
 
 
 def checkpoint_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The resolved config of the run that saved the checkpoint."""
     return (checkpoint.get(META) or {}).get("config")
+
+
+def checkpoint_inputs(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """What the run that saved the checkpoint trained on (`resume.run_inputs`); None: not recorded."""
+    return (checkpoint.get(META) or {}).get("inputs")
+
+
+def checksum(checkpoint: dict[str, Any]) -> str | None:
+    """The checkpoint's recorded SHA-256 (verified when it was read)."""
+    return (checkpoint.get(META) or {}).get("sha256")
 
 
 def newest_checkpoint(folder: Path) -> Path | None:

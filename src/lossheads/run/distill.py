@@ -16,12 +16,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
+from lossheads.config.check import require_finite_numbers
 from lossheads.config.pairing import build_head_for
 from lossheads.config.validators import ConfigError, instantiate_checked, require
 from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
 from lossheads.models import build_net
-from lossheads.run.checkpoints import checkpoint_config, read_checkpoint, resolve_checkpoint
+from lossheads.run.checkpoints import checkpoint_config, checksum, read_checkpoint, resolve_checkpoint
 from lossheads.run.folder import require_data_only
 from lossheads.run.splits import check_teacher_split
 
@@ -32,10 +33,13 @@ log = logging.getLogger(__name__)
 class Teacher(nn.Module):
     """A frozen network whose logits come out in the student head's form; always in eval mode."""
 
-    def __init__(self, net: nn.Module, head: Head, student_head: Head, cache_outputs: bool = True) -> None:
+    def __init__(
+        self, net: nn.Module, head: Head, student_head: Head, cache_outputs: bool = True, checksum: str | None = None
+    ) -> None:
         super().__init__()
         self.net, self.head, self.student_head = net, head, student_head
         self.cache_outputs = cache_outputs
+        self.checksum = checksum  # the teacher checkpoint's, recorded in the student's checkpoints for its resume
         self.requires_grad_(False)
         self.eval()
 
@@ -103,7 +107,7 @@ def load_teacher(
     check_teacher_split(KEY, path, path.parent.parent, datamodule.split_record)
     require(isinstance(cache_outputs, bool), "teacher.cache_outputs", cache_outputs,
             "use true (the teacher's logits computed once per run where its inputs never change) or false")  # fmt: skip
-    return Teacher(net, head, student_head, cache_outputs)
+    return Teacher(net, head, student_head, cache_outputs, checksum(checkpoint))
 
 
 def _folder_config(path: Path) -> Any:
@@ -119,6 +123,7 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     and a hard-label student with the same seed (same initialization and data order), each in a
     subfolder of this run; this run's metrics.json puts their test metrics side by side.
     `ckpt_path=last` continues a stopped recipe: finished steps are kept, stopped ones resumed."""
+    require_finite_numbers(cfg)  # the recipe builds its data before any of its runs checks the config
     out = Path(cfg.paths.output_dir)
     require(cfg.get("ckpt_path") in (None, "last"), "ckpt_path", cfg.get("ckpt_path"),
             "experiment=distill continues in its own folder: use ckpt_path=last with hydra.run.dir=RUN")  # fmt: skip

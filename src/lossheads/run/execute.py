@@ -28,6 +28,8 @@ from lossheads.run.folder import (
 )
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
+from lossheads.run.resume import run_inputs
+from lossheads.run.sealed import write_sealed
 from lossheads.run.splits import write_split
 from lossheads.run.stops import StopSignals, caught
 from lossheads.training.callbacks import LastCheckpoint
@@ -45,14 +47,15 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     plan = plan_run(cfg)
     datamodule, module = build(cfg, plan)
-    trainer = build_trainer(cfg, plan)  # Lightning checks its arguments before anything is written
+    inputs = run_inputs(datamodule.split_record, getattr(module.teacher, "checksum", None))
+    trainer = build_trainer(cfg, plan, inputs)  # Lightning checks its arguments before anything is written
     found = None
     if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
         folder = claim(output_dir, plan.config, continue_own=continue_own)
         if folder.action == "done":
             return folder.record  # type: ignore[return-value]
         found = folder.checkpoint
-    start = checked_checkpoint(cfg, module, plan.config, found)
+    start = checked_checkpoint(cfg, module, plan.config, found, inputs)
     ckpt_path = start and start["checkpoint"]
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
     if rank_zero_only.rank == 0:
@@ -83,7 +86,7 @@ def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) 
     if cfg.train:
         keep_hydra_files(output_dir)
     if not beside:
-        write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
+        write_sealed(output_dir / "preprocessing.json", datamodule.preprocessing())  # predict verifies it
         write_split(output_dir, datamodule.split_record)
 
 

@@ -7,8 +7,11 @@ swept keys first, and in a sweep each run is named by its overrides.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +25,7 @@ from lossheads.config.validators import first_line, instantiate_checked
 # the package each optional logger needs, and the extra that installs it
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 FIRST_PARAMS = ("head", "loss", "threshold", "data", "seed")
+SQLITE = "sqlite:///"  # an MLflow tracking URI of a local SQLite file
 
 
 def run_name(outside_sweeps: str = "") -> str | None:
@@ -76,6 +80,39 @@ class TensorBoard(TensorBoardLogger):
             self.experiment.add_custom_scalars(LAYOUT)
 
 
+@contextlib.contextmanager
+def store_lock(node: DictConfig) -> Iterator[bool]:
+    """MLflow creates a fresh SQLite store (its tables, then the experiment) with no lock of its own:
+    two runs starting together raced (`table tags already exists`) and the second was refused. Runs
+    on one machine take turns on a lock file beside the store while it is opened; yields whether it
+    locked (a SQLite store, on a system with `fcntl`)."""
+    uri = str(node.get("tracking_uri") or "")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; MLflow's own behaviour
+        fcntl = None
+    if not uri.startswith(SQLITE) or fcntl is None:
+        yield False
+        return
+    store = Path(uri.removeprefix(SQLITE))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.with_name(f"{store.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process ends
+        yield True
+
+
+def create_experiment(node: DictConfig) -> None:
+    """The MLflow experiment the logger will use, created now (under the store's lock) if it is new,
+    rather than at the run's first log, where two new runs raced to create it; no MLflow run is
+    started here, so a run refused before training leaves none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(str(node.tracking_uri))
+    name = str(node.get("experiment_name") or "lightning_logs")
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=node.get("artifact_location"))
+
+
 def _one_logger(node: DictConfig) -> Logger:
     target = str(node.get("_target_", ""))
 
@@ -86,7 +123,11 @@ def _one_logger(node: DictConfig) -> Logger:
                         f"(or pip install -e '.[{extra}]' in the repository), or use logger=tensorboard")  # fmt: skip
         return f"logger: {first_line(cause)}: fix the logger.* overrides"
 
-    return instantiate_checked(node, explain=explain)
+    with store_lock(node) as locked:
+        logger = instantiate_checked(node, explain=explain)  # MLflow creates a fresh store's tables here
+        if locked:
+            create_experiment(node)
+    return logger
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger] | bool:

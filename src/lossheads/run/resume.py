@@ -4,15 +4,23 @@ The checkpoint carries its run's resolved config (`checkpoints.RunCheckpointIO`)
 it with the config of the command: every key may change its meaning (model, head, loss and its
 options, data and split, optimizer, batch size, seed, steps_per_call, precision, ...) except those
 in `MAY_CHANGE`, which decide only how long training goes on, where it writes and what it shows.
+The same config can read other inputs, so the checkpoint also carries what the run trained on
+(`run_inputs`: the data's fingerprint and split, the teacher's checksum), compared by `check_inputs`;
+and a schedule spread over the run's length refuses a new length (`check_schedule_length`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from lossheads.config.validators import ConfigError
+
+log = logging.getLogger(__name__)
 
 # dotted keys (a group name covers its keys) a resume may change; README's "Unattended runs" lists them
 MAY_CHANGE = (
@@ -102,3 +110,89 @@ def resumed_from(path: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
     from lossheads.run.checkpoints import epochs_done
 
     return {"checkpoint": path, "epochs": epochs_done(checkpoint), "step": int(checkpoint.get("global_step", 0))}
+
+
+# ---- the inputs a config reads: data and teacher ------------------------------------------------------
+
+
+def run_inputs(split_record: dict[str, Any], teacher_checksum: str | None = None) -> dict[str, Any]:
+    """What a run trains on, kept in each of its checkpoints: the data's name, size and fingerprint
+    (its samples' contents, whatever their order), the split's digest (which sample is in which split,
+    in order) and the teacher checkpoint's checksum (KD)."""
+    from lossheads.run.splits import split_digest
+
+    return {"data": split_record["data"], "samples": split_record["samples"],
+            "fingerprint": split_record["fingerprint"], "split": split_digest(split_record),
+            "teacher": teacher_checksum}  # fmt: skip
+
+
+def recorded_inputs(path: Path, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The inputs the checkpoint records, or those of the split.json in its run folder (a checkpoint
+    written without them: a seeds member's, an earlier version's); None when neither is there."""
+    from lossheads.run.checkpoints import checkpoint_inputs
+    from lossheads.run.splits import FILENAME
+
+    inputs = checkpoint_inputs(checkpoint)
+    if inputs is not None:
+        return inputs
+    try:
+        record = json.loads((path.parent.parent / FILENAME).read_text())
+        return {**run_inputs(record), "teacher": ABSENT}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_inputs(path: str, checkpoint: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Refuse, in one line saying what changed, a resume whose data or teacher differ from the ones
+    the checkpoint's run trained on: the same overrides, other inputs, would not continue that run."""
+    theirs = recorded_inputs(Path(path), checkpoint)
+    if theirs is None:
+        log.warning("ckpt_path=%s records no data fingerprint (no split.json beside it): the resume cannot "
+                    "check that the data is the one its run trained on", path)  # fmt: skip
+        return
+    start = f"ckpt_path={path!r} is not valid: "
+    fix = "or start a new run without ckpt_path"
+    if theirs["fingerprint"] != ours["fingerprint"]:
+        raise ConfigError(
+            f"{start}the data changed since the checkpoint was saved (data={theirs['data']}: {theirs['samples']} "
+            f"samples, fingerprint {theirs['fingerprint'][:12]} then; {ours['samples']} samples, fingerprint "
+            f"{ours['fingerprint'][:12]} now), so the resume would not continue its run: restore the data the "
+            f"run trained on, {fix}"
+        )
+    if theirs["split"] != ours["split"]:
+        raise ConfigError(
+            f"{start}the data holds the same samples but in another order than when the checkpoint was saved "
+            f"(data={theirs['data']}), which puts other samples in the train, val and test splits: restore the "
+            f"file's row order, {fix}"
+        )
+    if theirs.get("teacher", ABSENT) not in (ABSENT, ours["teacher"]):
+        raise ConfigError(
+            f"{start}the teacher changed since the checkpoint was saved (checksum {str(theirs['teacher'])[:12]} "
+            f"then, {str(ours['teacher'])[:12]} now: retrained or replaced in place), so the resume would "
+            f"distill from another teacher: restore the teacher's checkpoint, {fix}"
+        )
+
+
+LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps")
+
+
+def check_schedule_length(path: str, checkpoint: dict[str, Any], ours: dict[str, Any], schedule: Any) -> None:
+    """A schedule spread over the run's length (`Schedule.needs_length`: cosine, onecycle) was laid
+    out for the length the run started with; every step already taken followed that curve, so no
+    continuation equals an unbroken run of another length: such a change is refused, in one line."""
+    from lossheads.run.checkpoints import checkpoint_config
+
+    if schedule is None or not schedule.needs_length:
+        return
+    old, new = flatten(checkpoint_config(checkpoint) or {}), flatten(ours)
+    changed = [k for k in LENGTH_KEYS if old.get(k, ABSENT) != new.get(k, ABSENT)]
+    if not changed:
+        return
+    then = ", ".join(f"{k}={old.get(k, ABSENT)}" for k in LENGTH_KEYS)
+    raise ConfigError(
+        f"{', '.join(f'{k}={new.get(k, ABSENT)}' for k in changed)} is not valid for this resume: "
+        f"scheduler={schedule.name} spreads the learning rate over the run's length, set when the run started "
+        f"({then}), and every step taken so far followed that curve, so no resume to another length matches an "
+        f"unbroken run of it: resume with {then}, or start a new run of the new length without ckpt_path "
+        "(scheduler=none, step and plateau resume to any length)"
+    )

@@ -43,6 +43,13 @@ def split_record(name: str, hashes: list[str], indices: dict[str, np.ndarray]) -
     return record
 
 
+def split_digest(record: dict[str, Any]) -> str:
+    """A hash of which samples are in which split, in loader order: the same samples split otherwise
+    (rows reordered in the file) give the same fingerprint but another digest."""
+    text = "|".join(",".join(record[split]) for split in SPLITS)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 def write_split(output_dir: Path, record: dict[str, Any]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / FILENAME, json.dumps(record))

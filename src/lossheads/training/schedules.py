@@ -4,6 +4,12 @@ linear warmup, built from PyTorch's own schedulers.
 Every schedule but `plateau` moves once per optimizer step, whatever `steps_per_call` is: Lightning
 steps it under automatic optimization (`steps_per_call=1`), the module's fast path after each of its
 manual steps. `plateau` moves once per epoch on the validation metric the checkpoint monitors.
+
+A resume with a larger `trainer.max_epochs`/`max_steps` is exact or refused, per schedule: `none`,
+`step` and `plateau` do not depend on the run's length, so they continue exactly as an unbroken run
+of the new length would (tests/test_resume_inputs.py compares val/loss); `cosine` and `onecycle`
+are laid out over the length the run started with, so a resume that changes it is refused
+(`run.resume.check_schedule_length`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ class Schedule:
     optimizer steps (PyTorch's `LinearLR` chained by `SequentialLR`) before the schedule proper."""
 
     name = "none"
-    needs_length = False  # a schedule that spreads over the whole run needs max_epochs or max_steps
+    # a schedule that spreads over the whole run needs max_epochs or max_steps, and a resume may not change them
+    needs_length = False
 
     def __init__(self, warmup_steps: int = 0) -> None:
         require_int("scheduler.warmup_steps", warmup_steps, 0)
@@ -59,11 +66,17 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """`scheduler=none`: the optimizer's learning rate throughout (after the warmup, if any)."""
+    """`scheduler=none`: the optimizer's learning rate throughout (after the warmup, if any). A resume
+    to a larger max_epochs/max_steps continues exactly as an unbroken run of that length."""
 
 
 class Cosine(Schedule):
-    """Cosine annealing from lr to `min_lr` over the run's optimizer steps (`CosineAnnealingLR`)."""
+    """Cosine annealing from lr to `min_lr` over the run's optimizer steps (`CosineAnnealingLR`).
+
+    Its curve is laid out for the length the run started with: a resume with another
+    trainer.max_epochs/max_steps is refused (the steps already taken followed the shorter curve, so
+    no continuation equals an unbroken longer run; continuing the old curve past its end would
+    raise the rate again)."""
 
     name = "cosine"
     needs_length = True
@@ -79,7 +92,11 @@ class Cosine(Schedule):
 
 class OneCycle(Schedule):
     """Smith's one-cycle policy (`OneCycleLR`, max_lr = optimizer.lr). It has its own warmup,
-    `pct_start` of the run; `warmup_steps` > 0 sets that share in steps instead."""
+    `pct_start` of the run; `warmup_steps` > 0 sets that share in steps instead.
+
+    Its cycle is laid out for the length the run started with: a resume with another
+    trainer.max_epochs/max_steps is refused (PyTorch's scheduler cannot step past its total, and the
+    steps already taken followed the shorter cycle)."""
 
     name = "onecycle"
     needs_length = True
@@ -107,7 +124,9 @@ class OneCycle(Schedule):
 
 class Step(Schedule):
     """Multiply the learning rate by `gamma` every `step_size` epochs (`StepLR`, stepped per optimizer
-    step with step_size x the steps of an epoch, so the drop lands on the epoch boundary)."""
+    step with step_size x the steps of an epoch, so the drop lands on the epoch boundary). It does
+    not depend on the run's length: a resume to a larger max_epochs/max_steps continues exactly as an
+    unbroken run of that length."""
 
     name = "step"
 
@@ -123,7 +142,9 @@ class Step(Schedule):
 
 class Plateau(Schedule):
     """Multiply the learning rate by `factor` when the monitored validation metric has not improved
-    for `patience` epochs (`ReduceLROnPlateau`, once per epoch); the warmup, if any, is per step."""
+    for `patience` epochs (`ReduceLROnPlateau`, once per epoch); the warmup, if any, is per step. It
+    does not depend on the run's length: a resume to a larger max_epochs/max_steps continues exactly
+    (its patience counter and best value are in the checkpoint)."""
 
     name = "plateau"
 
