@@ -11,7 +11,7 @@ import pytest
 from conftest import QUIET, compose_config, run_train_py
 from lossheads.config.check import check_config
 from lossheads.run.execute import main
-from lossheads.run.folder import unusable_folder
+from lossheads.run.guards import unusable_folder
 
 
 @pytest.mark.parametrize(

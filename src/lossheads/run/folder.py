@@ -13,13 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 
 from lossheads.config.validators import ConfigError
@@ -101,40 +98,6 @@ def _evidence(folder: Path, checkpoint: Path | None) -> str:
     if checkpoint is not None:
         found.append(f"checkpoints/{checkpoint.name}")
     return ", ".join(found)
-
-
-EXIT_BAD_INPUT = 2
-
-
-class FolderCheck(Callback):
-    """Hydra creates the run (or sweep) folder before any code of ours runs, and a path there that is a
-    file or a dangling link ended in its traceback: this Hydra callback (configs/train.yaml) refuses it
-    first, in one line, exit 2 (Hydra lets a callback's SystemExit through)."""
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        refuse_unusable_folder("hydra.run.dir", Path(str(config.hydra.run.dir)))
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        refuse_unusable_folder("hydra.sweep.dir", Path(str(config.hydra.sweep.dir)))
-
-
-def unusable_folder(path: Path) -> str | None:
-    """Why no folder can be made at `path` (it or a parent is a file, or a link to nothing); None: it can."""
-    for part in (path, *path.parents):
-        name = "it" if part == path else f"its parent {str(part)!r}"
-        if part.is_symlink() and not part.exists():
-            return (f"{name} is a link to {os.readlink(part)!r}, which does not exist: create that folder, "
-                    "remove the link, or choose another folder")  # fmt: skip
-        if part.exists():
-            return None if part.is_dir() else f"{name} is a file, not a folder: choose another folder, or move the file"
-    return None
-
-
-def refuse_unusable_folder(key: str, path: Path) -> None:
-    reason = unusable_folder(path)
-    if reason:
-        print(f"error: {key}={str(path)!r} is not valid: {reason}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 HYDRA_COPY = ".hydra-run"  # the owning run's copy of Hydra's .hydra/ files
