@@ -181,14 +181,14 @@ def test_an_image_replaced_in_the_folder_is_refused_on_resume(tmp_path, in_memor
 
     from test_images import write_folder
 
-    folder = write_folder(tmp_path / "shapes", per_class=8)
+    folder = write_folder(tmp_path / "shapes", per_class=15)
     options = ["data=image_folder", f"data.path={folder}", "data.batch_size=8", "loss=ce",
                f"data.in_memory={in_memory}", "data.num_workers=0"]  # fmt: skip
     train(tmp_path / "run", *options, "trainer.max_epochs=1")
     noise = np.random.default_rng(1).integers(0, 255, (12, 12), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "bar" / "3.png")  # another picture under the same name
     with pytest.raises(ConfigError, match=r"is not valid: the data changed since the checkpoint was saved "
-                                          r"\(data=image_folder: 24 samples"):  # fmt: skip
+                                          r"\(data=image_folder: 45 samples"):  # fmt: skip
         train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")
 
 
