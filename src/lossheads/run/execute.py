@@ -26,11 +26,12 @@ from lossheads.run.folder import (
     owns_training_record,
     restore_hydra_files,
 )
+from lossheads.run.lock import FolderBusy, FolderLock, acquire
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
 from lossheads.run.resume import resolved
 from lossheads.run.splits import write_split
-from lossheads.run.stops import StopSignals, caught
+from lossheads.run.stops import StopSignals, caught, in_worker, park, park_between_jobs
 from lossheads.training.callbacks import LastCheckpoint
 from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
@@ -110,14 +111,35 @@ def main(cfg: DictConfig) -> float | None:
     exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
     Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
     quiet_lightning()
+    sweeping = in_sweep()
+    if sweeping and in_worker():
+        park_between_jobs()  # a stop between this worker's jobs: start no other
     with caught():
+        lock = None
         try:
-            return _main(cfg, in_sweep())
+            lock = job_lock(cfg) if sweeping else None  # a single run's lock is taken before Hydra writes
+            return _main(cfg, sweeping)
+        except FolderBusy as error:  # in a sweep: another process writes this job's folder
+            logging.getLogger(__name__).warning("refused job: %s", error)
+            return None
         except BaseException:
             if StopSignals.received is None:
                 raise
-            record_stop(cfg)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on (SystemExit for Ctrl-C)
-            raise
+            record_stop(cfg, then_exit=False)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on
+            if lock is not None:
+                lock.release()  # recorded: the sweep that passed the stop on waits for this
+            if in_worker():
+                park(StopSignals.exit_code())
+            sys.exit(StopSignals.exit_code())
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def job_lock(cfg: DictConfig) -> FolderLock:
+    """A sweep job holds its own folder (inside its sweep's lock) with its PID: a stopped sweep finds
+    the processes of its running jobs this way, and no other command writes the folder meanwhile."""
+    return acquire(Path(cfg.paths.output_dir), "job folder", inside_own=True)
 
 
 def _main(cfg: DictConfig, sweeping: bool) -> float | None:

@@ -121,6 +121,26 @@ def owns_training_record(folder: Path) -> bool:
     return read_record(folder) is not None or newest_checkpoint(folder / "checkpoints") is not None
 
 
+RUN_MARKS = (".hydra", "multirun.yaml", *RECORDS)  # what makes a folder a run's (or a sweep's)
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run or sweep folder `path` lies in: the nearest folder above it that holds Hydra's files,
+    a run's record or its checkpoints; None outside any."""
+    for folder in Path(path).resolve().parents:
+        if any((folder / mark).exists() for mark in RUN_MARKS) or any((folder / "checkpoints").glob("*.ckpt")):
+            return folder
+    return None
+
+
+def evaluation_hydra_subdir(folder: Path, train: bool) -> str | None:
+    """Where an evaluation (`train=false`) into a run's folder keeps Hydra's files for itself
+    (`.hydra-eval-<UTC time>`), so that the run's `.hydra/` stays the run's; None for any other command."""
+    if train or not owns_training_record(folder):
+        return None
+    return f".hydra-eval-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
+
+
 def evaluation_names(folder: Path) -> tuple[Path, Path]:
     """`eval-<UTC time>.json` and `.npz`: an evaluation's record beside the training run's own."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
