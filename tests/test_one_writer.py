@@ -178,34 +178,47 @@ def test_an_evaluation_in_a_runs_folder_leaves_the_runs_hydra_files_alone(tmp_pa
     assert after[run / "execute.log"].startswith(before[run / "execute.log"])
     (own,) = run.glob(".hydra-eval-*")  # the evaluation's own Hydra files
     assert "train=false" in (own / "overrides.yaml").read_text()
-    (record,) = run.glob("eval-*.json")
+    (record,) = run.glob("eval-*[0-9].json")  # and its eval-*-per_class.json
     assert json.loads(record.read_text())["test/acc"] == json.loads((run / "metrics.json").read_text())["test/acc"]
 
 
 # ---- stopping a sweep stops its workers ---------------------------------------------------------------
 
 
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "launcher",
-    [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=seeds"], []],
-    ids=["joblib", "seeds", "basic"],
-)
-def test_a_stopped_sweep_stops_its_jobs_and_no_ok_record_comes_after(tmp_path, launcher):
-    sweep = ["-m", "seed=1,2", "trainer.max_epochs=2", *QUIET, "hydra.sweep.dir=sweep", *launcher]
-    process = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p"), "+callbacks.pause.seconds=120")
-    wait_for(tmp_path / "p", process)
-    time.sleep(0.5)
+    ("launcher", "sig"),
+    [(JOBLIB, signal.SIGTERM), (JOBLIB, signal.SIGKILL), (["hydra/launcher=seeds"], signal.SIGTERM),
+     ([], signal.SIGTERM)],
+    ids=["joblib", "joblib-kill-9", "seeds", "basic"],
+)  # fmt: skip
+def test_a_stopped_sweep_stops_its_jobs_and_no_ok_record_comes_after(tmp_path, launcher, sig):
+    """A stop once training has saved its first checkpoint: every job that trained is recorded as
+    interrupted (or was ok before the stop), and no process of the sweep writes anything afterwards.
+    A SIGKILL cannot be passed on: the workers notice that their sweep is gone and stop themselves."""
+    folder = tmp_path / "sweep"
+    command = ["-m", "seed=1,2", "trainer.max_epochs=300", *QUIET, f"hydra.sweep.dir={folder}", *launcher]
+    process = start(tmp_path, *command)
+    deadline = time.monotonic() + 240
+    while not list(folder.glob("*/checkpoints/*.ckpt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     stopped_at = time.time()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, stderr = process.communicate(timeout=200)
-    assert process.returncode == 143, stderr[-3000:]
-    jobs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/.hydra"))
-    records = {job: json.loads((job / "metrics.json").read_text()) for job in jobs}
+    assert process.returncode == (-9 if sig == signal.SIGKILL else 143), stderr[-3000:]
+    trained = [job.parent for job in folder.glob("*/.hydra") if (job.parent / "checkpoints").exists()]
+    deadline = time.monotonic() + 60
+    while not all((job / "metrics.json").exists() for job in trained) and time.monotonic() < deadline:
+        time.sleep(0.2)  # after a SIGKILL the workers record their stop on their own
+    records = {job: json.loads((job / "metrics.json").read_text()) for job in trained}
     statuses = sorted(r["status"] for r in records.values())
     assert "interrupted" in statuses and set(statuses) <= {"ok", "interrupted"}, statuses
-    assert all((job / "metrics.json").stat().st_mtime < stopped_at for job in jobs if records[job]["status"] == "ok")
-    written = files(tmp_path / "sweep")
+    assert all((job / "metrics.json").stat().st_mtime < stopped_at for job, r in records.items() if r["status"] == "ok")
+    time.sleep(2)
+    written = files(folder)
     time.sleep(5)  # a worker left running would go on training and write its record now
-    assert files(tmp_path / "sweep") == written
-    assert not list((tmp_path / "sweep").rglob(LOCK_NAME))
+    assert files(folder) == written
+    assert not [p for p in folder.rglob(LOCK_NAME) if p.parent != folder]  # (a SIGKILL leaves the sweep's own)

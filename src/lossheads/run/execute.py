@@ -31,7 +31,7 @@ from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
 from lossheads.run.resume import resolved
 from lossheads.run.splits import write_split
-from lossheads.run.stops import StopSignals, caught, in_worker, park, park_between_jobs
+from lossheads.run.stops import StopSignals, caught, in_worker, park, prepare_worker
 from lossheads.training.callbacks import LastCheckpoint
 from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
@@ -113,7 +113,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet_lightning()
     sweeping = in_sweep()
     if sweeping and in_worker():
-        park_between_jobs()  # a stop between this worker's jobs: start no other
+        prepare_worker()  # a stop between this worker's jobs, or its sweep's end: start no other
     with caught():
         lock = None
         try:

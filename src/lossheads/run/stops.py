@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ class StopSignals:
     received: signal.Signals | None = None
     trainer: Any = None  # the trainer at work, whose stage names the phase a stop came in
     phase = ""  # that stage when the signal came (Lightning clears it while it handles the stop)
+    worker_prepared = False  # a sweep's worker process: `prepare_worker` has run
 
     @classmethod
     def name(cls) -> str:
@@ -125,11 +127,23 @@ def park(code: int) -> NoReturn:
     os._exit(code)
 
 
-def park_between_jobs() -> None:
-    """In a worker: a signal that comes while no job of ours runs parks the worker (see `park`);
-    `caught` keeps this as the handler found before, for the time between jobs."""
+def prepare_worker() -> None:
+    """Once per worker process: a signal that comes while no job of ours runs parks the worker (see
+    `park`; `caught` keeps this as the handler found before, for the time between jobs), and a sweep
+    process that is gone (a SIGKILL, which it cannot pass on) stops the worker as a SIGTERM would."""
+    if StopSignals.worker_prepared:
+        return
+    StopSignals.worker_prepared = True
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: park(128 + signum))
+    sweep = os.environ.get(SWEEP_PID)
+
+    def watch() -> None:
+        while sweep == str(os.getppid()):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread: the job records its stop
+
+    threading.Thread(target=watch, name="lossheads-sweep-watch", daemon=True).start()
 
 
 def stop_sweep_on_signal(sweep_dir: Path) -> Callable[[], None]:
