@@ -60,6 +60,10 @@ def test_a_held_folder_names_its_holder_and_a_killed_holder_blocks_nothing(tmp_p
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="hydra.run.dir='.*file' is not valid: it is a file, not a folder"):
         acquire(tmp_path / "file", "hydra.run.dir")
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "run")
+    with pytest.raises(ConfigError, match="hydra.run.dir='.*link' is not valid: it is a link to '.*gone/run', which"):
+        acquire(tmp_path / "link", "hydra.run.dir")
+    assert not (tmp_path / "gone").exists()
 
 
 # ---- predict's output ---------------------------------------------------------------------------------

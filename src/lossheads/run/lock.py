@@ -114,6 +114,9 @@ def acquire(folder: Path, key: str, *, inside_own: bool = False) -> FolderLock:
     above = None if inside_own else held_above(folder)
     if above is not None:
         raise busy(key, shown, above / LOCK_NAME, f"the folder {str(above)!r} above it is being written")
+    if Path(shown).is_symlink() and not Path(shown).exists():
+        raise ConfigError(f"{key}={str(shown)!r} is not valid: it is a link to {os.readlink(shown)!r}, which does "
+                          "not exist; create that folder, or choose another")  # fmt: skip
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{key}={str(shown)!r} is not valid: it is a file, not a folder; choose a folder")
     try:
