@@ -126,7 +126,7 @@ def test_and_record(
     per_class_file = output_dir / "per_class.json"
     if beside:
         metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
-        per_class_file = metrics_file.with_name(f"{metrics_file.stem}-per_class.json")
+        per_class_file = metrics_file.with_name(f"per_class-{metrics_file.name}")  # per_class-eval-<time>.json
         record["record"] = metrics_file.name
     save_predictions(module, predictions_file)
     if module.per_class:
