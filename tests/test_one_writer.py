@@ -168,8 +168,10 @@ def test_a_sweep_folder_being_written_refuses_a_second_sweep_under_every_launche
 
 
 @pytest.mark.slow
-def test_an_evaluation_in_a_runs_folder_leaves_the_runs_hydra_files_alone(tmp_path):
-    command = ["trainer.max_epochs=1", *QUIET, "hydra.run.dir=run"]
+def test_an_evaluation_in_a_runs_folder_leaves_the_runs_hydra_files_and_logs_alone(tmp_path):
+    """Hydra's files go to .hydra-eval-<time>/, the CSV logger's to a version of their own (it would
+    rewrite the run's csv/hparams.yaml and csv/metrics.csv)."""
+    command = ["trainer.max_epochs=1", *QUIET, "hydra.run.dir=run", "logger=csv"]
     trained = train_py(tmp_path, *command)
     assert trained.returncode == 0, trained.stderr[-3000:]
     run = tmp_path / "run"
@@ -183,6 +185,8 @@ def test_an_evaluation_in_a_runs_folder_leaves_the_runs_hydra_files_alone(tmp_pa
     (own,) = run.glob(".hydra-eval-*")  # the evaluation's own Hydra files
     assert "train=false" in (own / "overrides.yaml").read_text()
     (record,) = run.glob("eval-*.json")
+    (logged,) = run.glob("csv/eval-*/metrics.csv")
+    assert "test/acc" in logged.read_text()
     assert json.loads(record.read_text())["test/acc"] == json.loads((run / "metrics.json").read_text())["test/acc"]
 
 
