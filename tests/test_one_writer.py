@@ -77,11 +77,13 @@ def test_predict_never_writes_over_a_run_its_input_or_a_file_without_overwrite(t
         tmp_path / "new.csv", sep=";", index=False, encoding="latin-1"
     )
     (tmp_path / "mine.csv").write_text("my own notes\n")
+    (tmp_path / "alias.csv").symlink_to(run / "metrics.json")  # a link that leads into the run
     kept = files(tmp_path)
     refused = {
         run / "checkpoints" / "last.ckpt": "it is a file of the run folder .* which predict never writes over",
         run / "metrics.json": "it is a file of the run folder",
         run / ".hydra" / "config.yaml": "it is a file of the run folder",
+        tmp_path / "alias.csv": "it is a file of the run folder",
         run / "checkpoints" / "last-v9.ckpt": r"it lies in the run folder .* writes only a new .csv file",
         run / "notes.json": r"it lies in the run folder .* beside the run's own: name it \*.csv",
         tmp_path / "new.csv": r"it is the input file \(data.path\)",

@@ -67,7 +67,7 @@ def checked_output(output: Path, data_path: Path, overwrite: object) -> Path:
     folder = output.resolve().parent
     require(folder.is_dir(), "output", shown, f"its folder {folder} does not exist: create it, or choose another")
     require(os.access(folder, os.W_OK), "output", shown, f"its folder {folder} is not writable: choose another")
-    require(not (output.exists() and output.resolve() == data_path.resolve()), "output", shown,
+    require(not (output.exists() and os.path.samefile(output, data_path)), "output", shown,
             "it is the input file (data.path): choose another file name")  # fmt: skip
     run = enclosing_run(output)
     if run is not None:

@@ -26,7 +26,19 @@ from lossheads.run.lock import HELD, acquire
 EXIT_BAD_INPUT = 2
 
 
+RANK_KEYS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads its rank
+
+
+def writing_rank() -> bool:
+    """Rank 0 writes a run (or the only process): Lightning starts DDP's other processes with the same
+    hydra.run.dir, and they share rank 0's lock rather than being refused by it."""
+    rank = next((os.environ[key] for key in RANK_KEYS if key in os.environ), "0")
+    return rank.strip() in ("", "0")
+
+
 def hold(folder: Path, key: str) -> None:
+    if not writing_rank():
+        return
     try:
         acquire(folder, key)
     except ConfigError as error:  # the entry point's one line: Hydra would print a traceback
