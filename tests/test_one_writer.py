@@ -170,13 +170,17 @@ def test_a_sweep_folder_being_written_refuses_a_second_sweep_under_every_launche
 
 
 @pytest.mark.slow
-def test_an_evaluation_in_a_runs_folder_leaves_the_runs_hydra_files_and_logs_alone(tmp_path):
-    """Hydra's files go to .hydra-eval-<time>/, the CSV logger's to a version of their own (it would
-    rewrite the run's csv/hparams.yaml and csv/metrics.csv)."""
+def test_an_evaluation_or_a_refused_run_in_a_runs_folder_leaves_the_runs_files_alone(tmp_path):
+    """An evaluation's Hydra files go to .hydra-eval-<time>/, its CSV logger's to a version of their
+    own (it would rewrite the run's csv/hparams.yaml and csv/metrics.csv); a refused run writes none."""
     command = ["trainer.max_epochs=1", *QUIET, "hydra.run.dir=run", "logger=csv"]
     trained = train_py(tmp_path, *command)
     assert trained.returncode == 0, trained.stderr[-3000:]
     run = tmp_path / "run"
+    before = files(run)
+    refused = train_py(tmp_path, *command, "seed=7")
+    assert refused.returncode == 2 and "it holds another run" in one_error_line(refused.stderr)
+    assert {p for p, data in files(run).items() if before.get(p) != data} == {run / "execute.log"}
     before = files(run)
     evaluated = train_py(tmp_path, *command, "train=false", "ckpt_path=last")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

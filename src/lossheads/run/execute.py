@@ -25,6 +25,7 @@ from lossheads.run.folder import (
     keep_hydra_files,
     owns_training_record,
     restore_hydra_files,
+    resumes_in_place,
 )
 from lossheads.run.lock import FolderBusy, FolderLock, acquire
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
@@ -87,14 +88,6 @@ def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) 
     if not beside:
         write_metrics(output_dir / "preprocessing.json", datamodule.preprocessing())
         write_split(output_dir, datamodule.split_record)
-
-
-def resumes_in_place(cfg: DictConfig, output_dir: Path) -> bool:
-    """`ckpt_path` points into this run's own folder: the resume check, not the folder's owner check, applies."""
-    value = cfg.get("ckpt_path")
-    if value is None:
-        return False
-    return value == "last" or output_dir.resolve() in Path(str(value)).resolve().parents
 
 
 def last_val_metrics(trainer: Trainer) -> dict[str, float]:

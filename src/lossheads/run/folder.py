@@ -133,6 +133,21 @@ def enclosing_run(path: Path) -> Path | None:
     return None
 
 
+def resumes_in_place(cfg: Any, output_dir: Path) -> bool:
+    """`ckpt_path` points into this run's own folder: the resume check, not the folder's owner check, applies."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return False
+    return value == "last" or output_dir.resolve() in Path(str(value)).resolve().parents
+
+
+def keeps_hydra_files_out(folder: Path, cfg: Any) -> bool:
+    """A training command into a folder that holds a run, other than that run's resume: `claim` refuses
+    it, or it is the same run again after a stop before any checkpoint, whose `.hydra/` (the same
+    meaning) stays; either way Hydra's files of this command are not written over the run's."""
+    return bool(cfg.get("train", True)) and owns_training_record(folder) and not resumes_in_place(cfg, folder)
+
+
 def evaluation_hydra_subdir(folder: Path, train: bool) -> str | None:
     """Where an evaluation (`train=false`) into a run's folder keeps Hydra's files for itself
     (`.hydra-eval-<UTC time>`), so that the run's `.hydra/` stays the run's; None for any other command."""

@@ -6,7 +6,9 @@ Its hooks run before Hydra writes anything into the folder (`.hydra/`, `multirun
 the locks are taken here and not in the task function:
 - a run takes its `hydra.run.dir`'s lock, a sweep its `hydra.sweep.dir`'s; a second command into a
   folder being written is refused in one line naming the holder's PID, exit 2, nothing written;
-- an evaluation (`train=false`) into a run's folder writes Hydra's files into a folder of its own;
+- an evaluation (`train=false`) into a run's folder writes Hydra's files into a folder of its own,
+  and a training command into another run's folder (refused there, unless it is the same run again)
+  writes none;
 - in a sweep, a stop reaches the jobs running in worker processes (`stop_sweep_on_signal`).
 """
 
@@ -59,10 +61,12 @@ class OneWriter(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir))
         hold(folder, "hydra.run.dir")
-        from lossheads.run.folder import evaluation_hydra_subdir  # torch: after a refusal, which is quick
+        from lossheads.run.folder import evaluation_hydra_subdir, keeps_hydra_files_out  # torch: after a refusal
 
+        if config.hydra.output_subdir is None:
+            return
         subdir = evaluation_hydra_subdir(folder, bool(config.get("train", True)))
-        if subdir is not None and config.hydra.output_subdir is not None:
+        if subdir is not None or keeps_hydra_files_out(folder, config):
             # Hydra reads hydra.output_subdir from this config when it saves its files, after this hook
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.output_subdir = subdir
