@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lossheads.cli.help import composition_error, config_dir, help_page
+from lossheads.run.lock import HELD, LOCK_NAME
 
 EXIT_BAD_INPUT = 2
 
@@ -94,9 +95,12 @@ class NewRunFolder(Callback):
         if folder is None or created is None or not folder.is_dir():
             return
         hydra_files = {Path(".hydra") / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
-        allowed = {Path(".hydra"), Path(cls.log_name), *hydra_files}
+        allowed = {Path(".hydra"), Path(cls.log_name), Path(LOCK_NAME), *hydra_files}
         if any(path.relative_to(folder) not in allowed for path in folder.rglob("*")):
             return
+        for locked, lock in list(HELD.items()):  # this command's own writer lock on the folder goes with it
+            if Path(locked).absolute() == folder:
+                lock.release()
         shutil.rmtree(folder, ignore_errors=True)
         for parent in folder.parents:
             if parent != created and created not in parent.parents:

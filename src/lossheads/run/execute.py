@@ -25,13 +25,15 @@ from lossheads.run.folder import (
     keep_hydra_files,
     owns_training_record,
     restore_hydra_files,
+    resumes_in_place,
 )
+from lossheads.run.lock import FolderBusy, FolderLock, acquire
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
 from lossheads.run.resume import run_inputs
 from lossheads.run.sealed import write_sealed
 from lossheads.run.splits import write_split
-from lossheads.run.stops import StopSignals, caught
+from lossheads.run.stops import StopSignals, caught, in_worker, park, prepare_worker
 from lossheads.training.callbacks import LastCheckpoint
 from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
@@ -90,14 +92,6 @@ def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) 
         write_split(output_dir, datamodule.split_record)
 
 
-def resumes_in_place(cfg: DictConfig, output_dir: Path) -> bool:
-    """`ckpt_path` points into this run's own folder: the resume check, not the folder's owner check, applies."""
-    value = cfg.get("ckpt_path")
-    if value is None:
-        return False
-    return value == "last" or output_dir.resolve() in Path(str(value)).resolve().parents
-
-
 def last_val_metrics(trainer: Trainer) -> dict[str, float]:
     """A resume that had nothing left to train ran no validation: the checkpoint's own val/* numbers."""
     for callback in trainer.callbacks:
@@ -112,14 +106,35 @@ def main(cfg: DictConfig) -> float | None:
     exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
     Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
     quiet_lightning()
+    sweeping = in_sweep()
+    if sweeping and in_worker():
+        prepare_worker()  # a stop between this worker's jobs, or its sweep's end: start no other
     with caught():
+        lock = None
         try:
-            return _main(cfg, in_sweep())
+            lock = job_lock(cfg) if sweeping else None  # a single run's lock is taken before Hydra writes
+            return _main(cfg, sweeping)
+        except FolderBusy as error:  # in a sweep: another process writes this job's folder
+            logging.getLogger(__name__).warning("refused job: %s", error)
+            return None
         except BaseException:
             if StopSignals.received is None:
                 raise
-            record_stop(cfg)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on (SystemExit for Ctrl-C)
-            raise
+            record_stop(cfg, then_exit=False)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on
+            if lock is not None:
+                lock.release()  # recorded: the sweep that passed the stop on waits for this
+            if in_worker():
+                park(StopSignals.exit_code())
+            sys.exit(StopSignals.exit_code())
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def job_lock(cfg: DictConfig) -> FolderLock:
+    """A sweep job holds its own folder (inside its sweep's lock) with its PID: a stopped sweep finds
+    the processes of its running jobs this way, and no other command writes the folder meanwhile."""
+    return acquire(Path(cfg.paths.output_dir), "job folder", inside_own=True)
 
 
 def _main(cfg: DictConfig, sweeping: bool) -> float | None:

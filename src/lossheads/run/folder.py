@@ -121,6 +121,41 @@ def owns_training_record(folder: Path) -> bool:
     return read_record(folder) is not None or newest_checkpoint(folder / "checkpoints") is not None
 
 
+RUN_MARKS = (".hydra", "multirun.yaml", *RECORDS)  # what makes a folder a run's (or a sweep's)
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run or sweep folder `path` lies in: the nearest folder above it that holds Hydra's files,
+    a run's record or its checkpoints; None outside any."""
+    for folder in Path(path).resolve().parents:
+        if any((folder / mark).exists() for mark in RUN_MARKS) or any((folder / "checkpoints").glob("*.ckpt")):
+            return folder
+    return None
+
+
+def resumes_in_place(cfg: Any, output_dir: Path) -> bool:
+    """`ckpt_path` points into this run's own folder: the resume check, not the folder's owner check, applies."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return False
+    return value == "last" or output_dir.resolve() in Path(str(value)).resolve().parents
+
+
+def keeps_hydra_files_out(folder: Path, cfg: Any) -> bool:
+    """A training command into a folder that holds a run, other than that run's resume: `claim` refuses
+    it, or it is the same run again after a stop before any checkpoint, whose `.hydra/` (the same
+    meaning) stays; either way Hydra's files of this command are not written over the run's."""
+    return bool(cfg.get("train", True)) and owns_training_record(folder) and not resumes_in_place(cfg, folder)
+
+
+def evaluation_hydra_subdir(folder: Path, train: bool) -> str | None:
+    """Where an evaluation (`train=false`) into a run's folder keeps Hydra's files for itself
+    (`.hydra-eval-<UTC time>`), so that the run's `.hydra/` stays the run's; None for any other command."""
+    if train or not owns_training_record(folder):
+        return None
+    return f".hydra-eval-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
+
+
 def evaluation_names(folder: Path) -> tuple[Path, Path]:
     """`eval-<UTC time>.json` and `.npz`: an evaluation's record beside the training run's own."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")

@@ -8,6 +8,8 @@ swept keys first, and in a sweep each run is named by its overrides.
 from __future__ import annotations
 
 import contextlib
+import copy
+import datetime as dt
 import hashlib
 import math
 from collections.abc import Iterator
@@ -18,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lossheads.config.validators import first_line, instantiate_checked
+from lossheads.run.folder import owns_training_record
 
 # the package each optional logger needs, and the extra that installs it
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
@@ -131,13 +134,26 @@ def _one_logger(node: DictConfig) -> Logger:
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger] | bool:
-    """`logger` is one logger's config (`_target_`) or, for `logger=many`, a mapping of them."""
+    """`logger` is one logger's config (`_target_`) or, for `logger=many`, a mapping of them. An
+    evaluation (`train=false`) in a run's folder logs into a version of its own (`eval-<UTC time>`):
+    in the run's own version, the CSV logger would rewrite the run's hparams.yaml and metrics.csv."""
     node = cfg.get("logger")
     if not node:
         return False
-    if "_target_" in node:
-        return [_one_logger(node)]
-    return [_one_logger(child) for child in node.values() if child]
+    nodes = [node] if "_target_" in node else [child for child in node.values() if child]
+    if not cfg.get("train", True) and owns_training_record(Path(cfg.paths.output_dir)):
+        version = f"eval-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
+        nodes = [_with_version(child, version) for child in nodes]
+    return [_one_logger(child) for child in nodes]
+
+
+def _with_version(node: DictConfig, version: str) -> DictConfig:
+    if "version" not in node:
+        return node
+    node = copy.deepcopy(node)
+    with open_dict(node):
+        node.version = version
+    return node
 
 
 def swept_keys() -> list[str]:

@@ -124,12 +124,14 @@ def test_and_record(
     if not trainer.is_global_zero:
         return record
     metrics_file, predictions_file = output_dir / "metrics.json", output_dir / "predictions.npz"
+    per_class_file = output_dir / "per_class.json"
     if beside:
         metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
+        per_class_file = metrics_file.with_name(f"per_class-{metrics_file.name}")  # per_class-eval-<time>.json
         record["record"] = metrics_file.name
     save_predictions(module, predictions_file)
     if module.per_class:
-        write_metrics(metrics_file.with_name(metrics_file.name.replace("metrics", "per_class")), module.per_class)
+        write_metrics(per_class_file, module.per_class)
     write_metrics(metrics_file, record)
     params = {k: v for k, v in record.items() if "/" not in k}
     params.update(flat_overrides(cfg))

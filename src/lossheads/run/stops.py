@@ -6,20 +6,35 @@ without a word, so `install` makes it raise Lightning's `SIGTERMException` the s
 own SIGTERM handler (registered while a trainer runs) calls the handler found before it, this one,
 so the stop arrives at once in every phase: sanity check, training, validation, test, between runs.
 A second signal while the first stop is being recorded is ignored (a SIGKILL still ends it).
+
+A sweep whose jobs run in other processes (`hydra/launcher=joblib`) passes its stop on: each running
+job holds its folder's lock with its PID (`lossheads.run.lock`), gets the same signal, records its
+stop and lets go of the folder; the sweep waits for that, then exits. A worker that has recorded its
+stop starts no other job: it waits for the sweep to end it (`park`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
-from collections.abc import Iterator
-from typing import Any
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lossheads.run.lock import held_jobs, is_held
+
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells report them
 NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+SWEEP_PID = "LOSSHEADS_SWEEP_PID"  # the sweep process's PID, in its environment and its workers'
+WAIT_FOR_JOBS = 120.0  # seconds a stopped sweep waits for its running jobs to record their stop
+PARK_SECONDS = 600.0  # the longest a stopped worker waits for its sweep to end it
 
 
 class StopSignals:
@@ -28,6 +43,7 @@ class StopSignals:
     received: signal.Signals | None = None
     trainer: Any = None  # the trainer at work, whose stage names the phase a stop came in
     phase = ""  # that stage when the signal came (Lightning clears it while it handles the stop)
+    worker_prepared = False  # a sweep's worker process: `prepare_worker` has run
 
     @classmethod
     def name(cls) -> str:
@@ -87,3 +103,80 @@ def shell_word(word: str) -> str:
     if not any(c in word for c in '"$`\\!'):
         return f'"{word}"'
     return shlex.quote(word)
+
+
+# ---- a sweep whose jobs run in other processes --------------------------------------------------------
+
+
+def in_worker() -> bool:
+    """This process runs a job for a sweep process other than itself (a joblib worker)."""
+    owner = os.environ.get(SWEEP_PID)
+    return owner is not None and owner != str(os.getpid())
+
+
+def park(code: int) -> NoReturn:
+    """A worker with nothing more to record: start no other job; wait until the sweep process ends it
+    (or is gone), then exit. Exiting at once instead would make joblib's executor see a crashed worker
+    and SIGKILL the others, perhaps before they had recorded their own stop."""
+    sweep = os.environ.get(SWEEP_PID)
+    deadline = time.monotonic() + PARK_SECONDS
+    while sweep == str(os.getppid()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def prepare_worker() -> None:
+    """Once per worker process: a signal that comes while no job of ours runs parks the worker (see
+    `park`; `caught` keeps this as the handler found before, for the time between jobs), and a sweep
+    process that is gone (a SIGKILL, which it cannot pass on) stops the worker as a SIGTERM would."""
+    if StopSignals.worker_prepared:
+        return
+    StopSignals.worker_prepared = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: park(128 + signum))
+    sweep = os.environ.get(SWEEP_PID)
+
+    def watch() -> None:
+        while sweep == str(os.getppid()):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread: the job records its stop
+
+    threading.Thread(target=watch, name="lossheads-sweep-watch", daemon=True).start()
+
+
+def stop_sweep_on_signal(sweep_dir: Path) -> Callable[[], None]:
+    """In the sweep process: SIGINT / SIGTERM outside its in-process jobs reaches the jobs running in
+    worker processes, waits until each has recorded its stop, then exits 130 / 143. Returns the
+    function that puts the handlers found before back."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if StopSignals.received is not None:
+            return
+        StopSignals.received = signal.Signals(signum)
+        jobs = held_jobs(sweep_dir)
+        for pid, _ in jobs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + WAIT_FOR_JOBS
+        while any(is_held(folder) for _, folder in jobs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        late = [str(folder) for _, folder in jobs if is_held(folder)]
+        stopped = f"{len(jobs)} running job(s) recorded as interrupted" if jobs else "no job was running"
+        if late:
+            stopped += f" ({len(late)} did not answer within {WAIT_FOR_JOBS:.0f} s: {', '.join(late)})"
+        print(f"interrupted by {StopSignals.name()}: {stopped}; run the same command again to continue the "
+              "sweep (finished jobs are kept)", file=sys.stderr)  # fmt: skip
+        sys.exit(StopSignals.exit_code())
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    StopSignals.received = None
+    for sig in before:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in before.items():
+            signal.signal(sig, old)
+
+    return restore

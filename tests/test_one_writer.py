@@ -1,0 +1,238 @@
+"""One writer per folder: no command writes over a file it did not create in a run folder, a folder
+being written refuses a second writer (a lock naming its PID, free again once that process is gone),
+and stopping a sweep stops the jobs it runs in other processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import QUIET, ROOT
+from lossheads.cli import predict as predict_cli
+from lossheads.config.validators import ConfigError
+from lossheads.run.lock import LOCK_NAME, FolderBusy, acquire
+from test_durability import pause, start
+from test_predict import churn_file
+
+HOLD = "import sys, time; from pathlib import Path; from lossheads.run.lock import acquire; " \
+       "acquire(Path(sys.argv[1]), 'hydra.run.dir'); print('held', flush=True); time.sleep(120)"  # fmt: skip
+
+
+def files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+# ---- the lock ---------------------------------------------------------------------------------------
+
+
+def test_a_held_folder_names_its_holder_and_a_killed_holder_blocks_nothing(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match=rf"it is being written by PID {holder.pid} on .*, since "):
+            acquire(folder, "hydra.run.dir")
+        # a folder inside it (a run into a job folder of a sweep being written) is refused as well
+        with pytest.raises(FolderBusy, match=rf"the folder '{folder}' above it is being written by PID {holder.pid}"):
+            acquire(folder / "0" / "inner", "hydra.run.dir")
+        assert not (folder / "0").exists()
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up; its lock file stays, with its PID inside
+        holder.wait()
+    assert json.loads((folder / LOCK_NAME).read_text())["pid"] == holder.pid
+    lock = acquire(folder, "hydra.run.dir")  # stale: its process is gone
+    assert json.loads((folder / LOCK_NAME).read_text())["pid"] != holder.pid
+    lock.release()
+    assert not (folder / LOCK_NAME).exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="hydra.run.dir='.*file' is not valid: it is a file, not a folder"):
+        acquire(tmp_path / "file", "hydra.run.dir")
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "run")
+    with pytest.raises(ConfigError, match="hydra.run.dir='.*link' is not valid: it is a link to '.*gone/run', which"):
+        acquire(tmp_path / "link", "hydra.run.dir")
+    assert not (tmp_path / "gone").exists()
+
+
+# ---- predict's output ---------------------------------------------------------------------------------
+
+
+def test_predict_never_writes_over_a_run_its_input_or_a_file_without_overwrite(train, tmp_path, monkeypatch):
+    churn_file(tmp_path / "churn.csv", n=120)
+    train("data=table", f"data.path={tmp_path / 'churn.csv'}", "data.label_columns=[churn]", "data.id_column=id")
+    run = tmp_path / "run"
+    pd.read_csv(tmp_path / "churn.csv", sep=";", encoding="latin-1").drop(columns=["churn"]).to_csv(
+        tmp_path / "new.csv", sep=";", index=False, encoding="latin-1"
+    )
+    (tmp_path / "mine.csv").write_text("my own notes\n")
+    (tmp_path / "alias.csv").symlink_to(run / "metrics.json")  # a link that leads into the run
+    kept = files(tmp_path)
+    refused = {
+        run / "checkpoints" / "last.ckpt": "it is a file of the run folder .* which predict never writes over",
+        run / "metrics.json": "it is a file of the run folder",
+        run / ".hydra" / "config.yaml": "it is a file of the run folder",
+        tmp_path / "alias.csv": "it is a file of the run folder",
+        run / "checkpoints" / "last-v9.ckpt": r"it lies in the run folder .* writes only a new .csv file",
+        run / "notes.json": r"it lies in the run folder .* beside the run's own: name it \*.csv",
+        tmp_path / "new.csv": r"it is the input file \(data.path\)",
+        run: "it is a folder: give a file name, e.g. output=.*predictions.csv",
+        tmp_path / "missing" / "p.csv": "its folder .*missing does not exist",
+        tmp_path / "mine.csv": "the file exists: add overwrite=true to replace it",
+    }
+    calls = []
+    monkeypatch.setattr(predict_cli, "load_run", lambda *a: calls.append(a))  # scoring starts here
+    for output, message in refused.items():
+        with pytest.raises(ConfigError, match=f"output='{output}' is not valid: {message}"):
+            predict_cli.main([f"ckpt_path={run}", f"data.path={tmp_path / 'new.csv'}", f"output={output}"])
+    assert not calls and files(tmp_path) == kept  # refused before any work; nothing written
+    monkeypatch.undo()
+    args = [f"ckpt_path={run}", f"data.path={tmp_path / 'new.csv'}"]
+    predict_cli.main([*args, f"output={tmp_path / 'mine.csv'}", "overwrite=true"])
+    predict_cli.main([*args, f"output={run / 'scored.csv'}"])  # a new .csv file inside the run: allowed
+    assert len(pd.read_csv(tmp_path / "mine.csv")) == len(pd.read_csv(run / "scored.csv")) == 120
+
+
+# ---- a second writer, through the real entry point ------------------------------------------------------
+
+
+def wait_for(marker: Path, process: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate()[1][-3000:]
+
+
+def train_py(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_run_folder_being_written_refuses_a_second_writer_until_its_process_is_gone(tmp_path):
+    """A second run into the folder, and a sweep into a folder inside it, are refused in one line naming
+    the PID, with nothing written; after a kill -9 of the first, the same command runs."""
+    command = ["trainer.max_epochs=1", *QUIET, "hydra.run.dir=run"]
+    first = start(tmp_path, *command, *pause("on_train_epoch_start", tmp_path / "p"), "+callbacks.pause.seconds=300")
+    try:
+        wait_for(tmp_path / "p", first)
+        before = files(tmp_path / "run")
+        second = train_py(tmp_path, *command, "seed=7")
+        assert second.returncode == 2
+        assert f"error: hydra.run.dir='run' is not valid: it is being written by PID {first.pid} on " in one_error_line(
+            second.stderr
+        )
+        sweep = train_py(tmp_path, "-m", "seed=1,2", *QUIET, "hydra.sweep.dir=run/sweep")
+        assert sweep.returncode == 2 and f"above it is being written by PID {first.pid}" in one_error_line(sweep.stderr)
+        assert files(tmp_path / "run") == before and not (tmp_path / "run" / "sweep").exists()
+    finally:
+        first.kill()
+        first.communicate()
+    again = train_py(tmp_path, *command)  # the killed run's lock is stale: the same command starts afresh
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "ok"
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_being_written_refuses_a_second_sweep_under_every_launcher(tmp_path):
+    """Two sweeps into one hydra.sweep.dir: the second is refused whatever its launcher; a run into a job
+    folder of the sweep as well; the sweep's own jobs are not refused by its lock."""
+    sweep = ["-m", "seed=1", "trainer.max_epochs=1", *QUIET, "hydra.sweep.dir=sweep"]
+    first = start(tmp_path, *sweep, *pause("on_train_epoch_start", tmp_path / "p"), "+callbacks.pause.seconds=300")
+    try:
+        wait_for(tmp_path / "p", first)
+        before = files(tmp_path / "sweep")
+        for launcher in ("hydra/launcher=joblib", "hydra/launcher=seeds"):
+            second = train_py(tmp_path, *sweep, launcher)
+            assert second.returncode == 2
+            line = one_error_line(second.stderr)
+            assert f"hydra.sweep.dir='sweep' is not valid: it is being written by PID {first.pid}" in line
+        into_job = train_py(tmp_path, "trainer.max_epochs=1", *QUIET, "hydra.run.dir=sweep/0")
+        assert into_job.returncode == 2 and "the folder" in one_error_line(into_job.stderr)
+        assert files(tmp_path / "sweep") == before
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 143 and "refused job" not in stderr, stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_an_evaluation_or_a_refused_run_in_a_runs_folder_leaves_the_runs_files_alone(tmp_path):
+    """An evaluation's Hydra files go to .hydra-eval-<time>/, its CSV logger's to a version of their
+    own (it would rewrite the run's csv/hparams.yaml and csv/metrics.csv); a refused run writes none."""
+    command = ["trainer.max_epochs=1", *QUIET, "hydra.run.dir=run", "logger=csv"]
+    trained = train_py(tmp_path, *command)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = tmp_path / "run"
+    before = files(run)
+    refused = train_py(tmp_path, *command, "seed=7")
+    assert refused.returncode == 2 and "it holds another run" in one_error_line(refused.stderr)
+    assert {p for p, data in files(run).items() if before.get(p) != data} == {run / "execute.log"}
+    before = files(run)
+    evaluated = train_py(tmp_path, *command, "train=false", "ckpt_path=last")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    after = files(run)
+    changed = sorted(str(p.relative_to(run)) for p in before if after.get(p) != before[p])
+    assert changed == ["execute.log"]  # Hydra's log: appended to, as Hydra does
+    assert after[run / "execute.log"].startswith(before[run / "execute.log"])
+    (own,) = run.glob(".hydra-eval-*")  # the evaluation's own Hydra files
+    assert "train=false" in (own / "overrides.yaml").read_text()
+    (record,) = run.glob("eval-*.json")
+    (logged,) = run.glob("csv/eval-*/metrics.csv")
+    assert "test/acc" in logged.read_text()
+    assert json.loads(record.read_text())["test/acc"] == json.loads((run / "metrics.json").read_text())["test/acc"]
+
+
+# ---- stopping a sweep stops its workers ---------------------------------------------------------------
+
+
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("launcher", "sig"),
+    [(JOBLIB, signal.SIGTERM), (JOBLIB, signal.SIGKILL), (["hydra/launcher=seeds"], signal.SIGTERM),
+     ([], signal.SIGTERM)],
+    ids=["joblib", "joblib-kill-9", "seeds", "basic"],
+)  # fmt: skip
+def test_a_stopped_sweep_stops_its_jobs_and_no_ok_record_comes_after(tmp_path, launcher, sig):
+    """A stop once training has saved its first checkpoint: every job that trained is recorded as
+    interrupted (or was ok before the stop), and no process of the sweep writes anything afterwards.
+    A SIGKILL cannot be passed on: the workers notice that their sweep is gone and stop themselves."""
+    folder = tmp_path / "sweep"
+    command = ["-m", "seed=1,2", "trainer.max_epochs=300", *QUIET, f"hydra.sweep.dir={folder}", *launcher]
+    process = start(tmp_path, *command)
+    deadline = time.monotonic() + 240
+    while not list(folder.glob("*/checkpoints/*.ckpt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped_at = time.time()
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=200)
+    assert process.returncode == (-9 if sig == signal.SIGKILL else 143), stderr[-3000:]
+    trained = [job.parent for job in folder.glob("*/.hydra") if (job.parent / "checkpoints").exists()]
+    deadline = time.monotonic() + 60
+    while not all((job / "metrics.json").exists() for job in trained) and time.monotonic() < deadline:
+        time.sleep(0.2)  # after a SIGKILL the workers record their stop on their own
+    records = {job: json.loads((job / "metrics.json").read_text()) for job in trained}
+    statuses = sorted(r["status"] for r in records.values())
+    assert "interrupted" in statuses and set(statuses) <= {"ok", "interrupted"}, statuses
+    assert all((job / "metrics.json").stat().st_mtime < stopped_at for job, r in records.items() if r["status"] == "ok")
+    time.sleep(2)
+    written = files(folder)
+    time.sleep(5)  # a worker left running would go on training and write its record now
+    assert files(folder) == written
+    assert not [p for p in folder.rglob(LOCK_NAME) if p.parent != folder]  # (a SIGKILL leaves the sweep's own)
