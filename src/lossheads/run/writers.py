@@ -60,11 +60,12 @@ class OneWriter(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir))
+        fresh = not folder.is_dir() or not any(folder.iterdir())  # a new folder holds no run to keep apart
         hold(folder, "hydra.run.dir")
+        if fresh or config.hydra.output_subdir is None:
+            return  # a new run folder imports nothing heavy here: a bad command is answered before torch
         from lossheads.run.folder import evaluation_hydra_subdir, keeps_hydra_files_out  # torch: after a refusal
 
-        if config.hydra.output_subdir is None:
-            return
         subdir = evaluation_hydra_subdir(folder, bool(config.get("train", True)))
         if subdir is not None or keeps_hydra_files_out(folder, config):
             # Hydra reads hydra.output_subdir from this config when it saves its files, after this hook
