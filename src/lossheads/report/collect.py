@@ -164,13 +164,15 @@ def higher_is_better(metric: str) -> bool:
     return not metric.split("/")[-1].endswith(LOWER_IS_BETTER)
 
 
-def ranking(configs: dict[str, list[Run]], metric: str) -> list[str] | None:
+def ranking(arms: dict[str, list[Run]], metric: str) -> list[str] | None:
     """Arms best first by their mean `metric` over the replicates every arm with a value shares (paired
     means: unequal seed sets would rank luck); one with no defined value is never first. None when no
     run has the metric, or no replicate is shared: there is nothing fair to rank by."""
-    defined = {
-        c: {r.replicate: r.metrics[metric] for r in runs if finite(r.metrics.get(metric))} for c, runs in configs.items()
-    }
+
+    def defined_values(runs: list[Run]) -> dict[tuple[str, ...], float]:
+        return {r.replicate: r.metrics[metric] for r in runs if finite(r.metrics.get(metric))}
+
+    defined = {arm: defined_values(runs) for arm, runs in arms.items()}
     having = [found for found in defined.values() if found]
     if not having:
         return None
@@ -179,4 +181,4 @@ def ranking(configs: dict[str, list[Run]], metric: str) -> list[str] | None:
         return None
     means = {c: statistics.fmean(found[k] for k in shared) if found else math.nan for c, found in defined.items()}
     sign = -1 if higher_is_better(metric) else 1
-    return sorted(configs, key=lambda c: (math.isnan(means[c]), sign * means[c] if not math.isnan(means[c]) else 0))
+    return sorted(arms, key=lambda c: (math.isnan(means[c]), sign * means[c] if not math.isnan(means[c]) else 0))

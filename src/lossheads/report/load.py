@@ -40,4 +40,3 @@ def load(sweep_dir: str | Path, **report: Any) -> Loaded:
         rows.append(row)
     comparisons = [comparison_record(c) for s in analysis.sections for c in s.comparisons]
     return Loaded(pd.DataFrame(rows), pd.DataFrame(comparisons, columns=list(COMPARISON_COLUMNS)))
-

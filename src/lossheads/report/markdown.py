@@ -148,7 +148,6 @@ def threshold_section(configs: dict[str, list[Run]], order: list[str]) -> list[s
     ]
 
 
-
 def per_label_section(configs: dict[str, list[Run]], order: list[str]) -> list[str]:
     """Multi-label data: test F1 per label from each run's per_class.json, mean over seeds."""
     found: dict[str, list[dict[str, Any]]] = {}
@@ -169,7 +168,6 @@ def per_label_section(configs: dict[str, list[Run]], order: list[str]) -> list[s
             means = [summarize([rec["f1"][j] for rec in records])[0] for j in range(len(labels))]
             lines.append(f"| {md_cell(config)} | " + " | ".join(number(m, 3) for m in means) + " |")
     return [*lines, ""]
-
 
 
 def write_results_csv(analysis: Analysis, path: Path) -> None:
@@ -241,9 +239,7 @@ def _csv(value: Any) -> Any:
     return "" if isinstance(value, float) and math.isnan(value) else value
 
 
-def write_report(
-    sweep_dir: Path, metric: str = DEFAULT_METRIC, chosen: Settings | None = None
-) -> Path:
+def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC, chosen: Settings | None = None) -> Path:
     """Write report.md, results.csv, comparisons.csv and the plots into `sweep_dir`; returns report.md."""
     return write(sweep_dir, chosen or settings(metric))[0]
 

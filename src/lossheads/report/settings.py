@@ -44,9 +44,7 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def settings(
-    metric: str = DEFAULT_METRIC, baseline: Any = None, metrics: Any = None, margin: Any = None
-) -> Settings:
+def settings(metric: str = DEFAULT_METRIC, baseline: Any = None, metrics: Any = None, margin: Any = None) -> Settings:
     """Checked settings from the config's values (or the command line's): one ConfigError line each."""
     check_metric(str(metric))
     if isinstance(metrics, str):
@@ -64,9 +62,7 @@ def settings(
         per_metric = {str(k): _margin(v, f"report.margin.{k}") for k, v in margin.items()}
         unknown = [k for k in per_metric if k not in METRICS]
         if unknown:
-            raise ConfigError(
-                f"report.margin.{unknown[0]}: not a panel metric; choose from {', '.join(METRICS)}"
-            )
+            raise ConfigError(f"report.margin.{unknown[0]}: not a panel metric; choose from {', '.join(METRICS)}")
     elif margin is not None:
         one = _margin(margin, "report.margin")
     return Settings(str(metric), str(baseline) if baseline else None, metrics, per_metric, one)
