@@ -98,11 +98,24 @@ def verdict_table(section: Section) -> list[str]:
         ]
     if not section.comparisons:
         return ["One arm: nothing to compare.", ""]
+    if not section.family:
+        return [
+            f"Against the control **{md_cell(section.control)}**: no comparison has {stats.MIN_SEEDS} common "
+            "seeds, so none is counted or judged.",
+            "",
+            *comparison_rows(section),
+        ]
     confidence = f"{100 * (1 - stats.ALPHA / section.family):.2f}%"
-    lines = [
+    return [
         f"Against the control **{md_cell(section.control)}**, {section.family} comparisons counted "
         f"(level 0.05 / {section.family}, {confidence} intervals).",
         "",
+        *comparison_rows(section),
+    ]
+
+
+def comparison_rows(section: Section) -> list[str]:
+    lines = [
         "| arm | metric | seeds | arm − control | interval (adj.) | p | p (adj.) | detectable | margin | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -70,6 +70,7 @@ def analyse(sweep_dir: Path, chosen: Settings) -> Analysis:
     for (dataset, task), arms in sections(runs).items():
         metrics = panel.panel(task, chosen.metrics)
         values = {r.job: panel.values(r, metrics) for rs in arms.values() for r in rs}
+        metrics = [m for m in metrics if any(math.isfinite(v[m.name]) for v in values.values())]  # measured here
         section = Section(dataset, task, arms, control_arm, metrics, values)
         section.comparisons = compare(section, chosen)
         found.append(section)
