@@ -120,8 +120,8 @@ def test_panel_values_are_sklearns(tmp_path):
     run = SimpleNamespace(folder=tmp_path, metrics={"threshold": 0.6})
     found = panel.values(run, panel.panel("binary"))
     assert found["balanced_acc"] == pytest.approx(balanced_accuracy_score(labels, scores >= 0.6))
-    assert found["f1_tuned"] == pytest.approx(study({"val_probs": scores, "val_targets": labels,
-                                                     "test_probs": scores, "test_targets": labels}, 0.6)[2])  # fmt: skip
+    arrays = {"val_probs": scores, "val_targets": labels, "test_probs": scores, "test_targets": labels}
+    assert found["f1_tuned"] == pytest.approx(study(arrays, 0.6)[2])
     assert [m.name for m in panel.panel("multilabel")] == ["macro_f1", "map", "auroc", "nll", "brier", "ece"]
     assert [m.name for m in panel.panel("multilabel", ["balanced_acc", "auroc"])] == ["auroc"]  # no per-class rule
 
