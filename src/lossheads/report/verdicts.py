@@ -160,12 +160,14 @@ def summary(section: Section) -> list[str]:
         by_arm.setdefault(c.config, []).append(c)
     sentences = [s for rows in by_arm.values() if (s := arm_sentence(rows))]
     seeds = section.seeds
-    at = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds" if seeds else "no 3 common seeds"
+    if not seeds:
+        return [f"{name}, control `{section.control}`: fewer than {stats.MIN_SEEDS} common seeds, nothing is judged."]
+    at = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds"
     lines = [f"{name}, control `{section.control}`, {section.family} comparisons at {at}:"]
     if not any(c.verdict in ("better", "worse") for c in section.comparisons):
         lines.append(f"- no arm differs from `{section.control}` on any metric at {at}.")
     lines += [f"- {s}" for s in sentences]
-    if seeds and section.family:
+    if section.family:
         needed = stats.seeds_needed(section.family)
         if seeds[0] < needed:
             lines.append(
