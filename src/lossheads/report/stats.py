@@ -26,6 +26,7 @@ POWER = 0.8
 MIN_SEEDS = 3  # fewer common seeds: shown, not counted in the adjustment, no verdict
 EXACT_UP_TO = 20  # seeds; above, 2^18 random sign patterns from a fixed generator stand in for all of them
 RANDOM_PATTERNS = 2**18
+ROUNDING = 1e-9  # relative to the largest difference: a subset mean this close to 0 is 0
 TEST_NAME = "exact sign-flip permutation test on the paired differences (two-sided)"
 VERDICTS = ("better", "worse", "equivalent", "no evidence")
 
@@ -47,16 +48,21 @@ class Paired:
 
 def subset_means(diffs: np.ndarray) -> np.ndarray:
     """Means of the non-empty subsets of `diffs`, sorted: all 2^n - 1 of them up to EXACT_UP_TO seeds.
-    A sign pattern flips a subset A; it moves the mean as far up as the observed one iff mean(A) <= 0."""
+    A sign pattern flips a subset A; it moves the mean as far up as the observed one iff mean(A) <= 0.
+    A mean that is 0 up to rounding is 0: discrete metrics (recall over 42 positives) cancel exactly,
+    and a sum's last bit must not decide which tail a pattern falls in."""
     n = len(diffs)
     if n <= EXACT_UP_TO:
         sums, sizes = np.zeros(1), np.zeros(1)
         for d in diffs:
             sums, sizes = np.concatenate([sums, sums + d]), np.concatenate([sizes, sizes + 1])
-        return np.sort(sums[1:] / sizes[1:])  # the empty subset is first
-    members = np.random.default_rng(0).random((RANDOM_PATTERNS, n)) < 0.5
-    members = members[members.any(1)]
-    return np.sort(members @ diffs / members.sum(1))
+        means = sums[1:] / sizes[1:]  # the empty subset is first
+    else:
+        members = np.random.default_rng(0).random((RANDOM_PATTERNS, n)) < 0.5
+        members = members[members.any(1)]
+        means = members @ diffs / members.sum(1)
+    means[np.abs(means) <= ROUNDING * np.abs(diffs).max(initial=0.0)] = 0.0
+    return np.sort(means)
 
 
 def sign_flip(diffs: Sequence[float], level: float = ALPHA) -> tuple[float, float, float]:
