@@ -223,6 +223,16 @@ def test_settings_that_cannot_work_are_refused_before_the_sweep(capsys):
     assert "report.margin='-1' is not a margin" in capsys.readouterr().err
 
 
+def test_a_baseline_that_is_not_swept_is_refused_before_the_first_job(tmp_path):
+    result = run_train_py("-m", "report.baseline='loss=focal'", "loss=ce,logit_adjusted", "data=digits", "seed=1,2",
+                          "hydra.sweep.dir=sweep", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and not (tmp_path / "sweep").exists()
+    assert result.stderr.strip() == (
+        "error: report.baseline='loss=focal': 'loss=focal' is not a value of a swept key (swept: "
+        "loss=ce,logit_adjusted); name the control as key=value, e.g. report.baseline='loss=ce'"
+    )
+
+
 @pytest.mark.slow
 def test_bce_and_bce_logits_read_equivalent_in_a_real_sweep(tmp_path):
     """10 seeds trained together (hydra/launcher=seeds): the fused and the unfused loss are the same

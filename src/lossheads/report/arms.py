@@ -58,6 +58,24 @@ def label(runs: list[Run]) -> list[str]:
     return keys
 
 
+def check_baseline(baseline: str | None, swept: dict[str, list[str]]) -> None:
+    """Before the first job: each key=value of `baseline` must be a swept key and one of its values as typed."""
+    if not baseline:
+        return
+    rest = baseline.strip()
+    for words in PART_NAMES.values():
+        rest = rest.removeprefix(words).strip()
+    arm = {k: v for k, v in swept.items() if len(v) > 1 and k not in REPLICATE_KEYS and k not in DATASET_KEYS}
+    for pair in rest.split():
+        key, _, value = pair.partition("=")
+        if value not in arm.get(key.lstrip("+~"), []):
+            choices = "; ".join(f"{k}={','.join(v)}" for k, v in arm.items()) or "none"
+            raise ConfigError(
+                f"report.baseline={baseline!r}: {pair!r} is not a value of a swept key (swept: {choices}); "
+                "name the control as key=value, e.g. report.baseline='loss=ce'"
+            )
+
+
 def launch_order(run: Run) -> tuple[int, str]:
     number = run.job.split("/")[0]
     return len(number), number

@@ -11,8 +11,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossheads.check import ConfigError
+from lossheads.report.arms import check_baseline
 from lossheads.report.markdown import write
 from lossheads.report.settings import DEFAULT_METRIC, of_sweep, settings
+from lossheads.report.sweeps import swept_values
 
 
 class ReportCallback(Callback):
@@ -27,6 +29,9 @@ class ReportCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             settings(**self.values)
+            if config is not None:
+                swept = swept_values(OmegaConf.to_container(config.hydra, resolve=False))
+                check_baseline(self.values["baseline"], swept or {})
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

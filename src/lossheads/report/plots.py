@@ -92,6 +92,7 @@ def forest(section: Section, colours: dict, path: Path) -> Path | None:
         axis.title.set_fontsize(8)
         axis.set_yticks(range(len(arms)), arms if axis in axes[:, 0] else [""] * len(arms), fontsize=7)
         axis.tick_params(axis="x", labelsize=7)
+        axis.locator_params(axis="x", nbins=5)
         axis.invert_yaxis()
     for axis in list(axes.flat)[len(metrics) :]:
         axis.set_visible(False)

@@ -1,12 +1,16 @@
-"""The jobs a sweep folder should hold, read from the `multirun.yaml` Hydra writes when a sweep starts,
-so that a report can list the jobs a killed sweep never ran."""
+"""The grid a sweep launches, read with Hydra's own parser: the jobs a sweep folder should hold (from the
+`multirun.yaml` Hydra writes when a sweep starts), so that a report can list the jobs a killed sweep
+never ran; and each key's values as typed, so that a control that names no arm is refused before the
+first job."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf
 
 
@@ -22,13 +26,29 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]] | None:
     if not file.is_file():
         return None
     hydra = OmegaConf.to_container(OmegaConf.load(file).hydra, resolve=False)
-    sweeper = hydra.get("sweeper") or {}
-    if (
-        not str(sweeper.get("_target_", "")).endswith("BasicSweeper")
-        or hydra["sweep"].get("subdir") != "${hydra.job.num}"
-    ):
+    overrides = grid(hydra)
+    if overrides is None or hydra["sweep"].get("subdir") != "${hydra.job.num}":
         return None
-    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *hydra["overrides"]["task"]])
     (jobs,) = BasicSweeper.split_arguments(overrides, None)
     return [(str(number), job) for number, job in enumerate(jobs)]
+
+
+def grid(hydra: dict[str, Any]) -> list[Override] | None:
+    """The parsed overrides of a basic-sweeper grid (the sweeper's `params`, then the command line's, as
+    `BasicSweeper.sweep` combines them); None for another sweeper (Optuna draws its trials as it goes)."""
+    sweeper = hydra.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    return OverridesParser.create().parse_overrides([*params, *hydra["overrides"]["task"]])
+
+
+def swept_values(hydra: dict[str, Any]) -> dict[str, list[str]] | None:
+    """Each key of the grid with its values in the order typed (`loss=ce,focal` -> ['ce', 'focal'])."""
+    overrides = grid(hydra)
+    if overrides is None:
+        return None
+    return {
+        o.key_or_group: list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        for o in overrides
+    }
