@@ -32,7 +32,7 @@ def load(sweep_dir: str | Path, **report: Any) -> Loaded:
         row = {
             "job": run.job, "status": run.status, "reason": run.reason, "dataset": run.dataset,
             "arm": run.config, "seed": run.seed_label, "task": run.task if run.status == "ok" else "",
-            "control": run.config == analysis.sections[0].control if analysis.sections else False,
+            "control": run.config == analysis.control,
         }  # fmt: skip
         row |= {f"override.{k}": v for k, v in run.overrides.items()}
         row |= {k: v for k, v in run.metrics.items() if "/" in k}

@@ -58,6 +58,7 @@ class Section:
 @dataclass
 class Analysis:
     runs: list[Run]
+    control: str  # the control arm's label, the same in every dataset
     sections: list[Section]
     settings: Settings
 
@@ -74,7 +75,7 @@ def analyse(sweep_dir: Path, chosen: Settings) -> Analysis:
         section = Section(dataset, task, arms, control_arm, metrics, values)
         section.comparisons = compare(section, chosen)
         found.append(section)
-    return Analysis(runs, found, chosen)
+    return Analysis(runs, control_arm, found, chosen)
 
 
 def by_replicate(runs: list[Run], values: dict[str, dict[str, float]], metric: str) -> dict[tuple, float]:
