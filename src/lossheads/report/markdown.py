@@ -243,7 +243,7 @@ def comparison_record(row: Comparison) -> dict[str, Any]:
     values = (
         row.data, row.config, row.baseline, row.metric.name, r.n, r.mean_diff, r.ci_low, r.ci_high, r.p,
         r.p_adjusted, r.detectable, row.verdict, row.margin, r.family, row.metric.higher_is_better,
-        row.arm_mean, row.control_mean, "sign-flip",
+        row.arm_mean, row.control_mean, stats.test_used(r.n),
     )  # fmt: skip
     return dict(zip(COMPARISON_COLUMNS, values, strict=True))
 

@@ -79,6 +79,13 @@ def sign_flip(diffs: Sequence[float], level: float = ALPHA) -> tuple[float, floa
     return p, float(means[k - 1]), float(means[total - 1 - k])
 
 
+def test_used(n: int) -> str:
+    """What comparisons.csv's `test` column says for a comparison over n common seeds."""
+    if n < MIN_SEEDS:
+        return "none"
+    return "exact sign-flip" if n <= EXACT_UP_TO else f"sign-flip, {RANDOM_PATTERNS} random patterns"
+
+
 def seeds_needed(family: int, alpha: float = ALPHA) -> int:
     """The fewest seeds whose smallest p-value, 2 / 2^n, reaches alpha / family."""
     return math.ceil(math.log2(2 * family / alpha) - 1e-9)
