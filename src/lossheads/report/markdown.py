@@ -262,7 +262,7 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
     analysis = analyse(sweep_dir, chosen)
     runs = analysis.runs
     counts = {s: sum(r.status == s for r in runs) for s in STATUSES}
-    summary_lines = [line for section in analysis.sections for line in summary(section)]
+    summary_lines = [line for section in analysis.sections for line in [*summary(section), ""]][:-1]
     lines = [
         f"# Sweep report: {sweep_dir}",
         "",
