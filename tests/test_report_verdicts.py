@@ -188,6 +188,10 @@ def test_the_baseline_is_named_and_a_wrong_one_is_refused(tmp_path, capsys):
     with (sweep / "comparisons.csv").open() as handle:
         assert {r["baseline"] for r in csv.DictReader(handle)} == {"loss=ce loss.pos_weight=auto"}
     assert capsys.readouterr().out.splitlines()[-1] == f"report: {sweep / 'report.md'}"
+    summary = (sweep / "report.md").read_text().split("## Summary")[1].split("##")[0]
+    assert (
+        "- nothing is judged: with 3 seeds the exact test cannot reach p <= 0.05 over 9 comparisons; 9 seeds" in summary
+    )
     with pytest.raises(SystemExit) as stop:
         main([str(sweep), "--baseline", "loss=focal"])
     error = capsys.readouterr().err

@@ -165,14 +165,16 @@ def summary(section: Section) -> list[str]:
         return [f"{name}, control `{section.control}`: fewer than {stats.MIN_SEEDS} common seeds, nothing is judged."]
     at = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds"
     lines = [f"{name}, control `{section.control}`, {section.family} comparisons at {at}:"]
+    needed = stats.seeds_needed(section.family)
+    if seeds[-1] < needed:
+        return [
+            *lines,
+            f"- nothing is judged: with {seeds[-1]} seeds the exact test cannot reach p <= 0.05 over "
+            f"{section.family} comparisons; {needed} seeds can (or fewer metrics, report.metrics=[...]).",
+        ]
     if not any(c.verdict in ("better", "worse") for c in section.comparisons):
         lines.append(f"- no arm differs from `{section.control}` on any metric at {at}.")
     lines += [f"- {s}" for s in sentences]
-    if section.family:
-        needed = stats.seeds_needed(section.family)
-        if seeds[0] < needed:
-            lines.append(
-                f"- with {seeds[0]} seeds the exact test cannot reach p <= 0.05 over {section.family} comparisons: "
-                f"{needed} seeds can (or fewer metrics, report.metrics=[...])."
-            )
+    if seeds[0] < needed:
+        lines.append(f"- comparisons with fewer than {needed} seeds cannot reach p <= 0.05 over {section.family}.")
     return lines
