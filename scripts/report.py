@@ -1,4 +1,4 @@
-"""python scripts/report.py SWEEP_DIR [--metric val/auroc]: write a sweep's report by hand."""
+"""python scripts/report.py SWEEP_DIR [--baseline loss=ce] [--metrics a,b] [--margin 0.01]: a report by hand."""
 
 from lossheads.report import main
 

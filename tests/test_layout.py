@@ -26,7 +26,12 @@ def imports(path: Path, known: set[str]) -> set[str]:
     """Every lossheads module this file imports, at the top or inside a function."""
     found = set()
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and is_type_checking(block.test)
+                   for n in ast.walk(block)}  # fmt: skip
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # `if TYPE_CHECKING:` imports never run
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -38,6 +43,12 @@ def imports(path: Path, known: set[str]) -> set[str]:
             submodules = {f"{base}.{alias.name}" for alias in node.names} & known  # `from pkg import module`
             found |= submodules if len(submodules) == len(node.names) else {base, *submodules}
     return {name for name in found if name in known}
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def graph() -> dict[str, set[str]]:

@@ -1,7 +1,5 @@
 """The report's two doors: a Hydra callback at the end of a multirun, and a command for any sweep folder.
-
-Hydra imports the callback on every `python train.py`; the report's own modules (numpy, scipy,
-torch) are imported only when a report is written, so that a refused command is answered quickly."""
+Hydra imports the callback on every command, so what writes the report (scipy, torch) loads only to write it."""
 
 from __future__ import annotations
 
@@ -11,53 +9,65 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lossheads.config.validators import ConfigError
-
-DEFAULT_METRIC = "val/auroc"
+from lossheads.report.arms import check_baseline
+from lossheads.report.settings import DEFAULT_METRIC, of_sweep, settings
+from lossheads.report.sweeps import swept_values
 
 
 class ReportCallback(Callback):
-    """Hydra callback: when a multirun ends, write the report into its sweep folder. A ranking metric
-    that is not a validation metric is refused before the first job runs."""
+    """Hydra callback: when a multirun ends, write the report into its sweep folder and print its summary.
+    Settings that cannot work (a test metric to rank by, an unknown panel metric) are refused before the
+    first job runs."""
 
-    def __init__(self, metric: str = DEFAULT_METRIC) -> None:
-        self.metric = metric
+    def __init__(self, metric: str = DEFAULT_METRIC, baseline: Any = None, metrics: Any = None, margin: Any = None):
+        plain = [OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (metrics, margin)]
+        self.values = {"metric": metric, "baseline": baseline, "metrics": plain[0], "margin": plain[1]}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lossheads.report.markdown import check_metric
-
         try:
-            check_metric(self.metric)
+            settings(**self.values)
+            if config is not None:
+                swept = swept_values(OmegaConf.to_container(config.hydra, resolve=False))
+                check_baseline(self.values["baseline"], swept or {})
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lossheads.report.markdown import write_report
+        from lossheads.report.markdown import write  # scipy and torch: not on every command's path
 
-        report = write_report(Path(config.hydra.sweep.dir), self.metric)
-        print(f"report: {report}")
+        try:
+            report, summary = write(Path(config.hydra.sweep.dir), settings(**self.values))
+        except ConfigError as error:  # a baseline that names no arm: the jobs' folders are kept
+            print(f"error: {error}; write the report with python -m lossheads.report SWEEP_DIR --baseline ...")
+            return
+        print("\n".join(["", *summary, "", f"report: {report}"]))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lossheads.report.markdown import check_metric, write_report
+    from lossheads.report.markdown import write
 
     parser = argparse.ArgumentParser(
-        description="Write report.md, results.csv, comparisons.csv and plots for a sweep folder."
+        description="Write report.md, results.csv, comparisons.csv and plots for a sweep folder. Settings "
+        "default to the sweep's own (the report: node of its multirun.yaml)."
     )
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument(
-        "--metric",
-        default=DEFAULT_METRIC,
-        help="the validation metric that ranks configurations; verdicts compare its test counterpart",
-    )
+    parser.add_argument("--metric", help=f"validation metric of the rank column (default {DEFAULT_METRIC})")
+    parser.add_argument("--baseline", help="the control, e.g. 'loss=ce' (default: the first value of each swept key)")
+    parser.add_argument("--metrics", help="the panel, comma-separated, e.g. balanced_acc,worst_recall")
+    parser.add_argument("--margin", type=float, help="one equivalence margin for every metric")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.exit(2, f"error: sweep_dir={args.sweep_dir} is not a folder: give a multirun folder\n")
+    given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
     try:
-        check_metric(args.metric)
+        report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))
     except ConfigError as error:
-        parser.exit(2, f"error: {str(error).replace('report.metric=', '--metric=')}\n")
-    print(f"report: {write_report(args.sweep_dir, args.metric)}")
+        message = str(error)
+        for key in given:
+            message = message.replace(f"report.{key}=", f"--{key}=")
+        parser.exit(2, f"error: {message}\n")
+    print("\n".join([*summary, f"report: {report}"]))

@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from lossheads.report.arms import label
+
 # ok; invalid (refused config); failed (crashed); diverged (non-finite loss); interrupted (Ctrl-C,
 # SIGTERM); missing (killed before it wrote anything, or still running)
 STATUSES = ("ok", "invalid", "failed", "diverged", "interrupted", "missing")
 LOWER_IS_BETTER = ("nll", "ece", "brier", "loss")
-# overrides that name a replicate of a configuration, not the configuration itself
-REPLICATE_KEYS = ("seed", "data.split_seed", "fold")
-PART_NAMES = {"teacher": "teacher", "kd": "KD student", "hard": "hard-label student"}
 
 
 @dataclass
@@ -38,14 +37,15 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     part: str = ""  # the distillation recipe's step: teacher, kd or hard
-    config: str = ""  # set by `label`: the swept choices other than data and replicate keys
-    dataset: str = ""  # set by `label`: data plus any swept data.* option
+    config: str = ""  # the arm, set by `arms.label`: the swept choices other than dataset and replicate keys
+    dataset: str = ""  # set by `arms.label`: the data choice (and a table's data.path)
 
     @property
     def replicate(self) -> tuple[str, ...]:
-        """What pairs two configurations' runs: the seed (and split seed or fold, where swept)."""
+        """What pairs two arms' runs: the seed, and the split seed and fold where swept."""
         seed = self.metrics.get("seed", self.overrides.get("seed", ""))
-        return (str(seed), *(self.overrides.get(k, "") for k in REPLICATE_KEYS[1:]))
+        fold = self.overrides.get("data.fold", self.overrides.get("fold", ""))
+        return (str(seed), self.overrides.get("data.split_seed", ""), fold)
 
     @property
     def seed_label(self) -> str:
@@ -128,7 +128,7 @@ def collect(sweep_dir: Path) -> list[Run]:
 
 def never_ran(sweep_dir: Path, present: set[str]) -> list[Run]:
     """The grid's jobs (multirun.yaml) that have no folder: the sweep was stopped before them."""
-    from lossheads.sweeps import expected_jobs
+    from lossheads.report.sweeps import expected_jobs
 
     runs = []
     for name, overrides in expected_jobs(sweep_dir) or []:
@@ -137,30 +137,6 @@ def never_ran(sweep_dir: Path, present: set[str]) -> list[Run]:
             reason = "never ran: the sweep was stopped before it; run the same sweep again to finish it"
             runs.append(Run(sweep_dir / name, name, parsed, "missing", reason=reason))
     return runs
-
-
-def short(value: str) -> str:
-    """Searched floats (Optuna) to 3 significant digits, so labels stay readable."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if "." not in value and "e" not in value.lower() else f"{number:.3g}"
-
-
-def label(runs: list[Run]) -> None:
-    """A dataset is `data` plus any swept `data.*` option; a configuration is the other swept keys,
-    the replicate keys (seed, split seed, fold) left out."""
-    keys = sorted({k for r in runs for k in r.overrides})
-    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1 and k not in REPLICATE_KEYS]
-    data_keys = [k for k in varying if k.startswith("data.")]
-    config_keys = [k for k in varying if k != "data" and k not in data_keys]
-    for run in runs:
-        name = str(run.overrides.get("data") or run.metrics.get("data") or "data")  # the name typed
-        run.dataset = " ".join([name, *(f"{k}={short(run.overrides[k])}" for k in data_keys if k in run.overrides)])
-        words = [PART_NAMES.get(run.part, run.part)] if run.part else []
-        words += [f"{k}={short(run.overrides[k])}" for k in config_keys if k in run.overrides]  # absent: default
-        run.config = " ".join(words) or "all"
 
 
 def sections(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[Run]]]:
@@ -188,11 +164,21 @@ def higher_is_better(metric: str) -> bool:
     return not metric.split("/")[-1].endswith(LOWER_IS_BETTER)
 
 
-def ranking(configs: dict[str, list[Run]], metric: str) -> list[str] | None:
-    """Configurations best first by their mean `metric`; one with no defined value (NaN, or not
-    logged) is never first. None when no run has the metric at all: there is nothing to rank by."""
-    means = {c: summarize([r.metrics.get(metric) for r in runs])[0] for c, runs in configs.items()}
-    if all(math.isnan(m) for m in means.values()):
+def ranking(arms: dict[str, list[Run]], metric: str) -> list[str] | None:
+    """Arms best first by their mean `metric` over the replicates every arm with a value shares (paired
+    means: unequal seed sets would rank luck); one with no defined value is never first. None when no
+    run has the metric, or no replicate is shared: there is nothing fair to rank by."""
+
+    def defined_values(runs: list[Run]) -> dict[tuple[str, ...], float]:
+        return {r.replicate: r.metrics[metric] for r in runs if finite(r.metrics.get(metric))}
+
+    defined = {arm: defined_values(runs) for arm, runs in arms.items()}
+    having = [found for found in defined.values() if found]
+    if not having:
         return None
+    shared = set.intersection(*(set(found) for found in having))
+    if not shared:
+        return None
+    means = {c: statistics.fmean(found[k] for k in shared) if found else math.nan for c, found in defined.items()}
     sign = -1 if higher_is_better(metric) else 1
-    return sorted(configs, key=lambda c: (math.isnan(means[c]), sign * means[c] if not math.isnan(means[c]) else 0))
+    return sorted(arms, key=lambda c: (math.isnan(means[c]), sign * means[c] if not math.isnan(means[c]) else 0))

@@ -1,5 +1,5 @@
-"""report.md, results.csv and comparisons.csv of a sweep folder: one section per dataset and task,
-configurations ranked by a validation metric, test metrics shown, verdicts on the test metric."""
+"""report.md, results.csv and comparisons.csv of a sweep folder: the summary first, then per dataset the
+verdicts against the control, the runs' table, the threshold study and the plots."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from lossheads.config.validators import ConfigError
 from lossheads.report import stats, thresholds
-from lossheads.report.collect import STATUSES, Run, collect, finite, higher_is_better, ranking, sections, summarize
+from lossheads.report.collect import STATUSES, Run, finite, ranking, summarize
+from lossheads.report.settings import DEFAULT_METRIC, Settings, settings
+from lossheads.report.verdicts import Analysis, Comparison, Section, analyse, interval, signed, summary
 
-TEST_COLUMNS = ("acc", "f1", "auroc", "ap", "nll", "brier", "ece")
 COMPARISON_COLUMNS = (
     "data",
     "config",
@@ -29,22 +29,24 @@ COMPARISON_COLUMNS = (
     "p_adjusted",
     "min_detectable_diff",
     "verdict",
+    "margin",
+    "family",
+    "higher_is_better",
+    "arm_mean",
+    "control_mean",
+    "test",
 )
-
-
-def check_metric(metric: str) -> str:
-    """The ranking metric must be a validation one: ranking on test would select on the test split."""
-    if not metric.startswith("val/") or metric == "val/loss":
-        fix = (
-            "each arm's own loss is not comparable across arms"
-            if metric == "val/loss"
-            else "selection is on validation"
-        )
-        raise ConfigError(
-            f"report.metric={metric!r} is not valid: {fix}; rank by a validation metric such as "
-            "val/auroc, val/nll or val/acc (the verdicts compare its test counterpart)"
-        )
-    return metric
+HOW_TO_READ = (
+    "Each arm is compared with the control, named in advance (the first value of each swept key as "
+    "typed, or `report.baseline`), on every metric of its task's panel, measured on the test split and "
+    "paired by seed (and split seed and fold) over the seeds both ran. *difference*: arm − control, "
+    "mean over those seeds. *interval*: the interval of the {test}, at level 0.05 / the dataset's "
+    "comparisons (Bonferroni, arms × metrics), so that the verdict follows from it: "
+    "**equivalent** when it lies within ±margin, **better** / **worse** when it excludes 0, otherwise "
+    "**no evidence**. *p (adj.)*: p × comparisons. *detectable*: the smallest true difference found with "
+    "80% power at the adjusted level (inf: these seeds cannot reach it). Fewer than 3 common seeds: shown, "
+    "not counted."
+)
 
 
 def md_cell(text: str) -> str:
@@ -56,89 +58,76 @@ def number(value: float, digits: int = 4, signed: bool = False) -> str:
     return "n/a" if not finite(value) else f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def mean_cell(runs: list[Run], metric: str) -> str:
+def mean_cell(values: list[float]) -> str:
     """mean ± std over seeds; the count of seeds when some had no defined value."""
-    mean, std, n = summarize([r.metrics.get(metric) for r in runs])
+    mean, std, n = summarize(values)
     if n == 0:
         return "n/a"
-    return f"{mean:.4f} ± {std:.4f}" + (f" (n={n})" if n < len(runs) else "")
+    return f"{mean:.4f} ± {std:.4f}" + (f" (n={n})" if n < len(values) else "")
 
 
-def results_table(configs: dict[str, list[Run]], order: list[str], metric: str | None) -> list[str]:
-    present = [
-        f"test/{m}" for m in TEST_COLUMNS if any(f"test/{m}" in r.metrics for rs in configs.values() for r in rs)
-    ]
-    columns = ([metric] if metric else []) + present
-    lines = ["| rank | configuration | seeds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
-    for i, config in enumerate(order):
-        runs = configs[config]
-        cells = [mean_cell(runs, m) for m in columns]
-        name = md_cell(config)
-        if metric and i == 0:
-            name, cells[0] = f"**{name}**", f"**{cells[0]}**"
-        lines.append(f"| {i + 1 if metric else '-'} | {name} | {len(runs)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def compare(dataset: str, configs: dict[str, list[Run]], order: list[str], metric: str) -> list[dict[str, Any]]:
-    """The validation-best configuration against each other one on `metric`, paired by replicate."""
-    baseline = order[0]
-    base = {r.replicate: r.metrics.get(metric) for r in configs[baseline]}
-    rows = []
-    for config in order[1:]:
-        mine = {r.replicate: r.metrics.get(metric) for r in configs[config]}
-        common = sorted(k for k in set(mine) & set(base) if finite(mine[k]) and finite(base[k]))
-        result = stats.paired([mine[k] for k in common], [base[k] for k in common])
-        rows.append({"data": dataset, "config": config, "baseline": baseline, "metric": metric, "result": result})
-    for row, adjusted in zip(rows, stats.holm([r["result"].p for r in rows]), strict=True):
-        row["result"].p_adjusted = adjusted
-        row["verdict"] = stats.verdict(row["result"], higher_is_better(metric))
-    return rows
-
-
-def comparisons_table(rows: list[dict[str, Any]]) -> list[str]:
+def runs_table(section: Section, metric: str) -> list[str]:
+    """One row per arm, best first by the validation metric's paired mean over the seeds all arms share
+    (information: the control, not the best, is what arms are judged against)."""
+    order = ranking(section.arms, metric)
+    names = [m.name for m in section.metrics]
     lines = [
-        "| configuration | seeds paired | difference vs best | 95% CI | p | p (Holm) | detectable | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| rank by {metric} | arm | seeds | {metric} | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 4) + "|",
     ]
-    for row in rows:
-        r: stats.Paired = row["result"]
-        ci = "n/a" if not finite(r.ci_low) else f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
-        lines.append(
-            f"| {md_cell(row['config'])} | {r.n} | {number(r.mean_diff, signed=True)} | {ci} | "
-            f"{number(r.p, 3)} | {number(r.p_adjusted, 3)} | {number(r.min_detectable)} | "
-            f"{row['verdict']} |"
-        )
-    return lines
+    for i, arm in enumerate(order or list(section.arms)):
+        runs = section.arms[arm]
+        cells = [mean_cell([r.metrics.get(metric) for r in runs])]
+        cells += [mean_cell([section.values[r.job][n] for r in runs]) for n in names]
+        name = md_cell(arm) + (" (control)" if arm == section.control else "")
+        lines.append(f"| {i + 1 if order else '-'} | {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    note = (
+        f"Ranked by {metric}, mean over the seeds every arm ran: information only, never the control."
+        if order
+        else f"Not ranked: no run has {metric} (evaluate-only runs, `train=false`), or no seed is shared by all arms."
+    )
+    return [note, "", *lines, ""]
 
 
-def verdict_section(
-    dataset: str, configs: dict[str, list[Run]], order: list[str] | None, metric: str, comparisons: list[dict[str, Any]]
-) -> list[str]:
-    if order is None:
+def verdict_table(section: Section) -> list[str]:
+    if section.control not in section.arms:
         return [
-            f"No run here has {metric} (evaluate-only runs, `train=false`, have no validation metrics): the "
-            "configurations are listed in sweep order, not ranked, and no verdict is drawn, since ranking "
-            "by a test metric would select on the test split.",
+            f"The control `{md_cell(section.control)}` has no finished run here: nothing is judged. Name another "
+            "with report.baseline='key=value' (or `--baseline` when writing the report by hand).",
             "",
         ]
-    if len(order) < 2:
-        return ["One configuration: nothing to compare.", ""]
-    test_metric = "test/" + metric.removeprefix("val/")
-    rows = compare(dataset, configs, order, test_metric)
-    comparisons.extend(rows)
+    if not section.comparisons:
+        return ["One arm: nothing to compare.", ""]
+    if not section.family:
+        return [
+            f"Against the control **{md_cell(section.control)}**: no comparison has {stats.MIN_SEEDS} common "
+            "seeds, so none is counted or judged.",
+            "",
+            *comparison_rows(section),
+        ]
+    confidence = f"{100 * (1 - stats.ALPHA / section.family):.2f}%"
     return [
-        f"Each configuration against the validation-best **{md_cell(order[0])}** on {test_metric}, paired "
-        f"by seed over the seeds both ran: difference (configuration − best; "
-        f"{'higher' if higher_is_better(test_metric) else 'lower'} is better), its 95% t-interval, the "
-        f"paired t-test p-value and Holm's adjustment over the comparisons of this dataset ({len(rows)}); "
-        "the verdict follows the adjusted p at 0.05, and needs at least 3 common seeds. *detectable*: the "
-        "smallest true difference these seeds would detect with 80% power (two-sided paired t-test at "
-        "0.05, noncentral t, from the paired differences' sd, before Holm's adjustment).",
+        f"Against the control **{md_cell(section.control)}**, {section.family} comparisons counted "
+        f"(level 0.05 / {section.family}, {confidence} intervals).",
         "",
-        *comparisons_table(rows),
-        "",
+        *comparison_rows(section),
     ]
+
+
+def comparison_rows(section: Section) -> list[str]:
+    lines = [
+        "| arm | metric | seeds | arm − control | interval (adj.) | p | p (adj.) | detectable | margin | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in section.comparisons:
+        r = c.result
+        better = "higher" if c.metric.higher_is_better else "lower"
+        lines.append(
+            f"| {md_cell(c.config)} | {c.metric.words} ({better} is better) | {r.n} | {signed(r.mean_diff, 4)} | "
+            f"{interval(r, 4)} | {number(r.p, 3)} | {number(r.p_adjusted, 3)} | "
+            f"{'inf' if r.detectable == math.inf else number(r.detectable)} | {c.margin:g} | {c.verdict} |"
+        )
+    return [*lines, ""]
 
 
 def threshold_section(configs: dict[str, list[Run]], order: list[str]) -> list[str]:
@@ -194,7 +183,11 @@ def per_label_section(configs: dict[str, list[Run]], order: list[str]) -> list[s
     return [*lines, ""]
 
 
-def write_results_csv(runs: list[Run], path: Path) -> None:
+def write_results_csv(analysis: Analysis, path: Path) -> None:
+    """One row per run: its overrides as typed, what it resolved, its logged metrics and its panel values."""
+    runs = analysis.runs
+    values = {job: v for s in analysis.sections for job, v in s.values.items()}
+    panel_keys = sorted({k for v in values.values() for k in v})
     keys = sorted({k for r in runs for k in r.overrides})
     metric_keys = sorted({k for r in runs for k in r.metrics if "/" in k})
     with path.open("w", newline="") as handle:
@@ -214,6 +207,7 @@ def write_results_csv(runs: list[Run], path: Path) -> None:
                 "task",
                 "seed",
                 *metric_keys,
+                *(f"panel/{k}" for k in panel_keys),
             ]
         )
         for r in runs:
@@ -230,57 +224,66 @@ def write_results_csv(runs: list[Run], path: Path) -> None:
                     r.task if known else "",
                     r.seed_label,
                     *(r.metrics.get(k, "") for k in metric_keys),
+                    *(_csv(values.get(r.job, {}).get(k, math.nan)) for k in panel_keys),
                 ]
             )
 
 
-def write_comparisons_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_comparisons_csv(rows: list[Comparison], path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COMPARISON_COLUMNS)
         for row in rows:
-            r: stats.Paired = row["result"]
-            values = [r.n, r.mean_diff, r.ci_low, r.ci_high, r.p, r.p_adjusted, r.min_detectable]
-            writer.writerow(
-                [
-                    row["data"],
-                    row["config"],
-                    row["baseline"],
-                    row["metric"],
-                    *("" if isinstance(v, float) and math.isnan(v) else v for v in values),
-                    row["verdict"],
-                ]
-            )
+            writer.writerow([_csv(v) for v in comparison_record(row).values()])
 
 
-def write_report(sweep_dir: Path, metric: str = "val/auroc") -> Path:
+def comparison_record(row: Comparison) -> dict[str, Any]:
+    """One comparisons.csv row as a dict, in COMPARISON_COLUMNS order (NaN where undefined)."""
+    r = row.result
+    values = (
+        row.data, row.config, row.baseline, row.metric.name, r.n, r.mean_diff, r.ci_low, r.ci_high, r.p,
+        r.p_adjusted, r.detectable, row.verdict, row.margin, r.family, row.metric.higher_is_better,
+        row.arm_mean, row.control_mean, stats.test_used(r.n),
+    )  # fmt: skip
+    return dict(zip(COMPARISON_COLUMNS, values, strict=True))
+
+
+def _csv(value: Any) -> Any:
+    return "" if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC, chosen: Settings | None = None) -> Path:
     """Write report.md, results.csv, comparisons.csv and the plots into `sweep_dir`; returns report.md."""
-    check_metric(metric)
-    runs = collect(sweep_dir)
+    return write(sweep_dir, chosen or settings(metric))[0]
+
+
+def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
+    """The report's files, and the summary's lines (the callback prints them at the end of a sweep)."""
+    analysis = analyse(sweep_dir, chosen)
+    runs = analysis.runs
     counts = {s: sum(r.status == s for r in runs) for s in STATUSES}
+    summary_lines = [line for section in analysis.sections for line in [*summary(section), ""]][:-1]
     lines = [
         f"# Sweep report: {sweep_dir}",
         "",
         f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
         "",
-        f"Within each dataset, configurations are ranked by **{metric}** (mean over seeds): selection on "
-        "validation; the validation-best is in bold. The other columns are test metrics, mean ± std over "
-        "seeds; n/a where undefined, with (n=k) where only k seeds had a value. `acc` is micro; F1, AUROC "
-        "and AP are macro on multi-class and multi-label data. Datasets are never compared.",
+        "## Summary",
+        "",
+        *(summary_lines or ["No run finished: nothing to judge."]),
+        "",
+        HOW_TO_READ.format(test=stats.TEST_NAME),
         "",
     ]
-    comparisons: list[dict[str, Any]] = []
-    for (dataset, task), configs in sections(runs).items():
-        order = ranking(configs, metric)
-        lines += [f"## {dataset} ({task})", "", *results_table(configs, order or list(configs), order and metric), ""]
-        lines += ["### Verdicts", "", *verdict_section(dataset, configs, order, metric, comparisons)]
-        if task in ("binary", "multilabel"):
-            lines += ["### Threshold study", "", *threshold_section(configs, order or list(configs))]
-        if task == "multilabel":
-            lines += per_label_section(configs, order or list(configs))
-        lines += plot_lines(dataset, configs, order or list(configs), sweep_dir)
-    if not any(r.status == "ok" for r in runs):
-        lines += ["No run finished: nothing to rank.", ""]
+    for section in analysis.sections:
+        lines += [f"## {section.dataset} ({section.task})", "", "### Verdicts", "", *verdict_table(section)]
+        lines += ["### Runs", "", *runs_table(section, chosen.metric)]
+        order = list(section.arms)
+        if section.task in ("binary", "multilabel"):
+            lines += ["### Threshold study", "", *threshold_section(section.arms, order)]
+        if section.task == "multilabel":
+            lines += per_label_section(section.arms, order)
+        lines += plot_lines(section, sweep_dir)
     skipped = [r for r in runs if r.status != "ok"]
     if skipped:
         lines += ["## Jobs without a result", "", "| job | overrides | status | reason |", "|---|---|---|---|"]
@@ -288,15 +291,19 @@ def write_report(sweep_dir: Path, metric: str = "val/auroc") -> Path:
             overrides = " ".join(f"{k}={v}" for k, v in r.overrides.items())
             lines.append(f"| {r.job} | {md_cell(overrides)} | {r.status} | {md_cell(r.reason)} |")
         lines.append("")
-    write_results_csv(runs, sweep_dir / "results.csv")
-    write_comparisons_csv(comparisons, sweep_dir / "comparisons.csv")
-    lines += ["`results.csv`: one row per run; `comparisons.csv`: the verdicts' numbers, unrounded.", ""]
+    write_results_csv(analysis, sweep_dir / "results.csv")
+    write_comparisons_csv([c for s in analysis.sections for c in s.comparisons], sweep_dir / "comparisons.csv")
+    lines += [
+        "`results.csv`: one row per run; `comparisons.csv`: the verdicts' numbers, unrounded; "
+        "`lossheads.report.load(sweep_dir)` reads both as pandas DataFrames.",
+        "",
+    ]
     report = sweep_dir / "report.md"
     report.write_text("\n".join(lines))
-    return report
+    return report, summary_lines
 
 
-def plot_lines(dataset: str, configs: dict[str, list[Run]], order: list[str], out: Path) -> list[str]:
+def plot_lines(section: Section, out: Path) -> list[str]:
     """The dataset's figures, each a markdown image line; matplotlib is optional."""
     try:
         import matplotlib
@@ -306,5 +313,5 @@ def plot_lines(dataset: str, configs: dict[str, list[Run]], order: list[str], ou
         return ["matplotlib is not installed: `pip install lossheads[report]` for the plots.", ""]
     from lossheads.report import plots
 
-    made = plots.dataset_figures(dataset, configs, order, out)
+    made = plots.dataset_figures(section, out)
     return ["### Plots", "", *(f"![{p.stem}]({p.name})" for p in made), ""] if made else []

@@ -1,13 +1,15 @@
 """The report's figures, one set per dataset (matplotlib, imported only when a report is written).
 
-Every figure holds one dataset's configurations, in the ranking's order and with one colour each;
-legends sit outside the axes; bars start at zero; curves read the common yardstick (`val/nll`,
-`val/acc`), never each arm's own loss.
+Every figure holds one dataset's arms, in sweep order and with one colour each; legends sit outside the
+axes. The forest plot shows each arm's difference from the control with its adjusted interval (never
+bars from 0, which hide small differences); curves read the common yardstick (`val/nll`, `val/acc`),
+never each arm's own loss.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,25 +19,26 @@ import numpy as np
 
 if TYPE_CHECKING:
     from lossheads.report.collect import Run
+    from lossheads.report.verdicts import Section
 
 BINS = 15  # the bins of the logged ECE
-MOST = 8  # configurations drawn in line plots and panels: the first of the ranking
-BAR_METRICS = ("acc", "f1", "auroc", "ap", "nll")
+MOST = 8  # arms drawn in line plots and panels: the first in sweep order
 CURVE_TAGS = (("val/nll", "val/brier"), ("val/acc",))  # first of each group that the runs logged
 Configs = dict[str, list["Run"]]
 
 
-def dataset_figures(dataset: str, configs: Configs, order: list[str], out: Path) -> list[Path]:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset)
+def dataset_figures(section: Section, out: Path) -> list[Path]:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", section.dataset)
+    order = sorted(section.arms, key=lambda arm: arm != section.control)  # the control first
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(order)}
+    made = [forest(section, colours, out / f"{slug}-forest.png")]
     makers = (
-        ("metrics", metric_bars),
         ("curves", validation_curves),
         ("roc_pr", roc_pr),
         ("reliability", reliability),
         ("confusion", confusion),
     )
-    made = [maker(dataset, configs, order, colours, out / f"{slug}-{name}.png") for name, maker in makers]
+    made += [maker(section.dataset, section.arms, order, colours, out / f"{slug}-{name}.png") for name, maker in makers]
     return [p for p in made if p is not None]
 
 
@@ -51,36 +54,52 @@ def _legend_right(figure: plt.Figure, axis: plt.Axes) -> None:
     figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
-def metric_bars(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
-    """Mean test metric per configuration from zero, the error bar one std over seeds."""
-    metrics = [m for m in BAR_METRICS if any(f"test/{m}" in r.metrics for c in order for r in configs[c])]
-    if not metrics:
+def forest(section: Section, colours: dict, path: Path) -> Path | None:
+    """Per metric, each arm's difference from the control with its adjusted interval; a line at 0 and the
+    ±margin band, so a 0.01 difference is as visible as a 0.1 one. An interval these seeds cannot bound
+    runs to the panel's edge with an arrow."""
+    rows = [c for c in section.comparisons if c.counted or math.isfinite(c.result.mean_diff)]
+    if not rows:
         return None
+    metrics = list(dict.fromkeys(c.metric.name for c in rows))
+    arms = list(dict.fromkeys(c.config for c in rows))
+    columns = min(4, len(metrics))
+    lines = -(-len(metrics) // columns)
     figure, axes = plt.subplots(
-        1, len(metrics), figsize=(3.0 * len(metrics), 1.2 + 0.38 * len(order)), squeeze=False, sharey=True
+        lines, columns, figsize=(3.3 * columns, 0.6 + (0.9 + 0.32 * len(arms)) * lines), squeeze=False
     )
-    for axis, metric in zip(axes[0], metrics, strict=True):
-        values = [np.array([r.metrics.get(f"test/{metric}", np.nan) for r in configs[c]], dtype=float) for c in order]
-        means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values])
-        stds = np.array([np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0 for v in values])
-        y = np.arange(len(order))
-        axis.barh(y, np.nan_to_num(means), xerr=stds, color=[colours[c] for c in order], alpha=0.8, capsize=2)
-        top = (
-            1.0
-            if metric != "nll"
-            else max(1e-9, float(np.nanmax(means + stds)) * 1.25)
-            if np.isfinite(means).any()
-            else 1.0
-        )
-        axis.set_xlim(0, top)
-        for yi, mean in zip(y, means, strict=True):
-            text = "n/a" if not np.isfinite(mean) else f"{mean:.3f}"
-            axis.text(top * 0.02, yi, text, va="center", fontsize=7, color="white" if np.isfinite(mean) else "black")
-        axis.set_title(f"test/{metric} ({'lower' if metric == 'nll' else 'higher'} is better)", fontsize=9)
-        axis.tick_params(labelsize=7)
-    axes[0][0].set_yticks(range(len(order)), order, fontsize=7)
-    axes[0][0].invert_yaxis()
-    figure.suptitle(f"{dataset}: test metrics, mean ± 1 std over seeds (axes from 0)", fontsize=10)
+    tone = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
+    for axis, name in zip(axes.flat, metrics, strict=False):
+        found = {c.config: c for c in rows if c.metric.name == name}
+        first = next(iter(found.values()))
+        ends = [abs(v) for c in found.values() for v in (c.result.ci_low, c.result.ci_high, c.result.mean_diff)]
+        reach = max([first.margin * 2, *(v for v in ends if math.isfinite(v))]) * 1.15
+        axis.axvspan(-first.margin, first.margin, color="0.9", zorder=0)
+        axis.axvline(0, color="black", linewidth=0.8)
+        for y, arm in enumerate(arms):
+            c = found.get(arm)
+            if c is None or math.isnan(c.result.mean_diff):
+                continue
+            colour = tone.get(c.verdict, "gray")
+            low, high = (max(c.result.ci_low, -reach), min(c.result.ci_high, reach)) if c.counted else (0, 0)
+            axis.plot([low, high], [y, y], color=colour, linewidth=1.6)
+            axis.plot(c.result.mean_diff, y, "o", color=colour, markersize=4)
+            for end, edge, marker in ((c.result.ci_low, -reach, "<"), (c.result.ci_high, reach, ">")):
+                if c.counted and math.isinf(end):
+                    axis.plot(edge, y, marker, color=colour, markersize=5)
+        better = "higher" if first.metric.higher_is_better else "lower"
+        axis.set(xlim=(-reach, reach), ylim=(-0.7, len(arms) - 0.3), title=f"{first.metric.words} ({better} is better)")
+        axis.title.set_fontsize(8)
+        axis.set_yticks(range(len(arms)), arms if axis in axes[:, 0] else [""] * len(arms), fontsize=7)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.locator_params(axis="x", nbins=5)
+        axis.invert_yaxis()
+    for axis in list(axes.flat)[len(metrics) :]:
+        axis.set_visible(False)
+    figure.suptitle(
+        f"{section.dataset}: arm − control ({section.control}), adjusted intervals; grey band ±margin",
+        fontsize=9,
+    )
     figure.tight_layout()
     return _save(figure, path)
 
