@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.exit(2, f"error: sweep_dir={args.sweep_dir} is not a folder: give a multirun folder\n")
+    if not (args.sweep_dir / "multirun.yaml").is_file() and any(
+        (args.sweep_dir / mark).exists() for mark in (".hydra", "metrics.json", "failure.json")
+    ):
+        parser.exit(2, f"error: sweep_dir={args.sweep_dir} is a run folder, not a sweep folder: give the folder of a "
+                       "multirun (it holds multirun.yaml and one folder per job); a run's own numbers are in its "
+                       "metrics.json\n")  # fmt: skip
     given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
     try:
         report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))

@@ -24,7 +24,7 @@ from lossheads.report.arms import label
 
 # ok; invalid (refused config); failed (crashed); diverged (non-finite loss); interrupted (Ctrl-C,
 # SIGTERM); missing (killed before it wrote anything, or still running)
-STATUSES = ("ok", "invalid", "failed", "diverged", "interrupted", "missing")
+STATUSES = ("ok", "invalid", "failed", "diverged", "interrupted", "refused", "missing")
 LOWER_IS_BETTER = ("nll", "ece", "brier", "loss")
 
 
@@ -108,7 +108,11 @@ def read_job(folder: Path) -> list[Run]:
 def distillation_step(folder: Path, overrides: dict[str, str], record: dict[str, Any], part: str) -> Run:
     """One step of the recipe: its prefixed metrics, and head/loss/task from its own metrics.json."""
     own_file = folder / part / "metrics.json"
-    own = json.loads(own_file.read_text()) if own_file.is_file() else {}
+    try:
+        own = json.loads(own_file.read_text()) if own_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return Run(folder / part, f"{folder.name}/{part}", overrides, "failed",
+                   reason=f"unreadable {part}/metrics.json: {error}")  # fmt: skip
     shared = {k: v for k, v in record.items() if "/" not in k}
     metrics = {
         **shared,
@@ -119,11 +123,27 @@ def distillation_step(folder: Path, overrides: dict[str, str], record: dict[str,
 
 
 def collect(sweep_dir: Path) -> list[Run]:
+    from lossheads.report.sweeps import expected_jobs
+
     folders = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    runs = [run for f in sorted(folders, key=lambda p: (len(p.name), p.name)) for run in read_job(f)]
+    expected = {name: parsed_overrides(job) for name, job in expected_jobs(sweep_dir) or []}
+    runs = []
+    for folder in sorted(folders, key=lambda p: (len(p.name), p.name)):
+        own = expected.get(folder.name)
+        found = read_overrides(folder)
+        if own is not None and found != own:  # the job was refused: its folder holds another run
+            reason = (f"refused: its folder holds another run ({', '.join(f'{k}={v}' for k, v in found.items())}), "
+                      "which is not this job's")  # fmt: skip
+            runs.append(Run(folder, folder.name, own, "refused", reason=reason))
+        else:
+            runs += read_job(folder)
     runs += never_ran(sweep_dir, {f.name for f in folders})
     label(runs)
     return runs
+
+
+def parsed_overrides(overrides: list[str]) -> dict[str, str]:
+    return {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
 
 
 def never_ran(sweep_dir: Path, present: set[str]) -> list[Run]:
@@ -133,7 +153,7 @@ def never_ran(sweep_dir: Path, present: set[str]) -> list[Run]:
     runs = []
     for name, overrides in expected_jobs(sweep_dir) or []:
         if name not in present:
-            parsed = {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
+            parsed = parsed_overrides(overrides)
             reason = "never ran: the sweep was stopped before it; run the same sweep again to finish it"
             runs.append(Run(sweep_dir / name, name, parsed, "missing", reason=reason))
     return runs

@@ -1,0 +1,74 @@
+"""The report reads what a sweep folder really holds: a job refused because its folder holds another run
+is listed as refused (never reported as that other run), a damaged step record is one line in the
+report, and a run folder given as a sweep folder is refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lossheads.report import main
+from lossheads.report.collect import collect, read_job
+
+GRID = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+                  "sweep": {"dir": ".", "subdir": "${hydra.job.num}"},
+                  "overrides": {"task": ["loss=bce_logits,ce", "seed=1,2,3"]}}}  # fmt: skip
+
+
+def job(sweep: Path, name: str, overrides: list[str], auroc: float) -> None:
+    (sweep / name / ".hydra").mkdir(parents=True)
+    (sweep / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    record = {"status": "ok", "task": "binary", "data": "breast_cancer", "val/auroc": auroc, "test/auroc": auroc}
+    (sweep / name / "metrics.json").write_text(json.dumps(record))
+
+
+def test_a_job_whose_folder_holds_another_run_is_listed_as_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(GRID))
+    jobs = [(loss, seed) for loss in ("bce_logits", "ce") for seed in (1, 2, 3)]
+    for number, (loss, seed) in enumerate(jobs):
+        job(sweep, str(number), [f"loss={loss}", f"seed={seed}"], 0.9)
+    # job 4 (loss=ce seed=2) was refused: its folder holds a run of another sweep, with other overrides
+    for name in (".hydra/overrides.yaml", "metrics.json"):
+        (sweep / "4" / name).unlink()
+    job(tmp_path / "other", "x", ["data=digits", "seed=7"], 0.5)
+    for name in (".hydra/overrides.yaml", "metrics.json"):
+        (sweep / "4" / name).write_bytes((tmp_path / "other" / "x" / name).read_bytes())
+    runs = collect(sweep)
+    assert [(r.job, r.status) for r in runs] == [(str(i), "ok") for i in range(4)] + [("4", "refused"), ("5", "ok")]
+    refused = runs[4]
+    assert refused.overrides == {"loss": "ce", "seed": "2"}  # the job's own, never the other run's
+    assert refused.reason == "refused: its folder holds another run (data=digits, seed=7), which is not this job's"
+    main([str(sweep)])
+    report = (sweep / "report.md").read_text()
+    assert "digits" not in report.split("| refused |")[0]  # no section of the other run's dataset
+    assert "| refused | refused: its folder holds another run (data=digits, seed=7)" in report
+
+
+def test_a_damaged_step_record_of_a_distillation_is_one_line_in_the_report(tmp_path):
+    folder = tmp_path / "0"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=distill"]))
+    (folder / "metrics.json").write_text(json.dumps({"status": "ok", "teacher/test/acc": 0.9, "kd/test/acc": 0.8}))
+    (folder / "teacher").mkdir()
+    (folder / "teacher" / "metrics.json").write_text('{"head": "softm')  # truncated
+    teacher, kd = read_job(folder)
+    assert (teacher.status, kd.status) == ("failed", "ok")
+    assert teacher.reason.startswith("unreadable teacher/metrics.json: Unterminated string")
+
+
+def test_a_run_folder_given_as_a_sweep_folder_is_refused_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    job(tmp_path, "run", ["loss=ce"], 0.9)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run)])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (f"error: sweep_dir={run} is a run folder, not a sweep folder: give the folder of a "
+                    "multirun (it holds multirun.yaml and one folder per job); a run's own numbers are in its "
+                    "metrics.json")  # fmt: skip
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "metrics.json"]  # nothing written into the run
