@@ -78,12 +78,20 @@ class NewRunFolder(Callback):
     log_name: ClassVar[str] = "train.log"  # Hydra's job log, named after the job
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(str(config.hydra.run.dir)).absolute()  # `now` is resolved once per run: Hydra's value
+        self.note(Path(str(config.hydra.run.dir)), config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep refused before its first job (a report setting, a lock) leaves no sweep folder either."""
+        self.note(Path(str(config.hydra.sweep.dir)), config)
+
+    @staticmethod
+    def note(path: Path, config: DictConfig) -> None:
+        folder = path.absolute()  # `now` is resolved once per run: Hydra's value
         created = None
-        for path in (folder, *folder.parents):
-            if path.exists():
+        for part in (folder, *folder.parents):
+            if part.exists():
                 break
-            created = path
+            created = part
         NewRunFolder.folder, NewRunFolder.created = folder, created
         NewRunFolder.log_name = f"{config.hydra.job.name}.log"
 
