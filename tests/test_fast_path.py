@@ -136,6 +136,7 @@ def test_accumulation_makes_the_fast_path_step_aside(tmp_path):
     assert module.automatic_optimization and trainer.global_step == 3  # 6 mini-batches of breast_cancer
 
 
+@pytest.mark.slow
 def test_benchmark_quick_mode_prints_its_ratio_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
