@@ -36,10 +36,17 @@ def test_two_epochs_then_resume_to_four_equals_four_straight_epochs(tmp_path):
     assert resumed["test/acc"] == straight["test/acc"]
 
 
-def test_resume_from_a_run_folder_or_a_file(tmp_path):
-    train(tmp_path / "a", "trainer.max_epochs=1")
-    by_folder = train(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a'}")
-    by_file = train(tmp_path / "c", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory) -> Path:
+    """The default job trained for one epoch, once for the tests that only read its folder."""
+    folder = tmp_path_factory.mktemp("one_epoch") / "run"
+    train(folder, "trainer.max_epochs=1")
+    return folder
+
+
+def test_resume_from_a_run_folder_or_a_file(tmp_path, one_epoch_run):
+    by_folder = train(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={one_epoch_run}")
+    by_file = train(tmp_path / "c", "trainer.max_epochs=2", f"ckpt_path={one_epoch_run / 'checkpoints' / 'last.ckpt'}")
     assert by_folder["val/loss"] == by_file["val/loss"] and by_folder["steps"] == 12
 
 
@@ -58,10 +65,9 @@ def test_bad_checkpoint_choices_are_refused_before_training(tmp_path, overrides,
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
-    train(tmp_path / "cancer", "trainer.max_epochs=1")
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, one_epoch_run):
     with pytest.raises(ConfigError, match="saved by a run with another model, head, loss or dataset"):
-        train(tmp_path / "digits", "data=digits", "loss=ce", f"ckpt_path={tmp_path / 'cancer'}")
+        train(tmp_path / "digits", "data=digits", "loss=ce", f"ckpt_path={one_epoch_run}")  # of breast_cancer
 
 
 def plant_payload(path: Path, marker: Path) -> None:
