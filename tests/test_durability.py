@@ -542,10 +542,10 @@ def test_a_stop_within_an_epoch_resumes_exactly(tmp_path):
     """Stopped in epoch 2's third step, the run keeps epoch 1's end and trains epoch 2 again from its
     start: its numbers and step count equal an unbroken run's (it once took the epoch's steps twice)."""
     common = ["trainer.max_epochs=3", "steps_per_call=1", "seed=1", *QUIET]
-    train(tmp_path / "a", *common)  # unbroken, in-process
     run_dir = tmp_path / "b"
     process = start(tmp_path, *common, f"hydra.run.dir={run_dir}",
                     *pause("on_train_batch_end", tmp_path / "paused", occurrence=9))  # 6 steps an epoch  # fmt: skip
+    train(tmp_path / "a", *common)  # unbroken, in-process, while the process starts
     stderr = signal_when(process, tmp_path / "paused", signal.SIGINT)
     assert process.returncode == 130, stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())

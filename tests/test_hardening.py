@@ -189,9 +189,13 @@ def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_equals_one_process_with_the_joint_batch(tmp_path):
     common = ["trainer.max_epochs=3", "data.drop_last=true", *QUIET]
-    ddp = run_train_py("trainer=ddp_cpu", "data.batch_size=32", *common, "hydra.run.dir=ddp", cwd=tmp_path)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = train(tmp_path / "single", "data.batch_size=64", *common)
+    ddp = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "trainer=ddp_cpu", "data.batch_size=32", *common, "hydra.run.dir=ddp"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    single = train(tmp_path / "single", "data.batch_size=64", *common)  # in-process, while the two processes start
+    _, stderr = ddp.communicate(timeout=300)
+    assert ddp.returncode == 0, stderr[-3000:]
     synced = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert synced["steps"] == single["steps"] == 3 * 5  # 343 training samples: 5 full batches of 64
     for key in [k for k in single if "/" in k]:
