@@ -272,6 +272,7 @@ for i in range(1000):
 """
 
 
+@pytest.mark.slow
 def test_a_sigkill_during_a_checkpoint_write_on_another_filesystem_leaves_a_whole_checkpoint(tmp_path):
     """/dev/shm is a tmpfs: another filesystem than /tmp, where Lightning's own save would copy."""
     folder = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else tmp_path

@@ -25,6 +25,7 @@ def train(folder: Path, *overrides: str) -> dict:
     return run(compose_config([*QUIET, *overrides], folder))
 
 
+@pytest.mark.slow
 def test_two_epochs_then_resume_to_four_equals_four_straight_epochs(tmp_path):
     # dropout makes the random state matter: the checkpoint carries it, so the masks match too
     options = ["model.dropout=0.2", "data=digits", "loss=ce"]

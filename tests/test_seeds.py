@@ -222,6 +222,7 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
 
 
+@pytest.mark.slow
 def test_a_group_that_crashes_is_recorded_for_each_member_and_the_sweep_goes_on(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.FailsInForward", "seed=1,2",
                    "trainer.max_epochs=1")  # fmt: skip

@@ -21,6 +21,7 @@ from lossheads.report.collect import Run, ranking
 from lossheads.report.thresholds import f1_at
 
 
+@pytest.mark.slow
 def test_grid_records_invalid_pairs_and_reports_the_valid_ones(tmp_path):
     result = run_train_py(
         "-m", "head=sigmoid,softmax", "loss=bce_logits,ce", "seed=1,2", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
