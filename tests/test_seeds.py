@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,15 +36,6 @@ def sweep(folder: Path, *overrides: str, seeds: bool = True, timeout: float = 30
         [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, *launcher, f"hydra.sweep.dir={folder}", *overrides],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=folder.parent,
     )  # fmt: skip
-
-
-def together_and_alone(tmp_path: Path, overrides: list[str]) -> tuple[subprocess.CompletedProcess, ...]:
-    """The sweep under hydra/launcher=seeds (in tmp_path/together) and under the basic launcher (in
-    tmp_path/alone), run at the same time: one's imports and Python overhead overlap the other's."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        together = pool.submit(sweep, tmp_path / "together", *overrides)
-        alone = pool.submit(sweep, tmp_path / "alone", *overrides, seeds=False)
-        return together.result(), alone.result()
 
 
 def records(folder: Path) -> dict[str, dict]:
@@ -85,7 +75,7 @@ def saved_state(path: Path, sweep_folder: Path) -> str:
 @pytest.mark.slow
 def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Path) -> None:
     overrides = ["loss=bce_logits,ce", "seed=1,2,3", "trainer.max_epochs=2"]
-    together, alone = together_and_alone(tmp_path, overrides)
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
     log = together.stdout + together.stderr
@@ -130,7 +120,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
 def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) -> None:
     overrides = ["data=digits_images", "model=cnn", "model.channels=[4,8]", "seed=1,2", "trainer.max_epochs=2",
                  "+trainer.limit_train_batches=3", "loss=ce"]  # fmt: skip
-    together, alone = together_and_alone(tmp_path, overrides)
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert "train as one vectorized model" in together.stdout + together.stderr
@@ -141,7 +131,7 @@ def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) ->
 def test_frozen_and_tied_parameters_stay_frozen_and_tied_and_clipping_is_per_member(tmp_path: Path) -> None:
     overrides = ["model=custom", "model._target_=seeded_nets.FrozenAndTied", "seed=1,2", "trainer.max_epochs=2",
                  "trainer.gradient_clip_val=0.05"]  # small: most steps clip  # fmt: skip
-    together, alone = together_and_alone(tmp_path, overrides)
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert "train as one vectorized model" in together.stdout + together.stderr
@@ -157,7 +147,7 @@ def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_pa
     rows (none from its re-validation)."""
     overrides = ["+trainer.check_val_every_n_epoch=2,4", "seed=1,2", "trainer.max_epochs=3", "logger=csv",
                  "~hydra.callbacks.report"]  # fmt: skip
-    together, alone = together_and_alone(tmp_path, overrides)
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
     found = records(tmp_path / "together")
