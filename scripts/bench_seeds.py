@@ -54,7 +54,7 @@ def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: 
         *([f"trainer.max_epochs={epochs}"] if epochs else []),
         *(["hydra/launcher=seeds"] if launcher == "seeds" else []), *extra,
     ]  # fmt: skip
-    env = {"PYTHONPATH": str(ROOT / "scripts")}
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}  # and the caller's
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *overrides], capture_output=True,
                             text=True, env={**os.environ, **env})  # fmt: skip
     if result.returncode != 0 or not timer.is_file():

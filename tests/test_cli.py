@@ -35,11 +35,14 @@ def test_a_mistyped_override_is_one_line_with_the_nearest_name_and_exit_2(tmp_pa
     assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_non_editable_install_runs_lossheads_train_and_predict_from_another_folder(tmp_path):
-    """Slow-ish (~30-50 s): `pip install .` (not editable) into a fresh venv that borrows torch,
-    Lightning and Hydra from this environment (--system-site-packages), then `lossheads-train` in an
-    empty folder: its configs come from the package, its run folder lands under that folder; then
-    `lossheads-predict` scores a table with a run trained on it."""
+    """`pip install .` (not editable) into a fresh venv that borrows torch, Lightning and Hydra from
+    this environment (--system-site-packages), then `lossheads-train` in an empty folder: its configs
+    come from the package, its run folder lands under that folder; then `lossheads-predict` scores a
+    table with a run trained on it. pip builds in isolation, as `scripts/install.sh` does: the build
+    gets pyproject.toml's setuptools from the index, whatever setuptools (or no `wheel`) this
+    interpreter has."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("src", "configs", "pyproject.toml", "setup.py", "README.md"):
@@ -51,8 +54,8 @@ def test_non_editable_install_runs_lossheads_train_and_predict_from_another_fold
     venv.create(env_dir, system_site_packages=True, with_pip=False)
     python = env_dir / "bin" / "python"
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                    "--no-build-isolation", str(source)], check=True, env=environment, timeout=300)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(source)],
+                   check=True, env=environment, timeout=300)  # fmt: skip
     shutil.rmtree(source)  # nothing may come from the source tree any more
     work = tmp_path / "work"
     work.mkdir()
@@ -74,6 +77,7 @@ def test_non_editable_install_runs_lossheads_train_and_predict_from_another_fold
     assert (work / "predictions.csv").read_text().splitlines()[0] == "id,p_yes,predicted"
 
 
+@pytest.mark.slow
 def test_a_joblib_sweep_runs_jobs_in_parallel_processes_named_by_their_overrides(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = run_train_py("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss=bce_logits,ce",

@@ -80,6 +80,7 @@ def teacher_ckpt(tmp_path_factory) -> str:
 QUICK = ["data=digits", "trainer.max_epochs=2", *QUIET]
 
 
+@pytest.mark.slow
 def test_soft_weight_zero_trains_exactly_like_ce(tmp_path, teacher_ckpt):
     kd = run(
         compose_config([*QUICK, "loss=kd", "loss.soft_weight=0", f"teacher.ckpt_path={teacher_ckpt}"], tmp_path / "kd")
@@ -102,6 +103,7 @@ def test_teacher_stays_frozen_and_in_eval_mode(tmp_path, teacher_ckpt):
     assert student_accuracy > 0.5  # learned from the teacher alone (soft_weight=1): chance is 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps_per_call", [1, 32])
 def test_teacher_logits_computed_once_train_the_student_as_per_batch_ones(tmp_path, teacher_ckpt, steps_per_call):
     """The cached path serves the teacher's logits with the batches (same order, same chunks under
@@ -159,6 +161,7 @@ def test_augmented_or_decoded_images_keep_per_batch_teacher_calls_and_say_why(ca
     torch.testing.assert_close(plain.teacher_outputs["train"], plain.transform(train_images).flatten(1))
 
 
+@pytest.mark.slow
 def test_distill_recipe_puts_teacher_kd_and_hard_students_side_by_side(tmp_path):
     result = run_train_py(
         "experiment=distill", "trainer.max_epochs=1", "hydra.run.dir=run", "print_config=false", cwd=tmp_path

@@ -272,6 +272,7 @@ for i in range(1000):
 """
 
 
+@pytest.mark.slow
 def test_a_sigkill_during_a_checkpoint_write_on_another_filesystem_leaves_a_whole_checkpoint(tmp_path):
     """/dev/shm is a tmpfs: another filesystem than /tmp, where Lightning's own save would copy."""
     folder = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else tmp_path
@@ -291,6 +292,7 @@ def test_a_sigkill_during_a_checkpoint_write_on_another_filesystem_leaves_a_whol
         target.parent.rmdir()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_of_one_metrics_json_never_fail(tmp_path):
     target = tmp_path / "metrics.json"
     script = "import sys, pathlib\nfrom lossheads.run.records import write_metrics\n" \
@@ -395,6 +397,7 @@ def signal_when(process: subprocess.Popen, marker: Path, sig: int) -> str:
     return stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_stop_in_the_test_phase_is_recorded_and_the_printed_command_finishes_the_run(tmp_path, sig, code, name):
     run_dir = tmp_path / "runs=a,b"  # `=` and `,`: the resume command must quote it for Hydra and the shell
@@ -422,6 +425,7 @@ def test_a_stop_in_the_test_phase_is_recorded_and_the_printed_command_finishes_t
     assert finished["steps"] == 12 and finished["resumed_from"]["step"] == 12
 
 
+@pytest.mark.slow
 def test_a_stop_in_distillations_second_run_resumes_the_recipe(tmp_path):
     """teacher (2 epochs) -> kd student, stopped at the start of its second epoch -> resumed: the
     teacher is kept as it was, the kd student resumed from its last.ckpt, the hard one trained."""
@@ -433,11 +437,7 @@ def test_a_stop_in_distillations_second_run_resumes_the_recipe(tmp_path):
     assert record["status"] == "interrupted" and record["checkpoint"].endswith("kd/checkpoints/last.ckpt")
     assert record["resume"].endswith("ckpt_path=last")
     teacher = (tmp_path / "run" / "teacher" / "metrics.json").read_bytes()
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *common, "hydra.run.dir=run", "ckpt_path=last"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    main(compose_config([*common, "ckpt_path=last"], tmp_path / "run"))  # `python train.py ...`, in-process
     assert (tmp_path / "run" / "teacher" / "metrics.json").read_bytes() == teacher
     kd = json.loads((tmp_path / "run" / "kd" / "metrics.json").read_text())
     assert kd["resumed_from"]["epochs"] == 1 and kd["epochs"] == 2
@@ -455,6 +455,7 @@ def test_a_run_that_can_take_no_optimizer_step_is_refused(tmp_path, override):
 # ---- 7. sweeps survive being killed -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_run_again_skips_finished_jobs_and_finishes_with_its_report(tmp_path):
     from lossheads.report.markdown import write_report
 
@@ -537,16 +538,15 @@ def test_a_non_finite_loss_blames_what_caused_it(tmp_path, overrides, scale, adv
         trainer.fit(module, datamodule=datamodule)
 
 
+@pytest.mark.slow
 def test_a_stop_within_an_epoch_resumes_exactly(tmp_path):
     """Stopped in epoch 2's third step, the run keeps epoch 1's end and trains epoch 2 again from its
     start: its numbers and step count equal an unbroken run's (it once took the epoch's steps twice)."""
     common = ["trainer.max_epochs=3", "steps_per_call=1", "seed=1", *QUIET]
-    unbroken = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, f"hydra.run.dir={tmp_path / 'a'}"],
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
     run_dir = tmp_path / "b"
     process = start(tmp_path, *common, f"hydra.run.dir={run_dir}",
                     *pause("on_train_batch_end", tmp_path / "paused", occurrence=9))  # 6 steps an epoch  # fmt: skip
+    train(tmp_path / "a", *common)  # unbroken, in-process, while the process starts
     stderr = signal_when(process, tmp_path / "paused", signal.SIGINT)
     assert process.returncode == 130, stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())

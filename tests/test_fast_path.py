@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import runpy
 import subprocess
 import sys
 from collections import Counter
@@ -136,6 +137,7 @@ def test_accumulation_makes_the_fast_path_step_aside(tmp_path):
     assert module.automatic_optimization and trainer.global_step == 3  # 6 mini-batches of breast_cancer
 
 
+@pytest.mark.slow
 def test_benchmark_quick_mode_prints_its_ratio_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -146,8 +148,13 @@ def test_benchmark_quick_mode_prints_its_ratio_line(tmp_path):
     assert "Tip" not in result.stdout + result.stderr  # Lightning's advertisement is silenced, as in train.py
 
 
-def test_benchmark_refuses_a_bad_count_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--steps", "0"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "bench.py: error: argument --steps: '0' is not a whole number >= 1"
+def test_benchmark_refuses_a_bad_count_in_one_line(monkeypatch, capsys):
+    """`python scripts/bench.py --steps 0`, run in-process: argparse refuses before anything is measured."""
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--steps", "0"])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts tests/ and scripts/ first
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(ROOT / "scripts" / "bench.py"), run_name="__main__")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "bench.py: error: argument --steps: '0' is not a whole number >= 1"
+    )

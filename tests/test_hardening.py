@@ -17,7 +17,7 @@ import torch
 
 from conftest import QUICK, QUIET, ROOT, built, compose_config, run_train_py
 from lossheads.config.validators import ConfigError
-from lossheads.run.execute import run
+from lossheads.run.execute import main, run
 from lossheads.training.module import Diverged
 
 
@@ -25,6 +25,7 @@ def train(folder: Path, *overrides: str) -> dict:
     return run(compose_config([*QUIET, *overrides], folder))
 
 
+@pytest.mark.slow
 def test_two_epochs_then_resume_to_four_equals_four_straight_epochs(tmp_path):
     # dropout makes the random state matter: the checkpoint carries it, so the masks match too
     options = ["model.dropout=0.2", "data=digits", "loss=ce"]
@@ -36,10 +37,17 @@ def test_two_epochs_then_resume_to_four_equals_four_straight_epochs(tmp_path):
     assert resumed["test/acc"] == straight["test/acc"]
 
 
-def test_resume_from_a_run_folder_or_a_file(tmp_path):
-    train(tmp_path / "a", "trainer.max_epochs=1")
-    by_folder = train(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a'}")
-    by_file = train(tmp_path / "c", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory) -> Path:
+    """The default job trained for one epoch, once for the tests that only read its folder."""
+    folder = tmp_path_factory.mktemp("one_epoch") / "run"
+    train(folder, "trainer.max_epochs=1")
+    return folder
+
+
+def test_resume_from_a_run_folder_or_a_file(tmp_path, one_epoch_run):
+    by_folder = train(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={one_epoch_run}")
+    by_file = train(tmp_path / "c", "trainer.max_epochs=2", f"ckpt_path={one_epoch_run / 'checkpoints' / 'last.ckpt'}")
     assert by_folder["val/loss"] == by_file["val/loss"] and by_folder["steps"] == 12
 
 
@@ -58,10 +66,9 @@ def test_bad_checkpoint_choices_are_refused_before_training(tmp_path, overrides,
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
-    train(tmp_path / "cancer", "trainer.max_epochs=1")
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, one_epoch_run):
     with pytest.raises(ConfigError, match="saved by a run with another model, head, loss or dataset"):
-        train(tmp_path / "digits", "data=digits", "loss=ce", f"ckpt_path={tmp_path / 'cancer'}")
+        train(tmp_path / "digits", "data=digits", "loss=ce", f"ckpt_path={one_epoch_run}")  # of breast_cancer
 
 
 def plant_payload(path: Path, marker: Path) -> None:
@@ -97,9 +104,10 @@ def test_evaluating_a_checkpoint_gives_the_training_runs_own_test_numbers(tmp_pa
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_an_interrupt_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, code, name):
-    overrides = ["data=synthetic_binary", "data.n_samples=60000", "trainer.max_epochs=100", *QUIET]
+    overrides = ["data=synthetic_binary", "data.n_samples=20000", "trainer.max_epochs=100", *QUIET]
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *overrides, "hydra.run.dir=run"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -119,33 +127,38 @@ def test_an_interrupt_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, c
     assert record["status"] == "interrupted" and "test/acc" not in record
     saved = torch.load(record["checkpoint"], weights_only=True)
     assert saved["global_step"] > 0 and "rng_state" in saved
-    # the printed command continues the run (here only to the end of the interrupted epoch)
+    # the printed command continues the run (here only to the end of the interrupted epoch), in-process
     epoch = saved["epoch"]
-    resumed = run_train_py(*overrides[:2], f"trainer.max_epochs={epoch + 1}", *QUIET, "hydra.run.dir=run",
-                           "ckpt_path=last", cwd=tmp_path)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    train(tmp_path / "run", *overrides[:2], f"trainer.max_epochs={epoch + 1}", "ckpt_path=last")
     finished = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert finished["status"] == "ok" and finished["epochs"] == epoch + 1
     assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
 
 
-def test_a_diverging_run_stops_in_one_line_and_records_it(tmp_path):
-    result = run_train_py("optimizer.lr=1e30", *QUIET, "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+def exit_of_main(folder: Path, *overrides: str, capsys) -> tuple[int, str]:
+    """What `python train.py OVERRIDES hydra.run.dir=FOLDER` exits with and prints on stderr, in-process."""
+    with pytest.raises(SystemExit) as exited:
+        main(compose_config([*QUIET, *overrides], folder))
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_in_one_line_and_records_it(tmp_path, capsys):
+    code, stderr = exit_of_main(tmp_path / "run", "optimizer.lr=1e30", capsys=capsys)
+    assert code == 1
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert re.search(r"the loss became nan at epoch 0, step \d+ with optimizer.lr=1e\+30: lower it", line)
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "diverged" and "test/acc" not in record
 
 
-def test_a_divergence_leaves_no_checkpoint_of_the_diverged_weights(tmp_path):
+def test_a_divergence_leaves_no_checkpoint_of_the_diverged_weights(tmp_path, capsys):
     """Validation, which checkpoints, follows the first of two calls here; that call's second step
     gives nan, so the run stops before validation can save those weights."""
-    result = run_train_py("optimizer.lr=1e30", "trainer.max_epochs=1", "steps_per_call=4",
-                          "+trainer.val_check_interval=0.5", *QUIET, "hydra.run.dir=run", cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 1
-    assert re.search(r"error: training diverged: the loss became nan at epoch 0, step 1 ", result.stderr)
+    code, stderr = exit_of_main(tmp_path / "run", "optimizer.lr=1e30", "trainer.max_epochs=1", "steps_per_call=4",
+                                "+trainer.val_check_interval=0.5", capsys=capsys)  # fmt: skip
+    assert code == 1
+    assert re.search(r"error: training diverged: the loss became nan at epoch 0, step 1 ", stderr)
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "diverged"
 
@@ -164,6 +177,7 @@ def test_a_divergence_stops_the_run_at_the_end_of_its_call_naming_its_step(tmp_p
     assert trainer.global_step == 4
 
 
+@pytest.mark.slow
 def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     result = run_train_py("-m", "optimizer.lr=1e30,1e-3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -173,11 +187,16 @@ def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "1 ok, 1 diverged" in report and "| diverged | training diverged" in report
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_equals_one_process_with_the_joint_batch(tmp_path):
     common = ["trainer.max_epochs=3", "data.drop_last=true", *QUIET]
-    ddp = run_train_py("trainer=ddp_cpu", "data.batch_size=32", *common, "hydra.run.dir=ddp", cwd=tmp_path)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = train(tmp_path / "single", "data.batch_size=64", *common)
+    ddp = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "trainer=ddp_cpu", "data.batch_size=32", *common, "hydra.run.dir=ddp"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    single = train(tmp_path / "single", "data.batch_size=64", *common)  # in-process, while the two processes start
+    _, stderr = ddp.communicate(timeout=300)
+    assert ddp.returncode == 0, stderr[-3000:]
     synced = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert synced["steps"] == single["steps"] == 3 * 5  # 343 training samples: 5 full batches of 64
     for key in [k for k in single if "/" in k]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from lossheads.cli.predict import cli as predict_cli
 from lossheads.cli.predict import main as predict
 from lossheads.config.validators import ConfigError
 from lossheads.data import TableData
@@ -52,26 +51,23 @@ def test_predictions_on_held_out_rows_equal_the_runs_test_predictions(train, tmp
     assert accuracy == pytest.approx(record["test/acc"], abs=1e-6)
 
 
-def test_a_file_with_other_columns_is_refused_in_one_line(train, tmp_path):
+def test_a_file_with_other_columns_is_refused_in_one_line(train, tmp_path, monkeypatch, capsys):
     frame = churn_file(tmp_path / "churn.csv", n=120)
     train("data=table", f"data.path={tmp_path / 'churn.csv'}", "data.label_columns=[churn]", "data.id_column=id")
     frame.drop(columns=["city"]).to_csv(tmp_path / "less.csv", sep=";", index=False)
     with pytest.raises(ConfigError, match=r"columns differ from the training file's: missing \['city'\], extra \[\]"):
         predict([f"ckpt_path={tmp_path / 'run'}", f"data.path={tmp_path / 'less.csv'}"])
     frame.assign(extra=1).to_csv(tmp_path / "more.csv", sep=";", index=False)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "predict.py"),
-            f"ckpt_path={tmp_path / 'run'}",
-            f"data.path={tmp_path / 'more.csv'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2 and result.stderr.strip().endswith("missing [], extra ['extra']")
-    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "predictions.csv").exists()
+    # `python predict.py ckpt_path=... data.path=more.csv` in tmp_path, in-process: its exit code and stderr
+    monkeypatch.chdir(tmp_path)
+    arguments = [f"ckpt_path={tmp_path / 'run'}", f"data.path={tmp_path / 'more.csv'}"]
+    monkeypatch.setattr(sys, "argv", ["predict.py", *arguments])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        predict_cli()
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and stderr.strip().endswith("missing [], extra ['extra']")
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "predictions.csv").exists()
 
 
 def test_predictions_on_an_image_folder(train, tmp_path):

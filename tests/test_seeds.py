@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUIET, ROOT
+from conftest import QUIET, ROOT, compose_config
 from lossheads.models.mlp import MLP
+from lossheads.run.execute import run as run_in_process
 
 TOLERANCE = 1e-4  # measured: 3e-8 (float32 rounding of batched vs single matrix products)
 TESTS = Path(__file__).resolve().parent
@@ -71,6 +72,7 @@ def saved_state(path: Path, sweep_folder: Path) -> str:
     return json.dumps(rounded(kept), sort_keys=True).replace(str(sweep_folder), "<sweep>")
 
 
+@pytest.mark.slow
 def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Path) -> None:
     overrides = ["loss=bce_logits,ce", "seed=1,2,3", "trainer.max_epochs=2"]
     together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
@@ -103,18 +105,10 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     assert ours[0]["verdict"] == theirs[0]["verdict"]
 
     # a member's folder is a run's folder: resumed on its own with ckpt_path, it trains on exactly
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *QUIET, "loss=bce_logits", "seed=1", "trainer.max_epochs=3",
-         f"hydra.run.dir={tmp_path / 'together' / '0'}", "ckpt_path=last"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    fresh = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *QUIET, "loss=bce_logits", "seed=1", "trainer.max_epochs=3",
-         f"hydra.run.dir={tmp_path / 'fresh'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    # (as `python train.py ... hydra.run.dir=together/0 ckpt_path=last`, in-process)
+    one_run = [*QUIET, "loss=bce_logits", "seed=1", "trainer.max_epochs=3"]
+    run_in_process(compose_config([*one_run, "ckpt_path=last"], tmp_path / "together" / "0"))
+    run_in_process(compose_config(one_run, tmp_path / "fresh"))
     continued = json.loads((tmp_path / "together" / "0" / "metrics.json").read_text())
     reference = json.loads((tmp_path / "fresh" / "metrics.json").read_text())
     assert continued["resumed_from"]["epochs"] == 2 and continued["epochs"] == 3
@@ -122,6 +116,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
         assert continued[key] == pytest.approx(reference[key], abs=TOLERANCE), key
 
 
+@pytest.mark.slow
 def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) -> None:
     overrides = ["data=digits_images", "model=cnn", "model.channels=[4,8]", "seed=1,2", "trainer.max_epochs=2",
                  "+trainer.limit_train_batches=3", "loss=ce"]  # fmt: skip
@@ -132,6 +127,7 @@ def test_cnn_members_with_batchnorm_equal_their_separate_runs(tmp_path: Path) ->
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
 
 
+@pytest.mark.slow
 def test_frozen_and_tied_parameters_stay_frozen_and_tied_and_clipping_is_per_member(tmp_path: Path) -> None:
     overrides = ["model=custom", "model._target_=seeded_nets.FrozenAndTied", "seed=1,2", "trainer.max_epochs=2",
                  "trainer.gradient_clip_val=0.05"]  # small: most steps clip  # fmt: skip
@@ -144,6 +140,7 @@ def test_frozen_and_tied_parameters_stay_frozen_and_tied_and_clipping_is_per_mem
     assert torch.equal(state["net.b.weight"], state["net.c.weight"])
 
 
+@pytest.mark.slow
 def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_path: Path) -> None:
     """Validated every 2nd of 3 epochs, a run records epoch 2's val numbers and tests epoch 3's
     weights; every 4th, no val numbers at all. So does each member, and its logger holds the same
@@ -168,6 +165,7 @@ def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_pa
                 assert value == "" or float(value) == pytest.approx(float(its[key]), abs=TOLERANCE), (job, key)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_the_group_trains_stops_the_sweep_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
     """As under the basic launcher: each member a `failed` record, the error in one line, exit 2; the
     sweep run again (space freed) finishes every member from its checkpoints."""
@@ -201,6 +199,7 @@ runpy.run_path("train.py", run_name="__main__")
     assert [r["status"] for r in records(folder).values()] == ["ok", "ok", "ok"]
 
 
+@pytest.mark.slow
 def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.BlowsUpForSeed2", "seed=1,2,3",
                    "trainer.max_epochs=2")  # fmt: skip
@@ -213,6 +212,7 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
 
 
+@pytest.mark.slow
 def test_a_group_that_crashes_is_recorded_for_each_member_and_the_sweep_goes_on(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.FailsInForward", "seed=1,2",
                    "trainer.max_epochs=1")  # fmt: skip
@@ -223,6 +223,7 @@ def test_a_group_that_crashes_is_recorded_for_each_member_and_the_sweep_goes_on(
     assert "| failed |" in (tmp_path / "sweep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_jobs_that_cannot_be_stacked_run_alone_and_say_why(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "early_stopping.patience=null,1", "seed=1,2,3", "trainer.max_epochs=2",
                    "hydra.launcher.max_members=2")  # fmt: skip
@@ -234,6 +235,7 @@ def test_jobs_that_cannot_be_stacked_run_alone_and_say_why(tmp_path: Path) -> No
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok"] * 6
 
 
+@pytest.mark.slow
 def test_an_interrupt_leaves_every_member_resumable(tmp_path: Path) -> None:
     folder = tmp_path / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -255,12 +257,9 @@ def test_an_interrupt_leaves_every_member_resumable(tmp_path: Path) -> None:
         assert Path(record["checkpoint"]).parent == folder / job / "checkpoints"
         logged_rows = list(csv.DictReader((folder / job / "csv" / "metrics.csv").open()))  # its logger was ended
         assert len(logged_rows) >= 2 and logged_rows[0]["step"] == "6"
-        evaluated = subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), *QUIET, f"seed={record['seed']}", "train=false",
-             f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / ('eval' + job)}"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        evaluation = [*QUIET, f"seed={record['seed']}", "train=false", f"ckpt_path={record['checkpoint']}"]
+        evaluated = run_in_process(compose_config(evaluation, tmp_path / ("eval" + job)))
+        assert evaluated["status"] == "ok" and evaluated["evaluated"] == record["checkpoint"]
 
 
 def test_clipping_by_norm_clips_each_member_by_its_own_norm() -> None:
@@ -337,8 +336,11 @@ def test_dropout_draws_its_own_mask_for_each_member() -> None:
     assert torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])
 
 
+@pytest.mark.slow
 def test_the_seeds_benchmark_prints_its_line() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--seeds", "--quick"],
+    """scripts/bench_seeds.py itself, which `bench.py --seeds` runs: without bench.py's own imports of
+    torch and Lightning, the test pays only the two sweeps it times."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_seeds.py"), "--quick"],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bench-seeds: speedup@2=" in result.stdout.splitlines()[-1]
@@ -379,6 +381,7 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
         assert list(configs[3].hydra.overrides.task) == ["loss=ce", "seed=4"]
 
 
+@pytest.mark.slow
 def test_a_sigkill_leaves_every_member_checkpoint_whole(tmp_path: Path) -> None:
     from lossheads.run.checkpoints import read_checkpoint
 
@@ -404,6 +407,7 @@ def test_a_sigkill_leaves_every_member_checkpoint_whole(tmp_path: Path) -> None:
             assert checkpoint["global_step"] > 0
 
 
+@pytest.mark.slow
 def test_two_seeds_given_one_folder_are_one_run_and_one_refusal_as_under_the_basic_launcher(tmp_path: Path) -> None:
     shared = ["seed=1,2", "trainer.max_epochs=1", "hydra.job.config.override_dirname.exclude_keys=[seed]",
               "hydra.sweep.subdir=${hydra.job.override_dirname}"]  # fmt: skip
@@ -437,6 +441,7 @@ def _stopped_sweep(folder: Path, overrides: list[str], after: str, sig: signal.S
     return process.returncode, "".join(seen) + rest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_again_finishes(
     tmp_path: Path, sig: signal.Signals, code: int
@@ -453,6 +458,7 @@ def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_a_stop_while_seeds_are_prepared_is_recorded_and_the_sweep_run_again_finishes(tmp_path: Path) -> None:
     overrides = ["model=custom", "model._target_=seeded_nets.SlowToBuild", "seed=1,2", "trainer.max_epochs=1"]
     returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "#1 : ", signal.SIGINT)

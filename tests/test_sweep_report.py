@@ -23,6 +23,7 @@ from lossheads.report.settings import settings
 from lossheads.report.thresholds import f1_at
 
 
+@pytest.mark.slow
 def test_grid_records_invalid_pairs_and_reports_the_valid_ones(tmp_path):
     result = run_train_py(
         "-m", "head=sigmoid,softmax", "loss=bce_logits,ce", "seed=1,2", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
@@ -76,6 +77,7 @@ class CrashingNet(nn.Module):
 '''
 
 
+@pytest.mark.slow
 def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     (tmp_path / "crashing_net.py").write_text(CRASHING_NET)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
@@ -90,6 +92,7 @@ def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     assert "| failed |" in (tmp_path / "sweep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_optuna_search_returns_the_metric_to_the_sweeper(tmp_path):
     result = run_train_py(
         "hparams_search=optuna", "loss=focal", "hydra.sweeper.n_trials=3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
