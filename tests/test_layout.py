@@ -93,8 +93,8 @@ def test_no_import_cycle_counting_function_local_imports():
 
 
 def test_no_library_module_imports_an_entry_point():
-    offenders = {name: sorted(i for i in deps if i.startswith("lossheads.cli.train"))
-                 for name, deps in graph().items() if not name.startswith("lossheads.cli.train")}  # fmt: skip
+    offenders = {name: sorted(i for i in deps if i.startswith("lossheads.cli"))
+                 for name, deps in graph().items() if not name.startswith("lossheads.cli")}  # fmt: skip
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import QUIET, ROOT
-from lossheads.cli.train import predict as predict_cli
+from lossheads.cli import predict as predict_cli
 from lossheads.config.validators import ConfigError
 from lossheads.run.lock import LOCK_NAME, FolderBusy, acquire
 from test_durability import pause, start
