@@ -180,14 +180,14 @@ def test_an_evaluation_or_a_refused_run_in_a_runs_folder_leaves_the_runs_files_a
     before = files(run)
     refused = train_py(tmp_path, *command, "seed=7")
     assert refused.returncode == 2 and "it holds another run" in one_error_line(refused.stderr)
-    assert {p for p, data in files(run).items() if before.get(p) != data} == {run / "execute.log"}
+    assert {p for p, data in files(run).items() if before.get(p) != data} == {run / "train.log"}
     before = files(run)
     evaluated = train_py(tmp_path, *command, "train=false", "ckpt_path=last")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     after = files(run)
     changed = sorted(str(p.relative_to(run)) for p in before if after.get(p) != before[p])
-    assert changed == ["execute.log"]  # Hydra's log: appended to, as Hydra does
-    assert after[run / "execute.log"].startswith(before[run / "execute.log"])
+    assert changed == ["train.log"]  # Hydra's log: appended to, as Hydra does
+    assert after[run / "train.log"].startswith(before[run / "train.log"])
     (own,) = run.glob(".hydra-eval-*")  # the evaluation's own Hydra files
     assert "train=false" in (own / "overrides.yaml").read_text()
     (record,) = run.glob("eval-*.json")

@@ -158,7 +158,7 @@ def test_predict_refuses_an_edited_preprocessing_json(tmp_path, edit, message):
     before = predict(args).read_text()
     prep_file.write_text(json.dumps(edit(json.loads(prep_file.read_text()))))
     with pytest.raises(ConfigError) as refused:
-        predict(args)
+        predict([*args, "overwrite=true"])
     assert str(refused.value).startswith(f"ckpt_path='{tmp_path / 'run'}' is not valid: {prep_file} {message}")
     assert (tmp_path / "p.csv").read_text() == before  # nothing written over the earlier predictions
 
@@ -172,7 +172,7 @@ def test_predict_reads_the_config_its_checkpoint_carries_not_the_editable_copy(t
     edited = OmegaConf.load(config_file)
     edited.model.hidden = [32]  # read as the run's config, this network would not take the checkpoint's weights
     OmegaConf.save(edited, config_file)
-    assert predict(args).read_text() == before
+    assert predict([*args, "overwrite=true"]).read_text() == before
 
 
 @pytest.mark.parametrize("in_memory", ["true", "false"])
@@ -217,6 +217,6 @@ def test_predict_takes_a_given_threshold_from_the_checkpoint_and_says_a_tuned_on
     before = predict(args).read_text()
     metrics_file = tmp_path / "0.5" / "metrics.json"
     metrics_file.write_text(json.dumps({**json.loads(metrics_file.read_text()), "threshold": 0.01}))
-    assert predict(args).read_text() == before  # the edited metrics.json decides nothing
+    assert predict([*args, "overwrite=true"]).read_text() == before  # the edited metrics.json decides nothing
     predict([f"ckpt_path={tmp_path / 'auto'}", f"data.path={tmp_path / 't.csv'}", f"output={tmp_path / 'q.csv'}"])
     assert f"is read from {tmp_path / 'auto' / 'metrics.json'}, which carries no checksum" in caplog.text
