@@ -82,6 +82,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     assert log.count("train as one vectorized model") == 2  # one group per loss
     # two configs composed per group; Hydra's check of the batch and the launch get copies of them
     assert "job configs: 4 composed, 8 copied from a composed one" in log
+    assert "`Trainer.fit` stopped" not in log  # Lightning's info lines stay in the job logs
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
     for job in ("0", "4"):
         files = sorted(p.name for p in (tmp_path / "together" / job / "checkpoints").iterdir())
@@ -94,6 +95,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
         assert list((tmp_path / "together" / job / "tensorboard").rglob("events.out.tfevents.*"))
         job_log = (tmp_path / "together" / job / "train.log").read_text()  # its group's lines, no other job's
         assert "train as one vectorized model" in job_log and not re.search(r"#\d+ : ", job_log)
+        assert "`Trainer.fit` stopped" in job_log
 
     def rows(folder: str) -> list[dict[str, str]]:
         return list(csv.DictReader((tmp_path / folder / "comparisons.csv").open()))

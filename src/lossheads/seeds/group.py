@@ -207,6 +207,9 @@ def group_logging(members: list[Member]) -> Iterator[None]:
                 copies.append(copy)
     for handler in copies:
         root.addHandler(handler)
+    from lossheads.run.console import quiet_lightning
+
+    quiet_lightning()  # Hydra's new console handler: Lightning's info lines go to the job logs only
     try:
         yield
     finally:
