@@ -451,7 +451,7 @@ def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_
     tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
     overrides = ["model=custom", "model._target_=seeded_nets.SlowToEvaluate", "seed=1,2", "trainer.max_epochs=1"]
-    returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "`Trainer.fit` stopped", sig)
+    returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "each is now tested and recorded", sig)
     assert returncode == code, log[-3000:]
     assert "Traceback" not in log
     found = records(tmp_path / "sweep")

@@ -87,6 +87,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
                 log.exception("the seeds %s failed; the sweep goes on", seeds)
             failure = exc
         end_member_logs(members, module, failed=failure is not None)
+        if failure is None:
+            log.info("seeds %s trained; each is now tested and recorded as its own run", seeds)
     if failure is not None and StopSignals.received is None:  # a crash: recorded for each member; the sweep goes on
         for member in members:
             with current_job(member):
