@@ -131,7 +131,7 @@ class SeedsLauncher(Launcher):
             hydra_context.config_loader = SeedSharingConfigLoader(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lossheads.config.validators import ConfigError, is_int, require
+        from lossheads.config.validators import EXIT_BAD_INPUT, ConfigError, is_int, require
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         try:
@@ -139,7 +139,7 @@ class SeedsLauncher(Launcher):
                     "use a whole number >= 2: the most seeds that train as one model")  # fmt: skip
         except ConfigError as error:  # the entry point's one line, before any job starts
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
         setup_globals()
         self._sweep_logging()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

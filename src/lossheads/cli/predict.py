@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lossheads.config.validators import ConfigError, require
+from lossheads.config.validators import EXIT_BAD_INPUT, ConfigError, require
 from lossheads.evaluation.predict import USAGE, image_inputs, load_run, predict, table_inputs, write_predictions
 from lossheads.run.folder import enclosing_run
 
@@ -90,4 +90,4 @@ def cli() -> None:
         main(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)

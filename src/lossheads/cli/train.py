@@ -19,9 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lossheads.cli.help import composition_error, config_dir, help_page
+from lossheads.config.validators import EXIT_BAD_INPUT
 from lossheads.run.lock import HELD, LOCK_NAME
-
-EXIT_BAD_INPUT = 2
 
 
 def train() -> None:

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+EXIT_BAD_INPUT = 2  # the exit code of every refusal: a ConfigError printed as one line
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lossheads.config.validators import ConfigError
+from lossheads.config.validators import EXIT_BAD_INPUT, ConfigError
 from lossheads.report.arms import check_baseline
 from lossheads.report.settings import DEFAULT_METRIC, of_sweep, settings
 from lossheads.report.sweeps import swept_values
@@ -34,7 +34,7 @@ class ReportCallback(Callback):
                 check_baseline(self.values["baseline"], swept or {})
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lossheads.report.markdown import write  # scipy and torch: not on every command's path
@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--margin", type=float, help="one equivalence margin for every metric")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        parser.exit(2, f"error: sweep_dir={args.sweep_dir} is not a folder: give a multirun folder\n")
+        parser.exit(EXIT_BAD_INPUT, f"error: sweep_dir={args.sweep_dir} is not a folder: give a multirun folder\n")
     if not (args.sweep_dir / "multirun.yaml").is_file() and any(
         (args.sweep_dir / mark).exists() for mark in (".hydra", "metrics.json", "failure.json")
     ):
-        parser.exit(2, f"error: sweep_dir={args.sweep_dir} is a run folder, not a sweep folder: give the folder of a "
-                       "multirun (it holds multirun.yaml and one folder per job); a run's own numbers are in its "
-                       "metrics.json\n")  # fmt: skip
+        reason = (f"error: sweep_dir={args.sweep_dir} is a run folder, not a sweep folder: give the folder of a "
+                  "multirun (it holds multirun.yaml and one folder per job); a run's own numbers are in its "
+                  "metrics.json\n")  # fmt: skip
+        parser.exit(EXIT_BAD_INPUT, reason)
     given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
     try:
         report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))
@@ -75,5 +76,5 @@ def main(argv: list[str] | None = None) -> None:
         message = str(error)
         for key in given:
             message = message.replace(f"report.{key}=", f"--{key}=")
-        parser.exit(2, f"error: {message}\n")
+        parser.exit(EXIT_BAD_INPUT, f"error: {message}\n")
     print("\n".join([*summary, f"report: {report}"]))

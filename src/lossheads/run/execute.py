@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from lossheads.config.validators import ConfigError
+from lossheads.config.validators import EXIT_BAD_INPUT, ConfigError
 from lossheads.data import ArrayDataModule
 from lossheads.run.atomic import StorageError, require_writable
 from lossheads.run.build import build, build_trainer, checked_checkpoint, plan_run
@@ -39,7 +39,6 @@ from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
 
 EXIT_DIVERGED = 1
-EXIT_BAD_INPUT = 2
 
 
 def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-EXIT_BAD_INPUT = 2
+from lossheads.config.validators import EXIT_BAD_INPUT
 
 
 class FolderCheck(Callback):

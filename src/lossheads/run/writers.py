@@ -22,11 +22,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from lossheads.config.validators import ConfigError
+from lossheads.config.validators import EXIT_BAD_INPUT, ConfigError
 from lossheads.run.lock import HELD, acquire
-
-EXIT_BAD_INPUT = 2
-
 
 RANK_KEYS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads its rank
 
