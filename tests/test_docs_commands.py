@@ -91,6 +91,15 @@ def with_example_loss(arguments: list[str], folder: Path) -> list[str]:
 COMMANDS = [(where, command) for document in DOCUMENTS for where, command in commands_in(document)]
 
 
+def words_of(command: str) -> list[str]:
+    """The arguments after `python train.py` or `lossheads-train`."""
+    return shlex.split(command)[2 if command.startswith("python") else 1 :]
+
+
+RUNS = [(where, command) for where, command in COMMANDS if not set(words_of(command)) & set(NOT_A_RUN)]
+HELP = [(where, command) for where, command in COMMANDS if set(words_of(command)) & {"--help", "-h"}]
+
+
 def test_the_docs_show_train_commands():
     """The extraction itself: a README without commands would make the test below pass on nothing."""
     readme = [command for where, command in COMMANDS if where.startswith("README.md")]
@@ -98,14 +107,23 @@ def test_the_docs_show_train_commands():
     assert any(where.startswith("docs/") for where, _ in COMMANDS)
 
 
-@pytest.mark.parametrize(("where", "command"), COMMANDS, ids=[where for where, _ in COMMANDS])
+@pytest.mark.parametrize(("where", "command"), RUNS, ids=[where for where, _ in RUNS])
 def test_every_documented_command_composes(where, command, tmp_path):
-    words = shlex.split(command)[2 if command.startswith("python") else 1 :]
-    if any(word in NOT_A_RUN for word in words):
-        pytest.skip(f"{command!r} does not run a config")
-    arguments = [word for word in words if word not in ("-m", "--multirun")]
+    arguments = [word for word in words_of(command) if word not in ("-m", "--multirun")]
     cfg = compose_config(with_example_loss(first_values(arguments), tmp_path / "configs"), tmp_path / "run")
     assert cfg.loss.name and cfg.data._target_
+
+
+@pytest.mark.parametrize(("where", "command"), HELP, ids=[where for where, _ in HELP])
+def test_every_documented_help_command_prints_the_help_page(where, command, monkeypatch, capsys):
+    """`--help` runs no config: the page it prints, read from the configs, lists the groups and keys."""
+    from lossheads.cli.train import train
+
+    monkeypatch.setattr("sys.argv", ["train.py", *words_of(command)])
+    train()
+    page = capsys.readouterr().out
+    assert page.startswith("usage: lossheads-train") and "config groups (default marked *):" in page
+    assert "  loss            " in page and "top-level keys (default):" in page
 
 
 def test_readme_setup_commands_are_the_quick_start_and_what_ci_runs():
