@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lossheads.config.validators import ConfigError
+from lossheads.run.guards import unusable_folder
 
 LOCK_NAME = ".writer.lock"
 
@@ -114,11 +115,9 @@ def acquire(folder: Path, key: str, *, inside_own: bool = False) -> FolderLock:
     above = None if inside_own else held_above(folder)
     if above is not None:
         raise busy(key, shown, above / LOCK_NAME, f"the folder {str(above)!r} above it is being written")
-    if Path(shown).is_symlink() and not Path(shown).exists():
-        raise ConfigError(f"{key}={str(shown)!r} is not valid: it is a link to {os.readlink(shown)!r}, which does "
-                          "not exist; create that folder, or choose another")  # fmt: skip
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{key}={str(shown)!r} is not valid: it is a file, not a folder; choose a folder")
+    reason = unusable_folder(Path(shown))  # a file, or a link to nothing, on the way: the guard's own words
+    if reason:
+        raise ConfigError(f"{key}={str(shown)!r} is not valid: {reason}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
