@@ -204,9 +204,10 @@ class SeedsLauncher(Launcher):
 
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
         folders: dict[Path, int] = {}  # the run folders of the jobs prepared so far
+        loaded: dict[str, Any] = {}  # the data they loaded, by data config: loaded once for the group
         for (idx, overrides), config in zip(jobs, [self._sweep_config(*job) for job in jobs], strict=True):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            result = self._run(config, functools.partial(prepare, folders=folders))
+            result = self._run(config, functools.partial(prepare, folders=folders, loaded=loaded))
             if isinstance(result._return_value, Stopped):
                 sys.exit(StopSignals.exit_code())
             prepared.append((idx, config, result, result._return_value))

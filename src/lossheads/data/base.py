@@ -266,7 +266,11 @@ class ArrayDataModule(LightningDataModule):
         """Load and split once; later calls (Lightning calls this per stage) reuse the tensors."""
         if self.splits:
             return
-        data = self.load()
+        # `preloaded`: the same data loaded once for the runs of a seeds group (each splits it its own way)
+        preloaded = getattr(self, "preloaded", None)
+        data = preloaded if preloaded is not None else self.load()
+        if getattr(self, "keep_loaded", False):
+            self.preloaded = data
         labels = data.hard_labels
         if labels is not None:
             present = np.unique(labels).size

@@ -6,6 +6,7 @@ checkpoint, compared on resume, fingerprinted in metrics.json), the stepping pla
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer, seed_everything
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lossheads.config.check import check_config, check_machine
 from lossheads.config.pairing import build_head_for, build_loss, check_names, loss_name
@@ -74,14 +75,23 @@ def lightning_says(trainer: DictConfig, exc: BaseException) -> str:
     return f"{key} is not valid: Lightning says {reason}"
 
 
-def build(cfg: DictConfig, plan: RunPlan | None = None) -> tuple[ArrayDataModule, ClassifierModule]:
-    """Everything a run needs, every input checked, before any training starts."""
+def build(
+    cfg: DictConfig, plan: RunPlan | None = None, loaded: dict[str, Any] | None = None
+) -> tuple[ArrayDataModule, ClassifierModule]:
+    """Everything a run needs, every input checked, before any training starts. `loaded`: data
+    already loaded by runs built before this one (a seeds group), by their data config."""
     plan = plan or plan_run(cfg)
     stepping = plan.stepping
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call,
                                                       seed=cfg.seed)  # fmt: skip
+    if loaded is not None:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        key = json.dumps({k: v for k, v in data.items() if k != "split_seed"}, sort_keys=True, default=str)
+        datamodule.preloaded, datamodule.keep_loaded = loaded.get(key), True
     datamodule.setup()
+    if loaded is not None:
+        loaded.setdefault(key, datamodule.preloaded)
     require(cfg.threshold != "auto" or datamodule.task != "multiclass", "threshold", cfg.threshold,
             "multi-class heads predict the argmax and take no threshold: drop threshold=auto")  # fmt: skip
     # threshold=auto trains and validates at 0.5; the tuned threshold is set before testing

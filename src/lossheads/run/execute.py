@@ -72,7 +72,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
                               "the data leave no training batch): its numbers would be the random "
                               "initialization's; give training something to do")  # fmt: skip
         metrics = logged(trainer, "val/") or last_val_metrics(trainer)
-        ckpt_path = weights_to_test(cfg, trainer)  # None: the weights training ended with
+        ckpt_path = weights_to_test(cfg, trainer.callbacks)  # None: the weights training ended with
     trained = Trained(trainer.current_epoch, trainer.global_step, start) if cfg.train else None
     return test_and_record(cfg, trainer, module, datamodule, metrics, ckpt_path, trained, beside, config=plan.config)
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -171,12 +170,12 @@ def ordered_params(params: dict[str, Any]) -> dict[str, Any]:
     return {**{k: params[k] for k in dict.fromkeys(first)}, **params}
 
 
-def log_run_hparams(trainer: Trainer, params: dict[str, Any], metrics: dict[str, float]) -> None:
+def log_run_hparams(loggers: list[Logger], params: dict[str, Any], metrics: dict[str, float]) -> None:
     """The run's hyperparameters in every logger; TensorBoard's HPARAMS tab gets the final metrics
     beside them (the other loggers hold the metrics as logged series already)."""
     params = ordered_params({k: (str(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()})
     finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-    for logger in trainer.loggers:
+    for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, finite)
         else:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from lossheads.data import ArrayDataModule
@@ -51,14 +52,22 @@ def save_config(cfg: DictConfig, output_dir: Path) -> None:
         write_text(config_file, OmegaConf.to_yaml(cfg))
 
 
-def save_predictions(module: ClassifierModule, path: Path) -> None:
+Predictions = dict[str, tuple[torch.Tensor, torch.Tensor]]  # stage -> (probabilities, targets)
+
+
+def module_predictions(module: ClassifierModule) -> Predictions:
+    """The module's last val and test probabilities with their targets, joined over batches."""
+    return {stage: (torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]))
+            for stage, batches in module.predictions.items() if batches}  # fmt: skip
+
+
+def save_predictions(predictions: Predictions, path: Path) -> None:
     """The final model's val and test probabilities with their targets: what ROC, PR, reliability
     and threshold plots need, a few kB for these datasets."""
     arrays = {}
-    for stage, batches in module.predictions.items():
-        if batches:
-            arrays[f"{stage}_probs"] = torch.cat([p for p, _ in batches]).numpy()
-            arrays[f"{stage}_targets"] = torch.cat([t for _, t in batches]).numpy()
+    for stage, (probabilities, targets) in predictions.items():
+        arrays[f"{stage}_probs"] = probabilities.numpy()
+        arrays[f"{stage}_targets"] = targets.numpy()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     write_bytes(path, buffer.getvalue())
@@ -101,11 +110,34 @@ def test_and_record(
     of the weights training ended with; `trained` None: an evaluation of `ckpt_path` only; `beside`:
     an evaluation written beside a training run's own record; `config`: the run's `resolved(cfg)`.
     Under DDP only rank 0 writes."""
-    output_dir = Path(cfg.paths.output_dir)
     if cfg.threshold == "auto":
         metrics = choose_threshold(trainer, module, datamodule, ckpt_path)
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     metrics = {**metrics, **logged(trainer, "test/")}
+    tested = Tested(metrics, module_predictions(module), module.per_class)
+    return write_record(cfg, module, datamodule, tested, ckpt_path, trained, beside, config=config,
+                        loggers=trainer.loggers, writes=trainer.is_global_zero)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tested:
+    """What a test left: the val/* and test/* numbers, the val and test probabilities with their
+    targets, and the per-class numbers of the test."""
+
+    metrics: dict[str, float]
+    predictions: Predictions
+    per_class: dict[str, list]
+
+
+def write_record(
+    cfg: DictConfig, module: ClassifierModule, datamodule: ArrayDataModule, tested: Tested, ckpt_path: str | None,
+    trained: Trained | None, beside: bool = False, *, config: dict[str, Any], loggers: list[Logger],
+    writes: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """metrics.json, predictions.npz and per_class.json of a tested run, and its hyperparameters in
+    its loggers (`writes` false: another process writes them); returns the record."""
+    output_dir = Path(cfg.paths.output_dir)
+    metrics = tested.metrics
     record = {
         "status": "ok",
         "task": datamodule.task,
@@ -121,7 +153,7 @@ def test_and_record(
         "fingerprint": fingerprint(config),
         **metrics,
     }
-    if not trainer.is_global_zero:
+    if not writes:
         return record
     metrics_file, predictions_file = output_dir / "metrics.json", output_dir / "predictions.npz"
     per_class_file = output_dir / "per_class.json"
@@ -129,13 +161,13 @@ def test_and_record(
         metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
         per_class_file = metrics_file.with_name(f"per_class-{metrics_file.name}")  # per_class-eval-<time>.json
         record["record"] = metrics_file.name
-    save_predictions(module, predictions_file)
-    if module.per_class:
-        write_metrics(per_class_file, module.per_class)
+    save_predictions(tested.predictions, predictions_file)
+    if tested.per_class:
+        write_metrics(per_class_file, tested.per_class)
     write_metrics(metrics_file, record)
     params = {k: v for k, v in record.items() if "/" not in k}
     params.update(flat_overrides(cfg))
-    log_run_hparams(trainer, params, metrics)
+    log_run_hparams(loggers, params, metrics)
     return record
 
 

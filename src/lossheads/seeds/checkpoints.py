@@ -1,9 +1,19 @@
-"""A member's checkpoints cut from the group's: Lightning saves the group's state, and
-`MembersCheckpointIO` writes each member's slice of it into the member's folder, where `ckpt_path`,
-`train=false` and distillation read it as any run's."""
+"""A seeds group's checkpoints: one file for the whole group while it trains, each member's own
+files when it ends.
+
+While the group trains, every save Lightning makes (`GroupLast`: each epoch's end, training's end, a
+stop between epochs) is one file holding every member's state (the stacked weights and optimizer
+state, the loops, each member's best-so-far records and best weights), written atomically, its
+SHA-256 over its bytes on its first line. A SIGKILL loses no finished epoch: the sweep run again
+resumes the group from it (`resumable`). When the group finishes or stops, each member's folder gets
+`checkpoints/last.ckpt` and its `best-epochNNN.ckpt` as single-run checkpoints (`write_member_files`),
+which `ckpt_path`, `train=false` and distillation read as any run's; then the group's file goes.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,49 +23,91 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
+from lossheads.config.validators import ConfigError
+from lossheads.run.atomic import write_bytes
 from lossheads.run.checkpoints import RunCheckpointIO
+from lossheads.run.resume import run_inputs
 from lossheads.seeds.members import Member
 from lossheads.seeds.module import SeedsModule
 from lossheads.training.callbacks import LastCheckpoint
 
 log = logging.getLogger(__name__)
+HEADER = b"lossheads seeds group checkpoint; sha256 of the bytes after this line: "
+BEST_DUMP = "<members' best, kept in memory>"  # the path MemberBest saves to: nothing is written
 
 
-class MembersCheckpointIO(TorchCheckpointIO):
-    """Each checkpoint Lightning saves for the group is written as every healthy member's own, under
-    the same file name in the member's `checkpoints/` (or, for a member's best, only that one's)."""
+def write_group_file(path: Path, checkpoint: dict[str, Any]) -> bytes:
+    """`checkpoint` as torch.save bytes behind a first line with their SHA-256, written atomically."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    payload = buffer.getvalue()
+    write_bytes(path, HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    return payload
 
-    def __init__(self, members: list[Member], module: SeedsModule) -> None:
-        self.members, self.module = members, module
-        self.only: dict[int, Path] | None = None  # members' best: those members' files alone, at these paths
+
+def read_group_file(path: Path) -> dict[str, Any]:
+    """The group checkpoint at `path`, its checksum verified, or a ConfigError in one line."""
+    data = path.read_bytes()
+    first, _, payload = data.partition(b"\n")
+    recorded = first[len(HEADER) :].decode(errors="replace") if first.startswith(HEADER) else None
+    if recorded != hashlib.sha256(payload).hexdigest():
+        raise ConfigError(f"the seeds group checkpoint {path} is damaged (its checksum does not match its bytes)")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+def load_group_bytes(payload: bytes) -> dict[str, Any]:
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+class GroupCheckpointIO(TorchCheckpointIO):
+    """Lightning's saves of the group: `GroupLast`'s into the group file (the newest bytes kept for
+    the members' files), `MemberBest`'s into memory (`BEST_DUMP`)."""
+
+    def __init__(self, path: Path, best: MemberBest) -> None:
+        self.path, self.best = path, best
+        self.latest: bytes | None = None  # the group's newest saved state
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        """The members' files are written one after another, all before this returns, as Lightning
-        expects of a save. Not by threads: a member's file is mostly Python work (its checksum,
-        pickling), and four threads made the group's saves 2x slower on 2 CPU cores (1.1 s against
-        2.2 s for a 10-seed default sweep's 383 files)."""
-        targets = self.only or {k: m.folder / "checkpoints" / Path(path).name for k, m in enumerate(self.members)}
-        for k, target in targets.items():
-            if k in self.module.diverged:
-                continue  # its last healthy checkpoint stays
-            member = self.members[k]
-            data = member_checkpoint(checkpoint, k, member, self.module, last=self.only is None)
-            RunCheckpointIO(member.config).save_checkpoint(data, target)  # a full disk raises, as a run's save
+        if path == BEST_DUMP:
+            self.best.take(checkpoint)
+            return
+        self.best.freeze_diverged(self.latest)  # a member that diverged since keeps its last healthy state
+        self.latest = write_group_file(self.path, checkpoint)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_group_file(Path(path))
 
     def remove_checkpoint(self, path: Any) -> None:
-        for member in self.members:
-            (member.folder / "checkpoints" / Path(path).name).unlink(missing_ok=True)
+        Path(path).unlink(missing_ok=True)
 
 
-def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule, last: bool) -> dict[str, Any]:
-    """Member k's checkpoint from the group's: what its own run's checkpoint at this step holds. The
-    loops' and schedulers' states are the group's (the members take the same steps); the weights and
-    the optimizer's per-element state are member k's slice; callbacks are the member's own. `last`: a
-    save of last.ckpt, the moment its run's `LastCheckpoint` takes the newest val/* numbers."""
-    net = module.net.member_state(k)
+def resumable(path: Path, identity: list[list[str]]) -> str | None:
+    """The group file to resume from: one left by this very group (its members' folders and
+    configs), or None (none, another group's, or damaged: the group starts afresh, one log line)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = read_group_file(path)
+    except (ConfigError, Exception) as error:  # noqa: BLE001 -- any unreadable file: start afresh, say so
+        log.warning("%s; the group starts afresh", str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return None
+    if (saved.get(SeedsModule.STATE) or {}).get("identity") != identity:
+        log.info("the seeds group checkpoint %s belongs to another group of jobs; this group starts afresh", path)
+        return None
+    log.info("the seeds group resumes from %s (epoch %s)", path, saved.get("epoch"))
+    return str(path)
+
+
+def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule) -> dict[str, Any]:
+    """Member k's checkpoint from the group's dump `group`: what its own run's checkpoint at that step
+    holds. The loops' and schedulers' states are the group's (the members take the same steps); the
+    weights and the optimizer's per-element state are member k's slice; callbacks are the member's own
+    (their records as of this save)."""
+    net_state = {key.removeprefix("net."): v for key, v in group["state_dict"].items() if key.startswith("net.")}
+    net = module.net.member_state(k, net_state)
     state = {}
     for key in member.module.state_dict():
-        state[key] = net[key.removeprefix("net.")] if key.startswith("net.") else group["state_dict"][key]
+        state[key] = net[key.removeprefix("net.")] if key.startswith("net.") else group["state_dict"][key].clone()
     shapes = [tuple(p.shape) for p in module.net.stacked]
     optimizers = []
     for optimizer in group["optimizer_states"]:
@@ -68,25 +120,60 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
         }
         optimizers.append({"state": sliced, "param_groups": optimizer["param_groups"]})
     callbacks = {}
-    for callback in member.trainer.callbacks:
-        if isinstance(callback, LastCheckpoint) and last:
-            newest = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
-            callback.val_metrics = newest or callback.val_metrics
+    for callback in member.callbacks:
         own = callback.state_dict()
         if own:
             callbacks[callback.state_key] = own
-    kept = {key: value for key, value in group.items() if key not in ("state_dict", "optimizer_states", "callbacks")}
+    dropped = ("state_dict", "optimizer_states", "callbacks", SeedsModule.STATE)
+    kept = {key: value for key, value in group.items() if key not in dropped}
     return {**kept, "state_dict": state, "optimizer_states": optimizers, "callbacks": callbacks}
+
+
+class GroupLast(LastCheckpoint):
+    """The group's `LastCheckpoint` (every epoch's end, training's end, a stop between epochs), into
+    the group file. Each member's `LastCheckpoint` takes its newest val/* numbers first, as its run's
+    does when it saves its last.ckpt."""
+
+    def __init__(self, path: Path, members: list[Member], module: SeedsModule) -> None:
+        super().__init__(str(path.parent), path.stem)
+        self.members, self.module = members, module
+
+    def _save(self, trainer: Trainer) -> None:
+        for k, member in enumerate(self.members):
+            newest = {n: v for n, v in self.module.member_values[k].items() if n.startswith("val/")}
+            if member.last is not None and k not in self.module.diverged:
+                member.last.val_metrics = newest or member.last.val_metrics
+        super()._save(trainer)
 
 
 class MemberBest(Checkpoint):
     """Each member's best checkpoint by its own validation monitor, as its `ModelCheckpoint` (top 1)
-    would keep it: the member's callback object holds the state; the file is the member's slice.
-    Saved when that `ModelCheckpoint` saves (by default at the training epoch's end, after the
-    module's hook: a `Checkpoint` is called then), so that its loop counters are its run's."""
+    would keep it: the member's callback object holds the records; the member's slice of the group's
+    state at that moment is kept (in memory and in the group file) and written to its folder at the
+    end. Taken when that `ModelCheckpoint` would save (by default at the training epoch's end, after
+    the module's hook: a `Checkpoint` is called then), so that its loop counters are its run's."""
 
-    def __init__(self, members: list[Member], io: MembersCheckpointIO) -> None:
-        self.members, self.io = members, io
+    def __init__(self, members: list[Member], module: SeedsModule) -> None:
+        self.members, self.module = members, module
+        self.slices: dict[int, dict[str, Any]] = {}  # member -> its best checkpoint's contents
+        self.frozen: dict[int, dict[str, Any]] = {}  # a diverged member -> its last healthy checkpoint
+        self.improved: list[int] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": {k: m.best.state_dict() for k, m in enumerate(self.members) if m.best is not None},
+            "last": {k: dict(m.last.val_metrics) for k, m in enumerate(self.members) if m.last is not None},
+            "slices": self.slices,
+            "frozen": self.frozen,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for k, member in enumerate(self.members):
+            if member.best is not None and k in state_dict["best"]:
+                member.best.load_state_dict(state_dict["best"][k])
+            if member.last is not None and k in state_dict["last"]:
+                member.last.val_metrics = dict(state_dict["last"][k])
+        self.slices, self.frozen = dict(state_dict["slices"]), dict(state_dict["frozen"])
 
     def _at_epoch_end(self, trainer: Trainer) -> bool:
         """Lightning's rule for where ModelCheckpoint saves (a private method, asked of the first
@@ -97,17 +184,16 @@ class MemberBest(Checkpoint):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking and not self._at_epoch_end(trainer):
-            self._save_improved(trainer, pl_module)
+            self._save_improved(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._at_epoch_end(trainer):
-            self._save_improved(trainer, pl_module)
+            self._save_improved(trainer)
 
-    def _save_improved(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The members whose monitor improved get their best file, from one dump of the group's state."""
-        module: SeedsModule = pl_module  # type: ignore[assignment]
-        improved: dict[int, Path] = {}
-        replaced = []
+    def _save_improved(self, trainer: Trainer) -> None:
+        """The members whose monitor improved get their best, from one dump of the group's state."""
+        module = self.module
+        self.improved = []
         for k, member in enumerate(self.members):
             best = member.best
             if best is None or not module.member_healthy(k) or best.monitor not in module.member_values[k]:
@@ -117,19 +203,41 @@ class MemberBest(Checkpoint):
                 continue
             candidates = {"epoch": torch.tensor(trainer.current_epoch), "step": torch.tensor(trainer.global_step),
                           best.monitor: score}  # fmt: skip
-            path, before = best.format_checkpoint_name(candidates), best.best_model_path
+            path = best.format_checkpoint_name(candidates)
             best.best_k_models = {path: score}
             best.kth_best_model_path, best.kth_value = path, score
             best.best_model_path, best.best_model_score, best.current_score = path, score, score
-            improved[k] = Path(path)
-            if before and before != path:
-                replaced.append(Path(before))
-        if not improved:
+            self.improved.append(k)
+        if self.improved:
+            trainer.save_checkpoint(BEST_DUMP, weights_only=False)  # -> GroupCheckpointIO -> take
+
+    def take(self, checkpoint: dict[str, Any]) -> None:
+        for k in self.improved:
+            self.slices[k] = member_checkpoint(checkpoint, k, self.members[k], self.module)
+
+    def freeze_diverged(self, latest: bytes | None) -> None:
+        """Members diverged since the group's last save keep that save's state as their last.ckpt
+        (as a run alone that diverges keeps the last.ckpt of its last finished epoch)."""
+        new = [k for k in self.module.diverged if k not in self.frozen]
+        if not new or latest is None:
             return
-        self.io.only = improved
-        try:
-            trainer.save_checkpoint(improved[next(iter(improved))], weights_only=False)
-        finally:
-            self.io.only = None
-        for path in replaced:  # after the new best is safely written, as ModelCheckpoint does
-            path.unlink(missing_ok=True)
+        group = load_group_bytes(latest)
+        for k in new:
+            self.frozen[k] = member_checkpoint(group, k, self.members[k], self.module)
+
+
+def write_member_files(members: list[Member], module: SeedsModule, io_plugin: GroupCheckpointIO) -> None:
+    """Each member's `checkpoints/last.ckpt` (the group's newest state; a diverged member's last healthy
+    one) and its best file, as single-run checkpoints with its config, inputs and checksum."""
+    best = io_plugin.best
+    best.freeze_diverged(io_plugin.latest)
+    group = load_group_bytes(io_plugin.latest) if io_plugin.latest is not None else None
+    for k, member in enumerate(members):
+        writer = RunCheckpointIO(member.config, run_inputs(member.datamodule.split_record))
+        if k in best.slices and member.best is not None and member.best.best_model_path:
+            writer.save_checkpoint(best.slices[k], Path(member.best.best_model_path))
+        last = best.frozen.get(k) if k in module.diverged else None
+        if last is None and k not in module.diverged and group is not None:
+            last = member_checkpoint(group, k, member, module)
+        if last is not None:
+            writer.save_checkpoint(last, member.folder / "checkpoints" / "last.ckpt")

@@ -1,27 +1,27 @@
-"""Seeds of one configuration trained together, each member leaving the run folder its own run
-would leave.
+"""Seeds of one configuration trained together as one run of work, each member leaving the run
+folder its own run would leave.
 
 A member is prepared inside its own Hydra job (its folder, config and Hydra files, as `run`
-prepares a run: built and checked before anything trains), the group is trained as one
-`SeedsModule`, and each member is then validated, tested and recorded by its own Trainer and
-module through `records.test_and_record`, exactly as a run trained alone. Its checkpoints come
-from the group's: Lightning saves the group's state, and `MembersCheckpointIO` writes each
-member's slice of it (its weights, its optimizer state, its best-checkpoint and last-validation
-records, its own config and checksum) into the member's folder, where `ckpt_path`, `train=false`
-and distillation read it as any run's.
+prepares a run: built and checked before anything trains; the data loaded once for the group). The
+group trains as one `SeedsModule` under one Trainer, its state saved after every epoch into one group
+file (`seeds.checkpoints`), from which the sweep run again resumes it after a kill. When it ends, each
+member's folder gets its single-run checkpoints, and the members are tested in one pass and recorded
+each as its own run (`seeds.testing`), where `ckpt_path`, `train=false`, distillation, predict and the
+report read them as any run's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, Trainer
@@ -29,13 +29,22 @@ from torch import nn
 
 from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import StorageError
-from lossheads.run.records import Trained, logged, test_and_record
+from lossheads.run.folder import fingerprint
+from lossheads.run.records import Trained
+from lossheads.run.resume import resumed_from
 from lossheads.run.stops import StopSignals, caught
-from lossheads.seeds.checkpoints import MemberBest, MembersCheckpointIO
+from lossheads.seeds.checkpoints import (
+    GroupCheckpointIO,
+    GroupLast,
+    MemberBest,
+    read_group_file,
+    resumable,
+    write_member_files,
+)
 from lossheads.seeds.data import StackedData
-from lossheads.seeds.members import Member
+from lossheads.seeds.members import Member, current_job
 from lossheads.seeds.module import SeedsModule
-from lossheads.training.callbacks import LastCheckpoint
+from lossheads.seeds.testing import test_members
 from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
 from lossheads.training.stepping import trainer_arguments
@@ -44,27 +53,41 @@ log = logging.getLogger(__name__)
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
+def group_file(members: list[Member]) -> Path:
+    """Where the group's checkpoint lives while it trains: in the sweep's folder, named by its members'
+    folders (the sweep run again finds it there), never inside a member's folder."""
+    first = members[0]
+    digest = hashlib.sha256("\n".join(str(m.folder.resolve()) for m in members).encode()).hexdigest()[:16]
+    return Path(str(first.hydra_config.hydra.sweep.dir)) / ".seeds" / f"group-{digest}.ckpt"
+
+
 def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:
-    """Train the members as one (`module`, from `stacked`); then record each as its own run.
-    Returns each member's record (None: it diverged or failed, which its folder records)."""
+    """Train the members as one (`module`, from `stacked`); then test them in one pass and record
+    each as its own run. Returns each member's record (None: it diverged or failed, which its
+    folder records)."""
     from lossheads.run.outcomes import record_status
 
     first = members[0]
     stepping = first.module.stepping
     seeds = module.seeds
-    module.member_loggers = [list(m.trainer.loggers) for m in members]
+    started = time.perf_counter()
+    module.member_loggers = [list(m.loggers) for m in members]
+    module.identity = [[str(m.folder.resolve()), fingerprint(m.config)] for m in members]
     for member in members:  # what Lightning does for a run's loggers as its fit starts (a diverged run has them)
-        for logger in member.trainer.loggers:
+        for logger in member.loggers:
             logger.log_hyperparams(member.module.hparams_initial)
             logger.log_graph(member.module)
             logger.save()
-    io = MembersCheckpointIO(members, module)
-    # in a run's order (callbacks/default.yaml): its best checkpoint is saved before its last.ckpt
-    callbacks: list[Callback] = [MemberBest(members, io), LastCheckpoint(str(first.folder / "checkpoints"))]
+    path = group_file(members)
+    best = MemberBest(members, module)
+    io_plugin = GroupCheckpointIO(path, best)
+    # in a run's order (callbacks/default.yaml): its best checkpoint is taken before its last.ckpt
+    callbacks: list[Callback] = [best, GroupLast(path, members, module)]
     bar = (first.cfg.get("callbacks") or {}).get("progress_bar")
     callbacks += [instantiate(bar)] if bar else []
-    trainer = instantiate(first.cfg.trainer, logger=False, callbacks=callbacks, plugins=[io],
+    trainer = instantiate(first.cfg.trainer, logger=False, callbacks=callbacks, plugins=[io_plugin],
                           **trainer_arguments(first.cfg.trainer, stepping))  # fmt: skip
+    data = StackedData([m.datamodule for m in members])
     StopSignals.trainer = trainer
     failure: BaseException | None = None
     with group_logging(members):
@@ -72,9 +95,10 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         if any(isinstance(m, DROPOUT) and m.p > 0 for m in first.module.net.modules()):
             log.info("dropout draws from the group's random stream: each seed's numbers are those of this "
                      "group (the same sweep gives them again), not those of its run alone")  # fmt: skip
-        started = time.perf_counter()
+        resume = resumable(path, module.identity)
+        fit_start = time.perf_counter()
         try:
-            trainer.fit(module, datamodule=StackedData([m.datamodule for m in members]), weights_only=True)
+            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         except Diverged:
             pass  # every member diverged: each is recorded below
         except StorageError as error:  # a full disk: as a run alone, each records it, one line, the sweep stops
@@ -87,45 +111,79 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
                 log.exception("the seeds %s failed; the sweep goes on", seeds)
             failure = exc
         end_member_logs(members, module, failed=failure is not None)
-        if failure is None:
-            log.info("seeds %s trained; each is now tested and recorded as its own run", seeds)
+        trained_at = time.perf_counter()
+        if failure is None or StopSignals.received is not None:
+            try:  # each member's last.ckpt and best file, as its run leaves them
+                write_member_files(members, module, io_plugin)
+            except StorageError as error:
+                stop_for_storage(members, error)
+            except BaseException:
+                if StopSignals.received is None:
+                    raise
+                failure = failure or KeyboardInterrupt()
     if failure is not None and StopSignals.received is None:  # a crash: recorded for each member; the sweep goes on
+        path.unlink(missing_ok=True)
         for member in members:
             with current_job(member):
                 record_status(member.cfg, "failed", f"{type(failure).__name__}: {failure}")
         return [None] * len(members)
     if failure is not None:
+        path.unlink(missing_ok=True)  # each member resumes from its own folder, with its own command
         record_stops(members)
-    trained = time.perf_counter()
-    records: list[dict[str, Any] | None] = []
+    files_at = time.perf_counter()
+    resumed = resumed_from(str(path), read_group_file(path)) if resume else None
+    records: list[dict[str, Any] | None] = [None] * len(members)
     try:
-        for k, member in enumerate(members):
-            with current_job(member):
-                records.append(record_member(member, module, k, trainer))
+        records = record_members(members, module, trainer, data, Trained(trainer.current_epoch, trainer.global_step,
+                                                                         resumed))  # fmt: skip
     except StorageError as error:
-        stop_for_storage(members[len(records) :], error)
+        stop_for_storage([m for k, m in enumerate(members) if records[k] is None], error)
     except BaseException:
         if StopSignals.received is None:
             raise
-        record_stops(members[len(records) :])  # the one being tested, and those after it
+        record_stops(members)  # none of them has its record yet: each resumes from its own last.ckpt
+    path.unlink(missing_ok=True)
     with group_logging(members):
-        log.info("seeds %s: trained together in %.1f s, tested and recorded one by one in %.1f s", seeds,
-                 trained - started, time.perf_counter() - trained)  # fmt: skip
+        log.info("seeds %s: prepared and composed before, set up in %.2f s, trained in %.2f s, member checkpoints "
+                 "in %.2f s, tested and recorded in %.2f s", seeds, fit_start - started, trained_at - fit_start,
+                 files_at - trained_at, time.perf_counter() - files_at)  # fmt: skip
     return records
+
+
+def record_members(
+    members: list[Member], module: SeedsModule, trainer: Trainer, data: StackedData, trained: Trained
+) -> list[dict[str, Any] | None]:
+    """Each healthy member tested (all in one pass) and recorded; a diverged one, or one whose test is
+    refused (e.g. test_on=best without a best checkpoint), gets its status record, as its run would."""
+    from lossheads.run.outcomes import record_status
+
+    tested: dict[int, str | None] = {}
+    for k, member in enumerate(members):
+        with current_job(member):
+            if k in module.diverged:
+                record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
+                continue
+            try:
+                tested[k] = weights_to_test(member.cfg, member.callbacks)
+            except ConfigError as error:
+                record_status(member.cfg, "invalid", str(error))
+                log.warning("invalid job: %s", error)
+    found = test_members(members, module, trainer, data, trained, tested) if tested else {}
+    return [found.get(k) for k in range(len(members))]
 
 
 def end_member_logs(members: list[Member], module: SeedsModule, failed: bool) -> None:
     """What Lightning does to a run's loggers when its fit ends: `finalize` (CSV rows written, MLflow's
     run ended), "failed" for a stopped, crashed or diverged run. A member's test opens them again."""
     for k, member in enumerate(members):
-        for logger in member.trainer.loggers:
+        for logger in member.loggers:
             logger.finalize("failed" if failed or k in module.diverged else "success")
 
 
 def stop_for_storage(members: list[Member], error: StorageError) -> None:
     """A file of the group could not be written: what `train.main` does for a run alone (each member
     its `failed` record, if the disk takes it; the error in one line; exit 2, which ends the sweep)."""
-    from lossheads.run.execute import EXIT_BAD_INPUT
+    from lossheads.config.validators import EXIT_BAD_INPUT
     from lossheads.run.outcomes import record_status
 
     for member in members:
@@ -144,52 +202,6 @@ def record_stops(members: list[Member]) -> None:
         with current_job(member):
             record_stop(member.cfg, then_exit=False)
     sys.exit(StopSignals.exit_code())
-
-
-def record_member(member: Member, module: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any] | None:
-    """Member k's record once the group has trained: its test's, or its status (None then)."""
-    from lossheads.run.outcomes import record_status
-
-    if k in module.diverged:
-        record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
-        return None
-    try:
-        return finish(member, module, k, trainer)
-    except StorageError:
-        raise  # the disk: the group stops, as a run alone would
-    except ConfigError as error:  # e.g. test_on=best without a best checkpoint: as its own run says
-        record_status(member.cfg, "invalid", str(error))
-        log.warning("invalid job: %s", error)
-    except Exception as exc:  # noqa: BLE001 -- one member's failure must not cost the others' records
-        record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
-        log.exception("member with seed %s failed; the others go on", member.cfg.seed)
-    return None
-
-
-def finish(member: Member, group: SeedsModule, k: int, trainer: Trainer) -> dict[str, Any]:
-    """Member k validated and tested by its own trainer on its final (or best) weights, recorded."""
-    StopSignals.trainer = member.trainer  # a stop now is one in this member's validation or test
-    final = group.net.member_state(k)
-    member.module.trained_steps = trainer.global_step
-    # validated again by its own module: the stacked forward's numbers differ by float rounding, which
-    # a rank metric (AUROC of saturated, tied probabilities) or threshold=auto can turn into more. On
-    # the weights of the group's last validation, whose numbers its own run records; its loggers have
-    # that validation's numbers already, from the group
-    metrics: dict[str, float] = {}  # none when training ran no validation, as for a run alone
-    if group.validated is not None:
-        member.module.net.load_state_dict(group.validated[k])
-        loggers, member.trainer.loggers = member.trainer.loggers, []
-        try:
-            member.trainer.validate(member.module, datamodule=member.datamodule, verbose=False)
-        finally:
-            member.trainer.loggers = loggers
-        metrics = logged(member.trainer, "val/")
-    member.module.net.load_state_dict(final)
-    ckpt_path = weights_to_test(member.cfg, member.trainer)
-    trained = Trained(trainer.current_epoch, trainer.global_step)
-    return test_and_record(
-        member.cfg, member.trainer, member.module, member.datamodule, metrics, ckpt_path, trained, config=member.config
-    )
 
 
 @contextlib.contextmanager
@@ -218,22 +230,6 @@ def group_logging(members: list[Member]) -> Iterator[None]:
         for handler in copies:
             root.removeHandler(handler)
             handler.close()
-
-
-@contextlib.contextmanager
-def current_job(member: Member) -> Iterator[None]:
-    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command).
-
-    Hydra keeps the current job's config in the `HydraConfig` singleton's `cfg`, which `run_job` sets
-    and restores; set here the same way between jobs (tests/test_seeds.py's interrupt test reads each
-    member's resume command, which comes from it)."""
-    before = HydraConfig.instance().cfg
-    HydraConfig.instance().cfg = member.hydra_config
-    configure_log(member.hydra_config.hydra.job_logging, member.hydra_config.hydra.verbose)  # its log file
-    try:
-        yield
-    finally:
-        HydraConfig.instance().cfg = before
 
 
 def run_members(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:

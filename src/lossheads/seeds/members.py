@@ -3,17 +3,21 @@ and checked before anything trains), and the reasons a seed trains alone."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch import Trainer
+from hydra.core.utils import configure_log
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
@@ -33,19 +37,41 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Member:
-    """One seed's run, built as `train.run` builds it, waiting for the group to train it."""
+    """One seed's run, built as `train.run` builds it (but for its Trainer: the group's trains it),
+    waiting for the group to train it."""
 
     cfg: DictConfig  # the job's config, resolved (its paths no longer depend on the current Hydra job)
     hydra_config: DictConfig  # the job's whole config, to make it the current Hydra job again
     datamodule: ArrayDataModule
-    module: ClassifierModule
-    trainer: Trainer  # its own: loggers, callbacks; validates and tests the member after training
+    module: ClassifierModule  # its head (threshold), loss and metrics; the group's net holds its weights
+    loggers: list[Logger]  # its own, as its run alone's Trainer would hold them
+    callbacks: list[Callback]  # its run's callbacks (their states go into its checkpoints)
     best: ModelCheckpoint | None  # its checkpoint callback, whose state the group keeps for it
     config: dict[str, Any]  # `resolved(cfg)`: what each of its checkpoints carries
 
     @property
     def folder(self) -> Path:
         return Path(self.cfg.paths.output_dir)
+
+    @property
+    def last(self) -> LastCheckpoint | None:
+        return next((c for c in self.callbacks if isinstance(c, LastCheckpoint)), None)
+
+
+@contextlib.contextmanager
+def current_job(member: Member) -> Iterator[None]:
+    """Make `member`'s Hydra job the current one (its overrides name its logs and resume command).
+
+    Hydra keeps the current job's config in the `HydraConfig` singleton's `cfg`, which `run_job` sets
+    and restores; set here the same way between jobs (tests/test_seeds.py's interrupt test reads each
+    member's resume command, which comes from it)."""
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().cfg = member.hydra_config
+    configure_log(member.hydra_config.hydra.job_logging, member.hydra_config.hydra.verbose)  # its log file
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = before
 
 
 def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
@@ -62,7 +88,7 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
         return "early stopping ends each seed at its own epoch"
     if isinstance(member.module.schedule, Plateau):
         return "scheduler=plateau follows each seed's own validation metric"
-    if member.trainer.world_size > 1:
+    if several_devices(cfg.trainer):
         return "it trains on several devices"
     loader_for = getattr(member.datamodule, "train_loader_for", None)
     if loader_for is None or not isinstance(loader_for(cfg.seed), InMemoryBatches):
@@ -71,7 +97,7 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
     if any(augment.values()):
         return "image augmentation draws per run"
     own = (LastCheckpoint, ProgressBar, ModelSummary)  # what the group does for each member, with `best`
-    others = [type(c).__name__ for c in member.trainer.callbacks if not isinstance(c, own) and c is not member.best]
+    others = [type(c).__name__ for c in member.callbacks if not isinstance(c, own) and c is not member.best]
     if others:
         return f"callbacks {', '.join(others)} see one run"
     best = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
@@ -83,18 +109,28 @@ def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
     return why_not_elementwise(member.module.make_optimizer) or why_not_stackable(member.module.net)
 
 
+def several_devices(trainer: DictConfig) -> bool:
+    """The Trainer config asks for more than one device or node (the group trains in one process)."""
+    devices = trainer.get("devices", 1)
+    many = (isinstance(devices, int) and devices != 1 and devices != 0) or (
+        not isinstance(devices, (int, str)) and len(devices) > 1
+    )
+    return many or str(devices) == "-1" or int(trainer.get("num_nodes", 1) or 1) > 1
+
+
 class Stopped:
     """What `prepare` returns when Ctrl-C or SIGTERM came while it ran: the job's stop is recorded."""
 
 
-def prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str | Stopped:
+def prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -> Member | str | Stopped:
     """Inside the member's Hydra job: build and check it as `run` would, or say why it trains alone
     (then its own job runs it through `train.main`, which reports any bad input as usual).
-    `folders`: the run folders of the jobs prepared before it in this group, with their numbers."""
+    `folders`: the run folders of the jobs prepared before it in this group, with their numbers;
+    `loaded`: the data they loaded (each member splits it its own way)."""
     from lossheads.run.outcomes import record_stop
 
     try:
-        return _prepare(cfg, folders)
+        return _prepare(cfg, folders, loaded)
     except BaseException:
         if StopSignals.received is None:
             raise
@@ -102,21 +138,25 @@ def prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str | Stopped
         return Stopped()
 
 
-def _prepare(cfg: DictConfig, folders: dict[Path, int]) -> Member | str:
+def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -> Member | str:
     from lossheads.run.build import build, build_trainer, plan_run
     from lossheads.run.console import quiet_lightning
     from lossheads.run.execute import write_run_files
+    from lossheads.run.loggers import build_loggers
 
     quiet_lightning()
     try:
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
-        datamodule, module = build(cfg, plan)
-        trainer = build_trainer(cfg, plan)
+        datamodule, module = build(cfg, plan, loaded)
+        if not folders:  # the group's first: Lightning checks the Trainer's arguments (the others share them)
+            build_trainer(cfg, plan)
+        loggers = build_loggers(cfg) or []
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
-    member = Member(cfg, job, datamodule, module, trainer, checkpoint_callback(trainer.callbacks), plan.config)
+    best = checkpoint_callback(plan.callbacks)
+    member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
     folder = member.folder.resolve()
     if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
         restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's

@@ -45,6 +45,8 @@ def why_not_elementwise(make_optimizer: Callable) -> str | None:
 class SeedsModule(ClassifierModule):
     """`members`' networks stacked; batches come as (K, N, ...), each member's own (`StackedData`)."""
 
+    STATE = "seeds_group"  # the group's own records in its checkpoint
+
     def __init__(self, members: list[ClassifierModule], seeds: list[int], **options) -> None:
         first = members[0]
         super().__init__(StackedNet([m.net for m in members]), first.head, first.loss, first.make_optimizer,
@@ -61,8 +63,9 @@ class SeedsModule(ClassifierModule):
         self.member_loggers: list[list[Logger]] = [[] for _ in members]
         self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
-        # each member's weights at the last validation in training (None: training ran none)
-        self.validated: list[dict[str, Tensor]] | None = None
+        # each member's last validation's probabilities and targets (predictions.npz), as its run keeps them
+        self.val_predictions: list[list[tuple[Tensor, Tensor]]] = [[] for _ in members]
+        self.identity: list[list[str]] = []  # the members' folders and config fingerprints: whose group file
         self.member_losses = vmap(lambda logits, targets: self.loss(logits, targets, None))
 
     def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,6 +90,8 @@ class SeedsModule(ClassifierModule):
             member = detached[k]
             metric_targets = self.head.metric_target(targets[k])
             probabilities = None if stage == "train" else self.head.probabilities(member)
+            if stage == "val":
+                self.val_predictions[k].append((probabilities.cpu(), metric_targets.cpu()))
             member_sizes = sizes[:, k] if isinstance(sizes, Tensor) else sizes
             getattr(self, f"{stage}_member_loss")[k].update(losses[..., k], weight=member_sizes)
             getattr(self, f"{stage}_member_metrics")[k].update(self.head.predict(member), probabilities, metric_targets)
@@ -114,12 +119,23 @@ class SeedsModule(ClassifierModule):
         group = {name: sum(v) / len(v) for name, v in means.items() if name in shown}
         self.log_dict(group, prog_bar=True)
 
+    def on_validation_epoch_start(self) -> None:
+        for kept in self.val_predictions:
+            kept.clear()
+
     def on_validation_epoch_end(self) -> None:
-        """The weights are kept too: a run alone records its last validation's numbers, which need
-        not be its final weights' (`trainer.check_val_every_n_epoch=2` over 5 epochs: epoch 4's)."""
         self._log_epoch("val")
-        if not self.trainer.sanity_checking:
-            self.validated = [self.net.member_state(k) for k in range(self.size)]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[self.STATE] = {"identity": self.identity, "values": self.member_values,
+                                  "diverged": self.diverged, "val_predictions": self.val_predictions}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint[self.STATE]
+        self.member_values, self.diverged = [dict(v) for v in state["values"]], dict(state["diverged"])
+        self.val_predictions = [[tuple(p) for p in kept] for kept in state["val_predictions"]]
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's

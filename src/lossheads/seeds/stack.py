@@ -125,12 +125,22 @@ class StackedNet(nn.Module):
     def stacked_buffers(self) -> list[Tensor]:
         return [getattr(self, f"buffer{i}") for i in range(len(self.buffer_names))] if not self.matmul else []
 
-    def member_state(self, k: int) -> dict[str, Tensor]:
-        """Member k's parameters and buffers by the names of its own network's state_dict."""
-        own = {name: p[k].detach().clone() for name, p in zip(self.names, self.stacked, strict=True)}
-        state = {alias: own[name] for alias, name in self.aliases.items()}
+    @torch.no_grad()
+    def load_member(self, k: int, state: dict[str, Tensor]) -> None:
+        """Member k's parameters and buffers set from `state` (`member_state`'s names), e.g. its best."""
+        for name, stacked in zip(self.names, self.stacked, strict=True):
+            stacked[k].copy_(state[name])
         if not self.matmul:
-            state.update(
-                {name: b[k].clone() for name, b in zip(self.buffer_names, self.stacked_buffers(), strict=True)}
-            )
-        return state
+            for name, buffer in zip(self.buffer_names, self.stacked_buffers(), strict=True):
+                buffer[k].copy_(state[name])
+
+    def member_state(self, k: int, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Member k's parameters and buffers by the names of its own network's state_dict, copied from
+        this module or from `state` (a state_dict of it, e.g. from a saved group checkpoint)."""
+        state = dict(self.named_parameters()) | dict(self.named_buffers()) if state is None else state
+        params = [state[f"stacked.{i}"] for i in range(len(self.names))]
+        own = {name: p[k].detach().clone() for name, p in zip(self.names, params, strict=True)}
+        result = {alias: own[name] for alias, name in self.aliases.items()}
+        if not self.matmul:
+            result.update({name: state[f"buffer{i}"][k].clone() for i, name in enumerate(self.buffer_names)})
+        return result

@@ -3,7 +3,7 @@ validation metric the checkpoint callback monitors (select on validation, report
 
 from __future__ import annotations
 
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
@@ -32,12 +32,12 @@ def early_stopping(cfg: DictConfig, callbacks: list[Callback]) -> EarlyStopping 
                          min_delta=options.get("min_delta", 0.0), check_on_train_epoch_end=False)  # fmt: skip
 
 
-def weights_to_test(cfg: DictConfig, trainer: Trainer) -> str | None:
+def weights_to_test(cfg: DictConfig, callbacks: list[Callback]) -> str | None:
     """The checkpoint `trainer.test` loads after training: None for `test_on=last` (the weights training
     ended with), the checkpoint monitor's best for `test_on=best` (metrics.json's `test_weights` says which)."""
     if cfg.get("test_on", "last") != "best":
         return None
-    checkpoint = checkpoint_callback(trainer.callbacks)
+    checkpoint = checkpoint_callback(callbacks)
     path = checkpoint.best_model_path if checkpoint else ""
     require(bool(path), "test_on", "best",
             "no best checkpoint was saved: keep callbacks.model_checkpoint monitoring and validation on")  # fmt: skip

@@ -1,0 +1,114 @@
+"""The members of a trained group tested in one pass, and each recorded as its own run.
+
+The stacked network runs the members' val (for `threshold=auto`) and test splits together, each
+member on its own split; each member's numbers then come from its own module's metrics (its head,
+its threshold), and its records (metrics.json, predictions.npz, per_class.json, its loggers' test
+row and hyperparameters) are written by `records.write_record`, as a run's are."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from torch import Tensor
+
+from lossheads.evaluation.threshold import tune_threshold
+from lossheads.run.checkpoints import read_checkpoint
+from lossheads.run.records import Tested, Trained, write_record
+from lossheads.seeds.data import StackedBatches, StackedData
+from lossheads.seeds.members import Member, current_job
+from lossheads.seeds.module import SeedsModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pass:
+    """One split's pass over the stacked members: logits (K, N, ...), targets (K, N, ...), and each
+    batch's loss per member (B, K) with the batch sizes (B,)."""
+
+    logits: Tensor
+    targets: Tensor
+    losses: Tensor
+    sizes: Tensor
+
+    def loss(self, k: int) -> float:
+        """Member k's mean loss as its run's `MeanMetric` takes it: batch means weighted by batch size."""
+        return float((self.losses[:, k] * self.sizes).sum() / self.sizes.sum())
+
+
+@torch.no_grad()
+def run_pass(module: SeedsModule, data: StackedData, trainer: Trainer, split: str) -> Pass:
+    loaders = [getattr(dm, f"{split}_dataloader")() for dm in data.members]
+    logits, targets, losses, sizes = [], [], [], []
+    module.eval()
+    with trainer.precision_plugin.forward_context():
+        for batch in StackedBatches(loaders):
+            features, batch_targets = data.on_after_batch_transfer(batch, 0)
+            batch_logits, batch_losses = module._forward_loss(features, batch_targets)
+            logits.append(batch_logits.float())
+            targets.append(batch_targets)
+            losses.append(batch_losses.float())
+            sizes.append(features.shape[1])
+    return Pass(torch.cat(logits, 1), torch.cat(targets, 1), torch.stack(losses), torch.tensor(sizes).float())
+
+
+def member_numbers(member: Member, split: Pass, k: int, stage: str) -> tuple[dict[str, float], tuple[Tensor, Tensor]]:
+    """Member k's `stage/*` numbers on its slice of `split`, by its own head and metrics, and its
+    probabilities with targets (predictions.npz)."""
+    head, metrics = member.module.head, getattr(member.module, f"{stage}_metrics")
+    logits, targets = split.logits[k], head.metric_target(split.targets[k])
+    probabilities = head.probabilities(logits)
+    metrics.reset()
+    metrics.update(head.predict(logits), probabilities, targets)
+    values = {f"{stage}/loss": split.loss(k), **{name: float(v) for name, v in metrics.compute().items()}}
+    if stage == "test":
+        member.module.per_class = metrics.per_class()
+    metrics.reset()
+    return values, (probabilities.cpu(), targets.cpu())
+
+
+def test_members(
+    members: list[Member], module: SeedsModule, trainer: Trainer, data: StackedData, trained: Trained,
+    tested: dict[int, str | None],
+) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Members `tested` (k -> the checkpoint it tests, None: its final weights) tested together;
+    returns each one's record. Best weights are put into the stack first."""
+    for k, path in tested.items():
+        if path is not None:
+            state = read_checkpoint("ckpt_path", Path(path))["state_dict"]
+            module.net.load_member(k, {n.removeprefix("net."): v for n, v in state.items() if n.startswith("net.")})
+    val_numbers: dict[int, tuple[dict[str, float], tuple[Tensor, Tensor]]] = {}
+    if any(members[k].cfg.threshold == "auto" for k in tested):
+        val = run_pass(module, data, trainer, "val")  # the weights to test, at threshold 0.5
+        for k in tested:
+            if members[k].cfg.threshold == "auto":
+                val_numbers[k] = member_numbers(members[k], val, k, "val")
+                probabilities, targets = val_numbers[k][1]
+                chosen = tune_threshold(probabilities, targets)
+                head = members[k].module.head
+                head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
+    test = run_pass(module, data, trainer, "test")
+    records = {}
+    for k, path in tested.items():
+        member = members[k]
+        metrics, test_predictions = member_numbers(member, test, k, "test")
+        if k in val_numbers:
+            val_metrics, val_predictions = val_numbers[k]
+        else:
+            val_metrics = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
+            kept = module.val_predictions[k]
+            val_predictions = (torch.cat([p for p, _ in kept]), torch.cat([t for _, t in kept])) if kept else None
+        predictions = ({"val": val_predictions} if val_predictions else {}) | {"test": test_predictions}
+        for logger in member.loggers:  # the test's row, at the steps its weights took, as its run logs it
+            logger.log_metrics(metrics, step=trained.steps)
+            logger.finalize("success")
+        outcome = Tested({**val_metrics, **metrics}, predictions, member.module.per_class)
+        with current_job(member):
+            records[k] = write_record(member.cfg, member.module, member.datamodule, outcome, path, trained,
+                                      config=member.config, loggers=member.loggers)  # fmt: skip
+    return records
