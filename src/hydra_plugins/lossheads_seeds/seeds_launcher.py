@@ -28,8 +28,20 @@ log = logging.getLogger(__name__)
 
 
 def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
-    """A job's overrides without its seed: the jobs of one group share it."""
+    """A job's overrides without its seed: the jobs of one configuration share it."""
     return tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed")
+
+
+def launch_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    """A job's overrides without its seed and arm keys (loss, threshold, head and their options): the
+    jobs that are prepared together and may train as one stack (`lossheads.seeds.members.partition`
+    decides which do)."""
+    from lossheads.seeds.members import ARM_KEYS
+
+    def is_arm(key: str) -> bool:
+        return any(key == arm or key.startswith(f"{arm}.") for arm in ARM_KEYS)
+
+    return tuple(o for o in group_key(overrides) if not is_arm(o.split("=", 1)[0].lstrip("+~")))
 
 
 def _seed_item(overrides: Sequence[str]) -> str | None:
@@ -146,7 +158,7 @@ class SeedsLauncher(Launcher):
         log.info(f"Launching {len(job_overrides)} jobs, seeds of one configuration together (hydra/launcher=seeds)")
         groups: dict[tuple[str, ...], list[tuple[int, Sequence[str]]]] = {}
         for i, overrides in enumerate(job_overrides):
-            groups.setdefault(group_key(overrides), []).append((initial_job_idx + i, overrides))
+            groups.setdefault(launch_key(overrides), []).append((initial_job_idx + i, overrides))
         returns: dict[int, JobReturn] = {}
         for jobs in groups.values():
             for start in range(0, len(jobs), self.max_members):
@@ -200,7 +212,7 @@ class SeedsLauncher(Launcher):
         """`jobs`: a group of the `of` jobs of one configuration (more: hydra.launcher.max_members split them)."""
         from lossheads.run.stops import StopSignals
         from lossheads.seeds.group import run_members
-        from lossheads.seeds.members import Member, Stopped, prepare, stacked, why_not_together
+        from lossheads.seeds.members import Member, Stopped, differences, partition, prepare, stacked
 
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
         folders: dict[Path, int] = {}  # the run folders of the jobs prepared so far
@@ -211,32 +223,44 @@ class SeedsLauncher(Launcher):
             if isinstance(result._return_value, Stopped):
                 sys.exit(StopSignals.exit_code())
             prepared.append((idx, config, result, result._return_value))
-        members = [p for p in prepared if isinstance(p[3], Member)]
-        reason = None
-        if len(members) == 1 and len(jobs) > 1:
-            reason = "no other seed of its configuration can train with it"
-        elif len(members) == 1 and of > 1:
-            reason = f"it is alone in its group: hydra.launcher.max_members={self.max_members} split the {of} seeds"
-        elif len(members) == 1:
-            reason = "it is the only one of its configuration"
-        if len(members) > 1:
-            reason = why_not_together([p[3] for p in members])
-        module = stacked([p[3] for p in members]) if len(members) > 1 and not reason else None
-        if isinstance(module, str):
-            reason = module
-        if reason:
-            members = []
+        ready = [p for p in prepared if isinstance(p[3], Member)]
+        number = {id(p[3]): p[0] for p in ready}
+        stacks = partition([p[3] for p in ready])
+        groups: list[tuple[list[Member], Any]] = []
+        for stack in stacks:
+            reason = None
+            if len(stack) == 1 and len(jobs) > 1:
+                reason = "no other seed of its configuration can train with it"
+            elif len(stack) == 1 and of > 1:
+                reason = f"it is alone in its group: hydra.launcher.max_members={self.max_members} split the {of} jobs"
+            elif len(stack) == 1:
+                reason = "it is the only one of its configuration"
+            module = stacked(stack) if not reason else None
+            if isinstance(module, str):
+                reason = module
+            if reason:
+                for member in stack:
+                    log.info(f"\t#{number[id(member)]} trains alone: {reason}")
+                continue
+            if stack is not stacks[0]:
+                jobs_named = ", ".join(f"#{number[id(m)]}" for m in stack)
+                log.info(f"\t{jobs_named} train as a group of their own: they differ from "
+                         f"#{number[id(stacks[0][0])]}'s in {differences(stack[0], stacks[0][0])}")  # fmt: skip
+            groups.append((stack, module))
         for idx, _, _, why in prepared:
-            if not any(idx == m[0] for m in members):
-                because = why if isinstance(why, str) else reason or "its job failed while it was prepared"
-                log.info(f"\t#{idx} trains alone: {because}")
+            if not isinstance(why, Member):
+                log.info(
+                    f"\t#{idx} trains alone: {why if isinstance(why, str) else 'its job failed while it was prepared'}"
+                )
         returns: dict[int, JobReturn] = {}
-        if members:
+        by_member = {id(p[3]): p for p in ready}
+        for stack, module in groups:
             try:
-                records = run_members([m[3] for m in members], module)
+                records = run_members(stack, module)
             finally:
                 self._sweep_logging()
-            for (idx, _, result, member), record in zip(members, records, strict=True):
+            for member, record in zip(stack, records, strict=True):
+                idx, _, result, _ = by_member[id(member)]
                 metric = member.cfg.get("optimized_metric")
                 result.return_value = record.get(metric) if record and metric else None
                 result.status = JobStatus.COMPLETED

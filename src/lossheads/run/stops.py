@@ -43,6 +43,7 @@ class StopSignals:
     received: signal.Signals | None = None
     trainer: Any = None  # the trainer at work, whose stage names the phase a stop came in
     phase = ""  # that stage when the signal came (Lightning clears it while it handles the stop)
+    stage: str | None = None  # the stage at work where no trainer's names it (a seeds group's test pass)
     worker_prepared = False  # a sweep's worker process: `prepare_worker` has run
 
     @classmethod
@@ -60,6 +61,7 @@ def _handler(signum: int, frame: Any) -> None:
     StopSignals.received = signal.Signals(signum)
     stage = getattr(getattr(StopSignals.trainer, "state", None), "stage", None)
     StopSignals.phase = stage.value.replace("_", " ") if stage is not None else "set-up or record writing"
+    StopSignals.phase = StopSignals.stage or StopSignals.phase
     if signum == signal.SIGTERM:
         raise SIGTERMException
     raise KeyboardInterrupt
@@ -69,7 +71,7 @@ def _handler(signum: int, frame: Any) -> None:
 def caught() -> Iterator[None]:
     """Within: SIGINT and SIGTERM raise in the main thread, remembering which one came; after: the
     handlers found before (a caller such as a test process keeps its own)."""
-    StopSignals.received, StopSignals.trainer, StopSignals.phase = None, None, ""
+    StopSignals.received, StopSignals.trainer, StopSignals.phase, StopSignals.stage = None, None, "", None
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in before:
         signal.signal(sig, _handler)

@@ -131,6 +131,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         path.unlink(missing_ok=True)  # each member resumes from its own folder, with its own command
         record_stops(members)
     files_at = time.perf_counter()
+    with group_logging(members):
+        log.info("seeds %s trained; each is now tested and recorded as its own run", seeds)
     resumed = resumed_from(str(path), read_group_file(path)) if resume else None
     records: list[dict[str, Any] | None] = [None] * len(members)
     try:

@@ -177,24 +177,41 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     return member
 
 
-def why_not_together(members: list[Member]) -> str | None:
-    """Members must differ in their seed (and split) alone, with splits of equal sizes."""
+ARM_KEYS = ("loss", "threshold", "head")  # what may differ between the members of one stack
 
-    def without_seed(member: Member) -> str:
-        config = copy.deepcopy(member.config)
-        config.pop("seed", None)
-        config["data"].pop("split_seed", None)  # each member may have its own split (by default its seed's)
-        config.pop("logger", None)  # each member's logs are named by its own job
-        return json.dumps(config, sort_keys=True, default=str).replace(str(member.folder), "<run folder>")
 
-    first = without_seed(members[0])
-    for member in members[1:]:
-        if without_seed(member) != first:
-            return "their configs differ beyond the seed (an interpolation of ${seed}?)"
-        sizes = [len(m.datamodule.split_indices[s]) for m in (members[0], member) for s in ("train", "val", "test")]
-        if sizes[:3] != sizes[3:]:
-            return "their data splits differ in size"
-    return None
+def stack_key(member: Member) -> str:
+    """What the members of one stack share: the config but for the seed (and split), the loggers and
+    the arm keys (loss, loss options, threshold, head); the head's kind and number of logits; the
+    loss's targets form; the splits' sizes."""
+    config = copy.deepcopy(member.config)
+    config.pop("seed", None)
+    config["data"].pop("split_seed", None)  # each member may have its own split (by default its seed's)
+    config.pop("logger", None)  # each member's logs are named by its own job
+    for key in ARM_KEYS:
+        config.pop(key, None)
+    module = member.module
+    sizes = [len(member.datamodule.split_indices[s]) for s in ("train", "val", "test")]
+    shared = {"config": config, "head": module.head.name, "logits": module.head.num_logits, "sizes": sizes,
+              "targets": f"{type(module.loss).prepare_targets.__qualname__}"}  # fmt: skip
+    return json.dumps(shared, sort_keys=True, default=str).replace(str(member.folder), "<run folder>")
+
+
+def partition(members: list[Member]) -> list[list[Member]]:
+    """The members in stacks (`stack_key`), in order of first appearance."""
+    stacks: dict[str, list[Member]] = {}
+    for member in members:
+        stacks.setdefault(stack_key(member), []).append(member)
+    return list(stacks.values())
+
+
+def differences(member: Member, other: Member) -> str:
+    """The top-level config keys (and head) in which `member`'s stack differs from `other`'s."""
+    ours, theirs = json.loads(stack_key(member)), json.loads(stack_key(other))
+    keys = [k for k in ours["config"] if ours["config"].get(k) != theirs["config"].get(k)]
+    keys += [k for k in ("head", "logits", "sizes", "targets") if ours[k] != theirs[k]]
+    names = {"head": "head", "logits": "number of logits", "sizes": "data split sizes", "targets": "loss targets"}
+    return ", ".join(names.get(k, k) for k in keys) or "their configs"
 
 
 def stacked(members: list[Member]) -> SeedsModule | str:

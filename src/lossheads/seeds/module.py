@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
-from torch.func import vmap
+from torch.func import functional_call, vmap
 from torch.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
 from torchmetrics import MeanMetric
 
@@ -40,6 +40,43 @@ def why_not_elementwise(make_optimizer: Callable) -> str | None:
     name = getattr(optimizer, "__name__", type(optimizer).__name__)
     names = ", ".join(o.__name__ for o in ELEMENTWISE_OPTIMIZERS)
     return f"optimizer {name} is not among those that update each element on its own ({names}; not their subclasses)"
+
+
+def loss_signature(loss: nn.Module) -> str:
+    """What makes two losses the same function up to their buffers (class weights, pos_weight, which
+    may differ per member: `auto` is computed from each member's own training split)."""
+    plain = {k: repr(v) for k, v in vars(loss).items()
+             if not k.startswith("_") and k != "head" and not isinstance(v, (Tensor, nn.Module))}  # fmt: skip
+    buffers = {name: tuple(b.shape) for name, b in loss.named_buffers()}
+    return f"{type(loss).__module__}.{type(loss).__qualname__}{sorted(plain.items())}{sorted(buffers.items())}"
+
+
+def same_losses(losses: list[nn.Module]) -> list[list[int]]:
+    """The members' indices grouped by loss function (`loss_signature`), in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for k, loss in enumerate(losses):
+        groups.setdefault(loss_signature(loss), []).append(k)
+    return list(groups.values())
+
+
+def vmapped_loss(losses: list[nn.Module]) -> Callable[[Tensor, Tensor], Tensor]:
+    """One loss function over the stacked members' logits and targets, each member with its own buffers."""
+    first = losses[0]
+    names = [name for name, _ in first.named_buffers()]
+    if not names:
+        return vmap(lambda logits, targets: first(logits, targets, None))
+    stacked = {name: torch.stack([loss.get_buffer(name) for loss in losses]) for name in names}
+
+    def member_loss(buffers: dict[str, Tensor], logits: Tensor, targets: Tensor) -> Tensor:
+        return functional_call(first, buffers, (logits, targets, None))
+
+    per_member = vmap(member_loss)
+
+    def call(logits: Tensor, targets: Tensor) -> Tensor:
+        on_device = {name: b.to(logits.device) for name, b in stacked.items()}
+        return per_member(on_device, logits, targets)
+
+    return call
 
 
 class SeedsModule(ClassifierModule):
@@ -66,7 +103,10 @@ class SeedsModule(ClassifierModule):
         # each member's last validation's probabilities and targets (predictions.npz), as its run keeps them
         self.val_predictions: list[list[tuple[Tensor, Tensor]]] = [[] for _ in members]
         self.identity: list[list[str]] = []  # the members' folders and config fingerprints: whose group file
-        self.member_losses = vmap(lambda logits, targets: self.loss(logits, targets, None))
+        self.member_heads = [m.head for m in members]  # each its own threshold (arms may differ in it)
+        self.member_loss_modules = nn.ModuleList([m.loss for m in members])
+        self.loss_groups = [(torch.tensor(group), vmapped_loss([members[k].loss for k in group]))
+                            for group in same_losses([m.loss for m in members])]  # fmt: skip
 
     def _forward_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Logits (K, N, ...) and each member's loss on its own batch (K,). Under mixed precision one
@@ -74,8 +114,15 @@ class SeedsModule(ClassifierModule):
         a vmapped call does not follow (its losses came out in bf16)."""
         logits = self(features)
         if torch.is_autocast_enabled(logits.device.type):
-            return logits, torch.stack([self.loss(logits[k], targets[k], None) for k in range(self.size)])
-        return logits, self.member_losses(logits, targets)
+            losses = self.member_loss_modules
+            return logits, torch.stack([losses[k](logits[k], targets[k], None) for k in range(self.size)])
+        if len(self.loss_groups) == 1:
+            return logits, self.loss_groups[0][1](logits, targets)
+        found = logits.new_zeros(self.size)
+        for index, losses in self.loss_groups:
+            index = index.to(logits.device)
+            found = found.index_copy(0, index, losses(logits.index_select(0, index), targets.index_select(0, index)))
+        return logits, found
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         features, targets = batch
@@ -87,14 +134,14 @@ class SeedsModule(ClassifierModule):
         for k in range(self.size):
             if k in self.diverged:
                 continue
-            member = detached[k]
-            metric_targets = self.head.metric_target(targets[k])
-            probabilities = None if stage == "train" else self.head.probabilities(member)
+            member, head = detached[k], self.member_heads[k]
+            metric_targets = head.metric_target(targets[k])
+            probabilities = None if stage == "train" else head.probabilities(member)
             if stage == "val":
                 self.val_predictions[k].append((probabilities.cpu(), metric_targets.cpu()))
             member_sizes = sizes[:, k] if isinstance(sizes, Tensor) else sizes
             getattr(self, f"{stage}_member_loss")[k].update(losses[..., k], weight=member_sizes)
-            getattr(self, f"{stage}_member_metrics")[k].update(self.head.predict(member), probabilities, metric_targets)
+            getattr(self, f"{stage}_member_metrics")[k].update(head.predict(member), probabilities, metric_targets)
 
     def _log_epoch(self, stage: str) -> None:
         """Each member's numbers to its own loggers at this optimizer step; the group's mean to the bar."""

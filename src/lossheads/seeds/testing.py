@@ -19,6 +19,7 @@ from torch import Tensor
 from lossheads.evaluation.threshold import tune_threshold
 from lossheads.run.checkpoints import read_checkpoint
 from lossheads.run.records import Tested, Trained, write_record
+from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedBatches, StackedData
 from lossheads.seeds.members import Member, current_job
 from lossheads.seeds.module import SeedsModule
@@ -43,6 +44,7 @@ class Pass:
 
 @torch.no_grad()
 def run_pass(module: SeedsModule, data: StackedData, trainer: Trainer, split: str) -> Pass:
+    StopSignals.stage = {"val": "validate", "test": "test"}[split]  # a stop now names this phase
     loaders = [getattr(dm, f"{split}_dataloader")() for dm in data.members]
     logits, targets, losses, sizes = [], [], [], []
     module.eval()
@@ -93,6 +95,7 @@ def test_members(
                 head = members[k].module.head
                 head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
     test = run_pass(module, data, trainer, "test")
+    StopSignals.stage = "record writing"
     records = {}
     for k, path in tested.items():
         member = members[k]
