@@ -106,7 +106,7 @@ class MemberMetrics:
         """HeadMetrics' warning, word for word, once per member, class and split (AUROC's; AP is silent)."""
         if not bool(undefined.any()):
             return
-        for member, flags in enumerate(undefined.tolist()):
+        for member, flags in enumerate(undefined.view(self.size, -1).tolist()):
             names = ["positive"] if self.task == "binary" else self.labels or [str(i) for i in range(len(flags))]
             new = [n for n, bad in zip(names, flags, strict=True) if bad and n not in self.warned[member]]
             if not new:
@@ -167,12 +167,22 @@ def _binned_calibration_error(confidence: Tensor, hits: Tensor) -> Tensor:
     """sum_b (n_b / N) |acc_b - conf_b| per member (rows), BINS equal-width bins binned as torchmetrics
     bins them: bin b holds [b / n, (b + 1) / n), a confidence of exactly 1.0 a slot of its own."""
     k, slots = confidence.shape[0], BINS + 1
-    boundaries = torch.linspace(0, 1, BINS + 1, dtype=confidence.dtype, device=confidence.device)
-    bins = torch.bucketize(confidence, boundaries, right=True) - 1
+    bins = _equal_width_bin(confidence)
     cell = (bins + slots * torch.arange(k, device=bins.device).unsqueeze(1)).reshape(-1)
     count = torch.bincount(cell, minlength=k * slots).view(k, slots)
     gap = torch.bincount(cell, weights=hits.reshape(-1).double() - confidence.reshape(-1).double(), minlength=k * slots)
     return gap.view(k, slots).abs().sum(1) / count.sum(1)
+
+
+def _equal_width_bin(confidence: Tensor) -> Tensor:
+    """`torch.bucketize(confidence, linspace(0, 1, BINS + 1), right=True) - 1`, the same bins, by
+    elementwise ops: bucketize runs threaded on a thousand values, and on 2 busy cores each call
+    then waits milliseconds for the other thread. floor(c * BINS) is at most one bin off the
+    float32 boundaries; one comparison each way puts it in the boundaries' own bin."""
+    boundaries = torch.linspace(0, 1, BINS + 1, dtype=confidence.dtype, device=confidence.device)
+    upper = torch.cat([boundaries, boundaries.new_tensor([torch.inf])])
+    guess = (confidence * BINS).floor().clamp(0, BINS).long()
+    return guess - (confidence < boundaries[guess]).long() + (confidence >= upper[guess + 1]).long()
 
 
 def _ranking_per_class(task: Task, num_classes: int, probabilities: Tensor, targets: Tensor) -> tuple[Tensor, ...]:
