@@ -10,6 +10,7 @@ One line per batch count:
 
     python scripts/bench_member_metrics.py                      # K = 10, 20 epochs, 1 and 4 batches
     python scripts/bench_member_metrics.py --task multiclass --classes 10 --samples 1000
+    python scripts/bench_member_metrics.py --threads 1              # torch on one thread
     python scripts/bench_member_metrics.py --device cuda
 """
 
@@ -93,7 +94,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for count in args.batches:
         batches = make_batches(args.task, args.classes, args.members, args.samples, count, args.device)
         runners = {
@@ -110,7 +114,7 @@ def main() -> None:
         print(
             f"bench-member-metrics: task={args.task} members={args.members} samples={args.samples} "
             f"epochs={args.epochs} batches={count} head_metrics={head:.3f}s member_metrics={member:.3f}s "
-            f"speedup={head / member:.1f}x"
+            f"speedup={head / member:.1f}x threads={torch.get_num_threads()}"
         )
 
 

@@ -34,8 +34,6 @@ from lossheads.evaluation.metrics import UndefinedMetricWarning
 from lossheads.evaluation.scoring import BINS, BrierScore, NegativeLogLikelihood, top_label
 from lossheads.heads import Task
 
-LABEL_METRICS = ("acc", "f1", "precision", "recall")  # torchmetrics' MetricCollection sorts its keys
-
 
 class MemberMetrics:
     """HeadMetrics' numbers for K members at once."""
@@ -81,6 +79,7 @@ class MemberMetrics:
             values = {"acc": values["acc"]}
         else:
             probabilities, targets = torch.cat(self.probabilities, dim=1), torch.cat(self.targets, dim=1)
+            # HeadMetrics' order: its two MetricCollections sort their keys, the label metrics' first
             values.update(sorted(self._score_metrics(probabilities, targets).items()))
         names = [self.prefix + name for name in values]
         rows = torch.stack([v.double() for v in values.values()], dim=1).tolist()  # the one host sync
