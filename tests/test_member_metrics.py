@@ -194,3 +194,21 @@ def test_bins_by_elementwise_ops_are_torch_bucketize_bins_on_and_beside_every_ed
     beside = torch.cat([edges, torch.nextafter(edges, torch.tensor(2.0)), torch.nextafter(edges, torch.tensor(-1.0))])
     confidence = torch.cat([beside.clamp(0, 1), torch.arange(61) / 60, torch.rand(1000)]).unsqueeze(0)
     assert torch.equal(_equal_width_bin(confidence), torch.bucketize(confidence, edges, right=True) - 1)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_a_diverged_member_gets_nan_scores_and_leaves_the_others_their_own(task):
+    """Member 1's probabilities are NaN (its loss diverged): its label metrics are what HeadMetrics gives
+    for its predictions, its score metrics NaN; members 0 and 2 equal HeadMetrics on their own data."""
+    predictions, probabilities, targets = random_batch(task, 3, 30, seed=9)
+    probabilities[1] = torch.nan
+    predictions[1] = predict(task, probabilities[1])
+    stacked = MemberMetrics(task, TASKS[task], 3, "val/")
+    stacked.update(predictions, probabilities, targets)
+    got = stacked.compute()
+    kept = [0, 2]
+    _, expected, _, _ = run_both(task, [(predictions[kept], probabilities[kept], targets[kept])])
+    assert_same([got[k] for k in kept], expected)
+    _, labels_only, _, _ = run_both(task, [(predictions[1:2], probabilities[1:2], targets[1:2])], full=False)
+    assert got[1]["val/acc"] == pytest.approx(labels_only[0]["val/acc"], abs=1e-6)
+    assert all(math.isnan(got[1][f"val/{name}"]) for name in ("auroc", "ap", "nll", "brier", "ece"))

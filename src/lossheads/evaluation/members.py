@@ -79,8 +79,15 @@ class MemberMetrics:
             values = {"acc": values["acc"]}
         else:
             probabilities, targets = torch.cat(self.probabilities, dim=1), torch.cat(self.targets, dim=1)
+            # a diverged member's NaN would stop the scoring of all (binary cross-entropy refuses it):
+            # its score metrics are NaN, computed on a stand-in, and the others' stay their own
+            finite = probabilities.isfinite().flatten(1).all(1)
+            stand_in = 0.5 if self.task != "multiclass" else 1 / self.num_classes
+            shape = (-1,) + (1,) * (probabilities.ndim - 1)
+            scores = self._score_metrics(torch.where(finite.view(shape), probabilities, stand_in), targets)
+            scores = {name: value.masked_fill(~finite, torch.nan) for name, value in scores.items()}
             # HeadMetrics' order: its two MetricCollections sort their keys, the label metrics' first
-            values.update(sorted(self._score_metrics(probabilities, targets).items()))
+            values.update(sorted(scores.items()))
         names = [self.prefix + name for name in values]
         rows = torch.stack([v.double() for v in values.values()], dim=1).tolist()  # the one host sync
         return [dict(zip(names, row, strict=True)) for row in rows]
