@@ -212,3 +212,14 @@ def test_a_diverged_member_gets_nan_scores_and_leaves_the_others_their_own(task)
     _, labels_only, _, _ = run_both(task, [(predictions[1:2], probabilities[1:2], targets[1:2])], full=False)
     assert got[1]["val/acc"] == pytest.approx(labels_only[0]["val/acc"], abs=1e-6)
     assert all(math.isnan(got[1][f"val/{name}"]) for name in ("auroc", "ap", "nll", "brier", "ece"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("task", list(TASKS))
+def test_on_a_cuda_device_it_equals_head_metrics_on_the_cpu(task):
+    data = [random_batch(task, 10, 40, seed, ties=True) for seed in range(2)]
+    _, expected, _, _ = run_both(task, data)
+    stacked = MemberMetrics(task, TASKS[task], 10, "val/")
+    for predictions, probabilities, targets in data:
+        stacked.update(predictions.cuda(), probabilities.cuda(), targets.cuda())
+    assert_same(stacked.compute(), expected)
