@@ -10,6 +10,7 @@ One line per batch count:
 
     python scripts/bench_member_metrics.py                      # K = 10, 20 epochs, 1 and 4 batches
     python scripts/bench_member_metrics.py --task multiclass --classes 10 --samples 1000
+    python scripts/bench_member_metrics.py --train --samples 341 --batches 11   # a training epoch, acc only
     python scripts/bench_member_metrics.py --threads 1              # torch on one thread
     python scripts/bench_member_metrics.py --device cuda
 """
@@ -28,6 +29,7 @@ from lossheads.evaluation.members import MemberMetrics
 from lossheads.evaluation.metrics import HeadMetrics
 
 Batch = tuple[Tensor, Tensor, Tensor]
+Epoch = Callable[[list[Batch]], None]
 
 
 def make_batches(task: str, classes: int, members: int, samples: int, batches: int, device: str) -> list[Batch]:
@@ -49,13 +51,13 @@ def make_batches(task: str, classes: int, members: int, samples: int, batches: i
     return list(zip(*parts, strict=True))
 
 
-def head_metrics_epoch(task: str, classes: int, members: int, device: str) -> Callable[[list[Batch]], None]:
-    metrics = [HeadMetrics(task, classes, "val/").to(device) for _ in range(members)]
+def head_metrics_epoch(task: str, classes: int, members: int, device: str, full: bool) -> Epoch:
+    metrics = [HeadMetrics(task, classes, "val/", full=full).to(device) for _ in range(members)]
 
     def epoch(batches: list[Batch]) -> None:
         for predictions, probabilities, targets in batches:
             for k, member in enumerate(metrics):
-                member.update(predictions[k], probabilities[k], targets[k])
+                member.update(predictions[k], probabilities[k] if full else None, targets[k])
         for member in metrics:
             {name: float(value) for name, value in member.compute().items()}
             member.reset()
@@ -63,19 +65,19 @@ def head_metrics_epoch(task: str, classes: int, members: int, device: str) -> Ca
     return epoch
 
 
-def member_metrics_epoch(task: str, classes: int, members: int, device: str) -> Callable[[list[Batch]], None]:
-    metrics = MemberMetrics(task, classes, members, "val/")
+def member_metrics_epoch(task: str, classes: int, members: int, device: str, full: bool) -> Epoch:
+    metrics = MemberMetrics(task, classes, members, "val/", full=full)
 
     def epoch(batches: list[Batch]) -> None:
         for predictions, probabilities, targets in batches:
-            metrics.update(predictions, probabilities, targets)
+            metrics.update(predictions, probabilities if full else None, targets)
         metrics.compute()
         metrics.reset()
 
     return epoch
 
 
-def seconds(epoch: Callable[[list[Batch]], None], batches: list[Batch], epochs: int, device: str) -> float:
+def seconds(epoch: Epoch, batches: list[Batch], epochs: int, device: str) -> float:
     start = time.perf_counter()
     for _ in range(epochs):
         epoch(batches)
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train", action="store_true", help="a training stage's metrics: accuracy only (full=False)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -101,8 +104,8 @@ def main() -> None:
     for count in args.batches:
         batches = make_batches(args.task, args.classes, args.members, args.samples, count, args.device)
         runners = {
-            "head_metrics": head_metrics_epoch(args.task, args.classes, args.members, args.device),
-            "member_metrics": member_metrics_epoch(args.task, args.classes, args.members, args.device),
+            "head_metrics": head_metrics_epoch(args.task, args.classes, args.members, args.device, not args.train),
+            "member_metrics": member_metrics_epoch(args.task, args.classes, args.members, args.device, not args.train),
         }
         times: dict[str, list[float]] = {name: [] for name in runners}
         for epoch in runners.values():
@@ -112,9 +115,10 @@ def main() -> None:
                 times[name].append(seconds(epoch, batches, args.epochs, args.device))
         head, member = (statistics.median(times[name]) for name in runners)
         print(
-            f"bench-member-metrics: task={args.task} members={args.members} samples={args.samples} "
-            f"epochs={args.epochs} batches={count} head_metrics={head:.3f}s member_metrics={member:.3f}s "
-            f"speedup={head / member:.1f}x threads={torch.get_num_threads()}"
+            f"bench-member-metrics: task={args.task} full={not args.train} members={args.members} "
+            f"samples={args.samples} epochs={args.epochs} batches={count} "
+            f"head_metrics={head:.3f}s member_metrics={member:.3f}s speedup={head / member:.1f}x "
+            f"threads={torch.get_num_threads()}"
         )
 
 
