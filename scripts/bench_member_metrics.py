@@ -10,7 +10,7 @@ One line per batch count:
 
     python scripts/bench_member_metrics.py                      # K = 10, 20 epochs, 1 and 4 batches
     python scripts/bench_member_metrics.py --task multiclass --classes 10 --samples 1000
-    python scripts/bench_member_metrics.py --train --samples 341 --batches 11   # a training epoch, acc only
+    python scripts/bench_member_metrics.py --train --samples 341 --batches 6    # a training epoch, acc only
     python scripts/bench_member_metrics.py --threads 1              # torch on one thread
     python scripts/bench_member_metrics.py --device cuda
 """
