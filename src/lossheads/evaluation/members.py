@@ -38,12 +38,10 @@ Ops that thread at any size are avoided (see `_equal_width_bin`).
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
-from lossheads.evaluation.metrics import UndefinedMetricWarning
+from lossheads.evaluation.metrics import _DefinedClassesOnly
 from lossheads.evaluation.scoring import BINS, BrierScore, NegativeLogLikelihood, top_label
 from lossheads.heads import Task
 
@@ -64,7 +62,7 @@ class MemberMetrics:
         self.task, self.num_classes, self.size, self.prefix, self.full = task, num_classes, size, prefix, full
         self.split, self.labels = prefix.rstrip("/"), labels
         self.nll, self.brier = NegativeLogLikelihood(task), BrierScore(task)
-        self.warned: list[set[str]] = [set() for _ in range(size)]  # for the life of the object, as HeadMetrics
+        self.warnings = [_MemberWarnings(self.split, labels) for _ in range(size)]
         self.reset()
 
     def reset(self) -> None:
@@ -122,23 +120,19 @@ class MemberMetrics:
         return values
 
     def _warn(self, undefined: Tensor) -> None:
-        """HeadMetrics' warning, word for word, once per member, class and split (AUROC's; AP is silent)."""
-        if not bool(undefined.any()):
-            return
-        for member, flags in enumerate(undefined.view(self.size, -1).tolist()):
-            names = ["positive"] if self.task == "binary" else self.labels or [str(i) for i in range(len(flags))]
-            new = [n for n, bad in zip(names, flags, strict=True) if bad and n not in self.warned[member]]
-            if not new:
-                continue
-            self.warned[member].update(new)
-            defined = len(flags) - sum(flags)
-            average = "" if self.task == "binary" else f"; the macro averages are over the {defined} other classes"
-            warnings.warn(
-                f"AUROC and AP are undefined (NaN) for class {', '.join(new)} in the {self.split} split: it has "
-                f"no positives or no negatives there{average}",
-                UndefinedMetricWarning,
-                stacklevel=3,
-            )
+        if bool(undefined.any()):
+            for member, flags in zip(self.warnings, undefined, strict=True):
+                member.warn(flags)
+
+
+class _MemberWarnings:
+    """One member's AUROC/AP warning: HeadMetrics' own (`_DefinedClassesOnly._warn`: its words, once
+    per class and split for the life of the object), so that the text lives in one place."""
+
+    warn = _DefinedClassesOnly._warn
+
+    def __init__(self, split: str, labels: list[str] | None) -> None:
+        self.split, self.labels, self.warned = split, labels, set[str]()
 
 
 def _confusion(task: Task, num_classes: int, predictions: Tensor, targets: Tensor) -> Tensor:
