@@ -21,18 +21,22 @@ tests/test_member_metrics.py:
 - A member whose probabilities are not finite (a diverged one) gets NaN score metrics; its label
   metrics and the other members' numbers are unaffected.
 
-Time for K = 10 members, 20 epochs, update + compute + reset, medians of 5 interleaved repeats,
-measured on a 2-core CPU shared with other jobs (load average 7 to 8), 2026-12-06:
+Time for K = 10 members, 20 epochs, update + compute + reset, medians of interleaved repeats,
+measured on a 2-core CPU shared with other jobs (load average 6 to 7), 2026-12-06:
 
     python scripts/bench_member_metrics.py            # binary, 114 samples (breast_cancer's validation split)
-      1 batch:  10 HeadMetrics 0.501 s, MemberMetrics 0.024 s (20.7x)
-      4 batches: 10 HeadMetrics 1.062 s, MemberMetrics 0.031 s (33.8x)
+      1 batch:   10 HeadMetrics 0.517 s, MemberMetrics 0.028 s (18.4x)
+      4 batches: 10 HeadMetrics 1.071 s, MemberMetrics 0.031 s (34.9x)
     python scripts/bench_member_metrics.py --train --samples 341 --batches 6    # accuracy only
-      10 HeadMetrics 0.167 s, MemberMetrics 0.008 s (21.6x)
+      10 HeadMetrics 0.170 s, MemberMetrics 0.008 s (20.8x)
+    python scripts/bench_member_metrics.py --task multiclass --classes 10 --samples 360 --batches 1 --repeats 3
+      --threads 1: 1.456 s against 0.167 s (8.7x); two threads: 4.735 s against 0.958 s (4.9x)
+    python scripts/bench_member_metrics.py --task multilabel --classes 4 --samples 360 --batches 1 --repeats 3
+      --threads 1: 1.030 s against 0.099 s (10.4x); two threads: 4.299 s against 0.503 s (8.5x)
 
-Ops over more than 32768 values run on two threads, and on busy cores each such op waits
-milliseconds for the other thread: 10 members x 360 samples x 10 classes took 0.158 s against
-1.454 s with `--threads 1`, but 5.260 s against 6.047 s on two threads (same machine, same hour).
+Two threads are slower here because torch runs ops over more than 32768 values on both, and on
+busy cores each such op waits milliseconds for the other thread (the same multi-class run took
+5.3 s for MemberMetrics half an hour earlier).
 Ops that thread at any size are avoided (see `_equal_width_bin`).
 """
 
