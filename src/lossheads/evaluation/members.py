@@ -17,7 +17,6 @@ tests/test_member_metrics.py:
   or no negatives is NaN, warned about once per member, class and split, as `HeadMetrics` does.
 - nll, brier and ece reuse `lossheads.evaluation.scoring` on the member axis flattened into the
   sample axis; both calibration errors are binned per member by one bincount.
-
 - A member whose probabilities are not finite (a diverged one) gets NaN score metrics; its label
   metrics and the other members' numbers are unaffected.
 
@@ -36,8 +35,8 @@ measured on a 2-core CPU shared with other jobs (load average 6 to 7), 2026-12-0
 
 Two threads are slower here because torch runs ops over more than 32768 values on both, and on
 busy cores each such op waits milliseconds for the other thread (the same multi-class run took
-5.3 s for MemberMetrics half an hour earlier).
-Ops that thread at any size are avoided (see `_equal_width_bin`).
+5.3 s for MemberMetrics half an hour earlier). Ops that thread at any size are avoided here (see
+`_equal_width_bin`).
 """
 
 from __future__ import annotations
