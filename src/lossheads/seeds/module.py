@@ -21,9 +21,8 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
-from torchmetrics import MeanMetric
 
-from lossheads.evaluation.metrics import HeadMetrics
+from lossheads.evaluation.members import MemberMetrics
 from lossheads.seeds.stack import StackedNet
 from lossheads.training.module import STAGES, ClassifierModule, Diverged
 
@@ -40,6 +39,13 @@ def why_not_elementwise(make_optimizer: Callable) -> str | None:
     name = getattr(optimizer, "__name__", type(optimizer).__name__)
     names = ", ".join(o.__name__ for o in ELEMENTWISE_OPTIMIZERS)
     return f"optimizer {name} is not among those that update each element on its own ({names}; not their subclasses)"
+
+
+def same_threshold(head: nn.Module, other: nn.Module) -> bool:
+    ours, theirs = getattr(head, "threshold", None), getattr(other, "threshold", None)
+    if isinstance(ours, Tensor) or isinstance(theirs, Tensor):
+        return isinstance(ours, Tensor) and isinstance(theirs, Tensor) and torch.equal(ours, theirs)
+    return ours == theirs
 
 
 def loss_signature(loss: nn.Module) -> str:
@@ -93,17 +99,18 @@ class SeedsModule(ClassifierModule):
         self.seeds = seeds
         self.size = len(members)
         task, num_classes = options["task"], options["num_classes"]
-        for stage in STAGES[:2]:
-            metrics = [HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train") for _ in members]
-            setattr(self, f"{stage}_member_metrics", nn.ModuleList(metrics))
-            setattr(self, f"{stage}_member_loss", nn.ModuleList([MeanMetric() for _ in members]))
+        # each stage's metrics over the member axis at once, and each member's loss as a weighted mean
+        self.member_metrics = {stage: MemberMetrics(task, num_classes, self.size, prefix=f"{stage}/",
+                                                    full=stage != "train") for stage in STAGES[:2]}  # fmt: skip
+        self.loss_sums: dict[str, list[Tensor]] = {stage: [] for stage in STAGES[:2]}  # (sum of w*l, sum of w) each
         self.member_loggers: list[list[Logger]] = [[] for _ in members]
         self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
-        # each member's last validation's probabilities and targets (predictions.npz), as its run keeps them
-        self.val_predictions: list[list[tuple[Tensor, Tensor]]] = [[] for _ in members]
+        # the last validation's probabilities and targets of all members, per batch (their predictions.npz)
+        self.val_batches: list[tuple[Tensor, Tensor]] = []
         self.identity: list[list[str]] = []  # the members' folders and config fingerprints: whose group file
         self.member_heads = [m.head for m in members]  # each its own threshold (arms may differ in it)
+        self.one_threshold = all(same_threshold(m.head, first.head) for m in members)
         self.member_loss_modules = nn.ModuleList([m.loss for m in members])
         self.loss_groups = [(torch.tensor(group), vmapped_loss([members[k].loss for k in group]))
                             for group in same_losses([m.loss for m in members])]  # fmt: skip
@@ -130,29 +137,35 @@ class SeedsModule(ClassifierModule):
         self._record("val", logits, targets, losses, features.shape[1])
 
     def _record(self, stage: str, logits: Tensor, targets: Tensor, losses: Tensor, sizes: Tensor | int) -> None:
-        detached = logits.detach()
-        for k in range(self.size):
-            if k in self.diverged:
-                continue
-            member, head = detached[k], self.member_heads[k]
-            metric_targets = head.metric_target(targets[k])
-            probabilities = None if stage == "train" else head.probabilities(member)
-            if stage == "val":
-                self.val_predictions[k].append((probabilities.cpu(), metric_targets.cpu()))
-            member_sizes = sizes[:, k] if isinstance(sizes, Tensor) else sizes
-            getattr(self, f"{stage}_member_loss")[k].update(losses[..., k], weight=member_sizes)
-            getattr(self, f"{stage}_member_metrics")[k].update(head.predict(member), probabilities, metric_targets)
+        """State updates only, for all members at once (a member's own head where thresholds differ)."""
+        detached, heads = logits.detach(), self.member_heads
+        metric_targets = torch.stack([heads[k].metric_target(targets[k]) for k in range(self.size)])
+        probabilities = None if stage == "train" else self.head.probabilities(detached)
+        if self.one_threshold:
+            predictions = self.head.predict(detached)
+        else:
+            predictions = torch.stack([heads[k].predict(detached[k]) for k in range(self.size)])
+        if stage == "val":
+            self.val_batches.append((probabilities.cpu(), metric_targets.cpu()))
+        weights = sizes if isinstance(sizes, Tensor) else torch.full_like(losses, sizes)
+        self.loss_sums[stage].append(torch.stack([(losses.detach() * weights).reshape(-1, self.size).sum(0),
+                                                  weights.reshape(-1, self.size).sum(0)]))  # fmt: skip
+        self.member_metrics[stage].update(predictions, probabilities, metric_targets)
 
     def _log_epoch(self, stage: str) -> None:
         """Each member's numbers to its own loggers at this optimizer step; the group's mean to the bar."""
         means: dict[str, list[float]] = {}
+        if not self.loss_sums[stage]:
+            return
+        sums = torch.stack(self.loss_sums[stage]).sum(0)
+        losses = (sums[0] / sums[1]).tolist()
+        computed = self.member_metrics[stage].compute()
+        self.loss_sums[stage].clear()
+        self.member_metrics[stage].reset()
         for k in range(self.size):
             if k in self.diverged:
                 continue
-            loss, metrics = getattr(self, f"{stage}_member_loss")[k], getattr(self, f"{stage}_member_metrics")[k]
-            values = {f"{stage}/loss": float(loss.compute()), **{n: float(v) for n, v in metrics.compute().items()}}
-            loss.reset()
-            metrics.reset()
+            values = {f"{stage}/loss": losses[k], **computed[k]}
             if stage == "train":
                 lr = self.trainer.optimizers[0].param_groups[0]["lr"]
                 values["train/lr"] = float(torch.tensor(lr, dtype=torch.float32))  # as `self.log` logs it
@@ -167,8 +180,15 @@ class SeedsModule(ClassifierModule):
         self.log_dict(group, prog_bar=True)
 
     def on_validation_epoch_start(self) -> None:
-        for kept in self.val_predictions:
-            kept.clear()
+        self.val_batches.clear()
+
+    @property
+    def val_predictions(self) -> list[tuple[Tensor, Tensor] | None]:
+        """Each member's last validation's probabilities and targets (None: none ran)."""
+        if not self.val_batches:
+            return [None] * self.size
+        probabilities, targets = (torch.cat(parts, 1) for parts in zip(*self.val_batches, strict=True))
+        return [(probabilities[k], targets[k]) for k in range(self.size)]
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -176,13 +196,13 @@ class SeedsModule(ClassifierModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint[self.STATE] = {"identity": self.identity, "values": self.member_values,
-                                  "diverged": self.diverged, "val_predictions": self.val_predictions}  # fmt: skip
+                                  "diverged": self.diverged, "val_batches": self.val_batches}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint[self.STATE]
         self.member_values, self.diverged = [dict(v) for v in state["values"]], dict(state["diverged"])
-        self.val_predictions = [[tuple(p) for p in kept] for kept in state["val_predictions"]]
+        self.val_batches = [tuple(batch) for batch in state["val_batches"]]
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's

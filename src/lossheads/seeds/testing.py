@@ -104,8 +104,7 @@ def test_members(
             val_metrics, val_predictions = val_numbers[k]
         else:
             val_metrics = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
-            kept = module.val_predictions[k]
-            val_predictions = (torch.cat([p for p, _ in kept]), torch.cat([t for _, t in kept])) if kept else None
+            val_predictions = module.val_predictions[k]
         predictions = ({"val": val_predictions} if val_predictions else {}) | {"test": test_predictions}
         for logger in member.loggers:  # the test's row, at the steps its weights took, as its run logs it
             logger.log_metrics(metrics, step=trained.steps)
