@@ -52,6 +52,15 @@ class SlowToBuild(MLP):
         super().__init__(input_shape, num_logits, **options)
 
 
+class SlowToTrain(MLP):
+    """The default MLP, 0.05 s per training forward: a kill comes in the middle of an epoch."""
+
+    def forward(self, features):
+        if self.training:
+            time.sleep(0.05)
+        return super().forward(features)
+
+
 class SlowToEvaluate(MLP):
     """The default MLP, slow only in eval mode (validation, test): a stop comes while members are tested."""
 

@@ -249,7 +249,7 @@ def test_an_interrupt_leaves_every_member_resumable(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     deadline = time.time() + 120
-    while not all((folder / j / "checkpoints" / "last.ckpt").exists() for j in ("0", "1")):
+    while not group_files(folder):  # the group has saved its first epoch
         assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
@@ -385,30 +385,51 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
         assert list(configs[3].hydra.overrides.task) == ["loss=ce", "seed=4"]
 
 
-@pytest.mark.slow
-def test_a_sigkill_leaves_every_member_checkpoint_whole(tmp_path: Path) -> None:
-    from lossheads.run.checkpoints import read_checkpoint
+def group_files(folder: Path) -> list[Path]:
+    """The seeds groups' checkpoint files of a sweep (while they train)."""
+    return sorted((folder / ".seeds").glob("group-*.ckpt"))
 
-    folder = tmp_path / "sweep"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
-         "seed=1,2,3", "trainer.max_epochs=100000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+
+@pytest.mark.slow
+def test_a_sigkill_mid_epoch_loses_no_finished_epoch_and_the_sweep_run_again_equals_an_unbroken_one(
+    tmp_path: Path,
+) -> None:
+    from lossheads.seeds.checkpoints import read_group_file
+
+    overrides = ["model=custom", "model._target_=seeded_nets.SlowToTrain", "seed=1,2,3", "trainer.max_epochs=6",
+                 "~hydra.callbacks.report"]  # fmt: skip
+    folder = tmp_path / "killed"
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds",
+               f"hydra.sweep.dir={folder}", *overrides]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=with_test_nets())  # fmt: skip
     deadline = time.time() + 120
-    while not all((folder / j / "checkpoints" / "last.ckpt").exists() for j in ("0", "1", "2")):
+    while not group_files(folder) or read_group_file(group_files(folder)[0])["epoch"] < 1:
         assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.2)
-    time.sleep(1.0)  # saves in flight
+        time.sleep(0.05)
+    time.sleep(0.15)  # into the next epoch (0.3 s each)
     process.kill()
     process.wait(timeout=60)
-
-    for job in ("0", "1", "2"):  # a write cut short leaves its temporary file, never a partial .ckpt
-        files = sorted((folder / job / "checkpoints").glob("*.ckpt"))
-        assert "last.ckpt" in [p.name for p in files]
-        for path in files:
-            checkpoint = read_checkpoint("ckpt_path", path)  # whole: its checksum holds
-            assert checkpoint["global_step"] > 0
+    (saved,) = group_files(folder)
+    epochs = read_group_file(saved)["epoch"]  # whole: its checksum over its bytes holds
+    assert 1 <= epochs < 5 and not records(folder)  # stopped in training: no member recorded yet
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=with_test_nets())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "the seeds group resumes from" in again.stdout + again.stderr
+    assert not group_files(folder)  # the members' folders hold their runs now
+    unbroken = sweep(tmp_path / "unbroken", *overrides)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    resumed, reference = records(folder), records(tmp_path / "unbroken")
+    assert resumed.keys() == reference.keys() == {"0", "1", "2"}
+    for job, record in resumed.items():
+        assert record["status"] == "ok" and record["epochs"] == 6
+        assert record["resumed_from"]["epochs"] >= 1
+        for key in [k for k in reference[job] if "/" in k]:
+            assert record[key] == pytest.approx(reference[job][key], abs=TOLERANCE), (job, key)
+    for job in ("0", "1", "2"):  # each member's checkpoints are a run's again
+        assert sorted(p.name for p in (folder / job / "checkpoints").iterdir()) == sorted(
+            p.name for p in (tmp_path / "unbroken" / job / "checkpoints").iterdir()
+        )
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import write_bytes
 from lossheads.run.checkpoints import RunCheckpointIO
-from lossheads.run.resume import run_inputs
+from lossheads.run.resume import resumed_from, run_inputs
 from lossheads.seeds.members import Member
 from lossheads.seeds.module import SeedsModule
 from lossheads.training.callbacks import LastCheckpoint
@@ -81,9 +81,10 @@ class GroupCheckpointIO(TorchCheckpointIO):
         Path(path).unlink(missing_ok=True)
 
 
-def resumable(path: Path, identity: list[list[str]]) -> str | None:
-    """The group file to resume from: one left by this very group (its members' folders and
-    configs), or None (none, another group's, or damaged: the group starts afresh, one log line)."""
+def resumable(path: Path, identity: list[list[str]]) -> dict[str, Any] | None:
+    """Where the group resumes from (`resume.resumed_from`'s record: the file, epochs, step): a group
+    file left by this very group (its members' folders and configs), or None (none, another group's,
+    or damaged: the group starts afresh, one log line)."""
     if not path.is_file():
         return None
     try:
@@ -94,8 +95,9 @@ def resumable(path: Path, identity: list[list[str]]) -> str | None:
     if (saved.get(SeedsModule.STATE) or {}).get("identity") != identity:
         log.info("the seeds group checkpoint %s belongs to another group of jobs; this group starts afresh", path)
         return None
-    log.info("the seeds group resumes from %s (epoch %s)", path, saved.get("epoch"))
-    return str(path)
+    found = resumed_from(str(path), saved)
+    log.info("the seeds group resumes from %s (%s epochs done)", path, found["epochs"])
+    return found
 
 
 def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule) -> dict[str, Any]:

@@ -31,18 +31,16 @@ from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import StorageError
 from lossheads.run.folder import fingerprint
 from lossheads.run.records import Trained
-from lossheads.run.resume import resumed_from
 from lossheads.run.stops import StopSignals, caught
 from lossheads.seeds.checkpoints import (
     GroupCheckpointIO,
     GroupLast,
     MemberBest,
-    read_group_file,
     resumable,
     write_member_files,
 )
 from lossheads.seeds.data import StackedData
-from lossheads.seeds.members import Member, current_job
+from lossheads.seeds.members import ARM_KEYS, Member, current_job
 from lossheads.seeds.module import SeedsModule
 from lossheads.seeds.testing import test_members
 from lossheads.training.module import Diverged
@@ -51,6 +49,22 @@ from lossheads.training.stepping import trainer_arguments
 
 log = logging.getLogger(__name__)
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def described(members: list[Member]) -> str:
+    """'seeds [1, 2, 3] of one configuration', or with arms: '6 runs: seeds [1, 2, 3] of 2 arms (loss=bce,
+    loss=bce_logits)', the arms named by their arm overrides."""
+    seeds = sorted({int(m.cfg.seed) for m in members})
+    arms: list[str] = []
+    for member in members:
+        items = [o for o in member.hydra_config.hydra.overrides.task
+                 if any(o.split("=", 1)[0].lstrip("+~").startswith(key) for key in ARM_KEYS)]  # fmt: skip
+        arm = " ".join(items) or "(defaults)"
+        if arm not in arms:
+            arms.append(arm)
+    if len(arms) == 1:
+        return f"seeds {seeds} of one configuration"
+    return f"{len(members)} runs: seeds {seeds} of {len(arms)} arms ({', '.join(arms)})"
 
 
 def group_file(members: list[Member]) -> Path:
@@ -69,7 +83,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
 
     first = members[0]
     stepping = first.module.stepping
-    seeds = module.seeds
+    seeds = described(members)
     started = time.perf_counter()
     module.member_loggers = [list(m.loggers) for m in members]
     module.identity = [[str(m.folder.resolve()), fingerprint(m.config)] for m in members]
@@ -91,14 +105,14 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
     StopSignals.trainer = trainer
     failure: BaseException | None = None
     with group_logging(members):
-        log.info("seeds %s of one configuration train as one vectorized model", seeds)
+        log.info("%s train as one vectorized model", seeds)
         if any(isinstance(m, DROPOUT) and m.p > 0 for m in first.module.net.modules()):
             log.info("dropout draws from the group's random stream: each seed's numbers are those of this "
                      "group (the same sweep gives them again), not those of its run alone")  # fmt: skip
         resume = resumable(path, module.identity)
         fit_start = time.perf_counter()
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+            trainer.fit(module, datamodule=data, ckpt_path=resume and resume["checkpoint"], weights_only=True)
         except Diverged:
             pass  # every member diverged: each is recorded below
         except StorageError as error:  # a full disk: as a run alone, each records it, one line, the sweep stops
@@ -108,7 +122,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             if StopSignals.received is None and not isinstance(exc, Exception):
                 raise
             if StopSignals.received is None:
-                log.exception("the seeds %s failed; the sweep goes on", seeds)
+                log.exception("the %s failed; the sweep goes on", seeds)
             failure = exc
         end_member_logs(members, module, failed=failure is not None)
         trained_at = time.perf_counter()
@@ -132,12 +146,11 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         record_stops(members)
     files_at = time.perf_counter()
     with group_logging(members):
-        log.info("seeds %s trained; each is now tested and recorded as its own run", seeds)
-    resumed = resumed_from(str(path), read_group_file(path)) if resume else None
+        log.info("%s trained; each is now tested and recorded as its own run", seeds)
     records: list[dict[str, Any] | None] = [None] * len(members)
     try:
         records = record_members(members, module, trainer, data, Trained(trainer.current_epoch, trainer.global_step,
-                                                                         resumed))  # fmt: skip
+                                                                         resume))  # fmt: skip
     except StorageError as error:
         stop_for_storage([m for k, m in enumerate(members) if records[k] is None], error)
     except BaseException:
@@ -146,7 +159,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         record_stops(members)  # none of them has its record yet: each resumes from its own last.ckpt
     path.unlink(missing_ok=True)
     with group_logging(members):
-        log.info("seeds %s: prepared and composed before, set up in %.2f s, trained in %.2f s, member checkpoints "
+        log.info("%s: prepared and composed before, set up in %.2f s, trained in %.2f s, member checkpoints "
                  "in %.2f s, tested and recorded in %.2f s", seeds, fit_start - started, trained_at - fit_start,
                  files_at - trained_at, time.perf_counter() - files_at)  # fmt: skip
     return records
