@@ -35,8 +35,10 @@ def storage_error(path: Path, exc: OSError) -> StorageError:
     )
 
 
-def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write(handle)` on a fresh temporary file beside `path`, then rename it to `path`."""
+def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
+    """Call `write(handle)` on a fresh temporary file beside `path`, then rename it to `path`.
+    `durable`: fsync the file and its folder, so that it survives a power loss too (a killed process
+    never leaves a partial file either way: the rename is atomic, the page cache outlives it)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,8 @@ def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:  # a kill (KeyboardInterrupt, SIGTERM) too: never leave the temporary file
         with contextlib.suppress(OSError):
@@ -55,11 +58,12 @@ def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
         if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
             raise storage_error(path, exc) from None
         raise
-    fsync_folder(path.parent)
+    if durable:
+        fsync_folder(path.parent)
 
 
-def write_bytes(path: Path | str, data: bytes) -> None:
-    write_atomic(path, lambda handle: handle.write(data))
+def write_bytes(path: Path | str, data: bytes, *, durable: bool = True) -> None:
+    write_atomic(path, lambda handle: handle.write(data), durable=durable)
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from lossheads.data.base import ArrayDataModule
+from lossheads.data.base import ArrayDataModule, InMemoryBatches
 
 
 class MemberOrders:
@@ -29,20 +29,38 @@ class MemberOrders:
 
 
 class StackedBatches:
-    """The members' loaders zipped, their batches stacked."""
+    """The members' loaders as one: each member's batches in its own order, stacked (K, N, ...).
+
+    In-memory loaders (the usual case) are served from the members' tensors stacked once: per epoch
+    one gather by the members' orders (K, N), then slices, as each loader would gather and slice its
+    own; other loaders are zipped and their batches stacked."""
 
     def __init__(self, loaders: list[Any]) -> None:
         self.loaders = loaders
         self.shard_size = loaders[0].shard_size
         self.sampler = MemberOrders(loaders)
         self.batch_sampler = None  # Lightning looks for one beside `sampler`
+        plain = all(type(x) is InMemoryBatches and x.extra is None and x.world_size == 1 for x in loaders)
+        self.stacked = (torch.stack([x.features for x in loaders]), torch.stack([x.targets for x in loaders])) \
+            if plain else None  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.loaders[0])
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for items in zip(*self.loaders, strict=True):
-            yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        if self.stacked is None:
+            for items in zip(*self.loaders, strict=True):
+                yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+            return
+        features, targets = self.stacked
+        first = self.loaders[0]
+        if first.sampler is not None:
+            orders = torch.stack([x.sampler.order(features.shape[1]) for x in self.loaders]).to(features.device)
+            members = torch.arange(len(self.loaders), device=features.device)[:, None]
+            features, targets = features[members, orders], targets[members, orders]
+        for start in range(0, self.shard_size, first.item_size):
+            end = min(start + first.item_size, self.shard_size)
+            yield features[:, start:end], targets[:, start:end]
 
 
 class StackedData(LightningDataModule):
