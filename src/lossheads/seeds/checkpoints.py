@@ -105,13 +105,14 @@ def resumable(path: Path, identity: list[list[str]]) -> dict[str, Any] | None:
 def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: SeedsModule) -> dict[str, Any]:
     """Member k's checkpoint from the group's dump `group`: what its own run's checkpoint at that step
     holds. The loops' and schedulers' states are the group's (the members take the same steps); the
-    weights and the optimizer's per-element state are member k's slice; callbacks are the member's own
-    (their records as of this save)."""
+    weights and the optimizer's per-element state are member k's slice; its loss's buffers and its
+    callbacks are its own (their records as of this save)."""
     net_state = {key.removeprefix("net."): v for key, v in group["state_dict"].items() if key.startswith("net.")}
     net = module.net.member_state(k, net_state)
-    state = {}
-    for key in member.module.state_dict():
-        state[key] = net[key.removeprefix("net.")] if key.startswith("net.") else group["state_dict"][key].clone()
+    own = member.module.state_dict()  # its loss's buffers (class weights, pos_weight, log prior) are its own
+    state = {
+        key: net[key.removeprefix("net.")] if key.startswith("net.") else value.clone() for key, value in own.items()
+    }
     shapes = [tuple(p.shape) for p in module.net.stacked]
     optimizers = []
     for optimizer in group["optimizer_states"]:
