@@ -10,6 +10,7 @@ Last line: `bench-verdict: basic=...s vectorized=...s speedup=...` (basic / seed
     python scripts/bench_verdict.py                   # 10 seeds, about 3 minutes on 2 cores
     python scripts/bench_verdict.py --repeats 3       # medians of 3 sweeps each, interleaved
     python scripts/bench_verdict.py trainer.max_epochs=5 data.n_samples=4000   # overrides for both sweeps
+    python scripts/bench_verdict.py 'seed=range(1,21)'   # 20 seeds: an override typed here wins over the default
     python scripts/bench_verdict.py --device cuda     # on a GPU, data resident there
     python scripts/bench_verdict.py --quick           # 2 seeds, 2 epochs, one dataset: keeps the script working
     python scripts/bench.py --verdict                 # the same, from the main benchmark
