@@ -16,6 +16,8 @@ Last line: `bench: ratio@64=... ratio@256=... ratio@1024=...` (harness / raw).
     python scripts/bench.py --images   # model=cnn on data=mnist vs a raw loop; DataLoader path; 1M-row CSV load
     python scripts/bench.py --distill  # a KD student with the teacher's logits computed once vs per batch
     python scripts/bench.py --seeds    # K-seed sweeps: basic launcher vs hydra/launcher=seeds (scripts/bench_seeds.py)
+    python scripts/bench.py --verdict  # experiment=compare_binary, 10 seeds, report included, both launchers
+                                       # (scripts/bench_verdict.py; train.py overrides after it go to both sweeps)
 """
 
 from __future__ import annotations
@@ -197,17 +199,31 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=count, nargs="+", default=[64, 256, 1024], metavar="N")
     parser.add_argument("--steps-only", action="store_true", help="skip the start-up and grid measurements")
     parser.add_argument("--steps", type=count, default=300, help="optimizer steps per measurement (default 300)")
-    parser.add_argument("--repeats", type=count, default=5, help="measured pairs per batch size (default 5)")
+    parser.add_argument(
+        "--repeats",
+        type=count,
+        help="measured pairs per batch size (default 5); --verdict: sweeps per launcher (default 1)",
+    )
     parser.add_argument("--images", action="store_true", help="the image and table data paths (scripts/bench_data.py)")
     parser.add_argument("--distill", action="store_true", help="the teacher's outputs (scripts/bench_distill.py)")
     parser.add_argument("--seeds", action="store_true", help="vectorized seeds vs one job after another")
+    parser.add_argument("--verdict", action="store_true",
+                        help="the time to a verdict: experiment=compare_binary under both launchers; train.py "
+                        "overrides after it go to both sweeps (scripts/bench_verdict.py)")  # fmt: skip
     parser.add_argument("--schedule-and-clip", action="store_true",
                         help="a cosine schedule and gradient clipping (norm 1.0) in both loops")  # fmt: skip
     parser.add_argument("--grid-launcher", choices=["basic", "joblib"], default="basic",
                         help="Hydra launcher of the grids (joblib: one process per core)")  # fmt: skip
     parser.add_argument("--grid-only", action="store_true", help="only the start-up and grid measurements")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()
+    if overrides and not args.verdict:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     quiet_lightning()  # as train.py: no "Tip" lines, each Lightning line once
+    if args.verdict:
+        from bench_verdict import main as bench_verdict
+
+        repeats = ["--repeats", str(args.repeats)] if args.repeats else []
+        return bench_verdict([*(["--quick"] if args.quick else []), "--device", args.device, *repeats, *overrides])
     if args.seeds:
         from bench_seeds import main as bench_seeds
 
@@ -229,7 +245,7 @@ def main() -> None:
     if args.steps_per_call is not None:
         STEPS_PER_CALL.append(f"steps_per_call={args.steps_per_call}")
     batches = args.batch_sizes
-    steps, repeats, n_samples = (20, 1, 4000) if args.quick else (args.steps, args.repeats, 40000)
+    steps, repeats, n_samples = (20, 1, 4000) if args.quick else (args.steps, args.repeats or 5, 40000)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} steps={steps} "
           f"repeats={repeats} {' '.join(EXTRA)}")  # fmt: skip
     ratios = {}

@@ -17,6 +17,7 @@ Last line: `bench-seeds: speedup@3=... speedup@10=... speedup@20=...` (basic / s
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import statistics
@@ -33,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class SweepTimer(Callback):
-    """Writes the multirun's wall time (seconds) to `path` when it ends."""
+    """Writes the multirun's wall time (seconds) to `path`: from its start to the end of the command's
+    work, the report included. Hydra calls the callbacks' on_multirun_end in reverse order (1.3), so a
+    timer added after the report would stop before the report is written; it stops at interpreter exit
+    instead, after every callback whatever their order, and before nothing but the interpreter's teardown."""
 
     def __init__(self, path: str) -> None:
         self.path, self.start = path, 0.0
@@ -42,27 +46,45 @@ class SweepTimer(Callback):
         self.start = time.perf_counter()
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
         Path(self.path).write_text(json.dumps(time.perf_counter() - self.start))
 
 
-def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: int | None, extra: list[str]) -> float:
+def timed_sweep(folder: Path, overrides: list[str], name: str) -> float:
+    """`python train.py -m OVERRIDES` in a fresh process, its sweep folder `folder`, with SweepTimer on:
+    the sweep's seconds, which leave out the interpreter's start-up and imports (both launchers pay them once).
+    A sweep that fails or does not stop the timer ends the benchmark with its error."""
     timer = folder / "seconds.json"
+    timing = [f"hydra.sweep.dir={folder}", "+hydra.callbacks.timer._target_=bench_seeds.SweepTimer",
+              f"+hydra.callbacks.timer.path={timer}"]  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}  # and the caller's
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *timing, *overrides], capture_output=True,
+                            text=True, env={**os.environ, **env})  # fmt: skip
+    if result.returncode != 0 or not timer.is_file():
+        raise SystemExit(f"the {name} sweep failed:\n{result.stderr[-2000:]}")
+    return json.loads(timer.read_text())
+
+
+def job_statuses(folder: Path) -> list[str | None]:
+    """Each job folder's metrics.json status (None where a job left none): "ok" for a finished run."""
+    jobs = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    return [json.loads(m.read_text()).get("status") if (m := p / "metrics.json").is_file() else None for p in jobs]
+
+
+def sweep_seconds(folder: Path, seeds: int, launcher: str, device: str, epochs: int | None, extra: list[str]) -> float:
     overrides = [
-        f"seed=range(1,{seeds + 1})", f"hydra.sweep.dir={folder}", "~hydra.callbacks.report",
-        "+hydra.callbacks.timer._target_=bench_seeds.SweepTimer", f"+hydra.callbacks.timer.path={timer}",
+        f"seed=range(1,{seeds + 1})", "~hydra.callbacks.report",
         "print_config=false", "callbacks.progress_bar.refresh_rate=0", f"trainer.accelerator={device}",
         *([f"trainer.max_epochs={epochs}"] if epochs else []),
         *(["hydra/launcher=seeds"] if launcher == "seeds" else []), *extra,
     ]  # fmt: skip
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}  # and the caller's
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *overrides], capture_output=True,
-                            text=True, env={**os.environ, **env})  # fmt: skip
-    if result.returncode != 0 or not timer.is_file():
-        raise SystemExit(f"the {launcher} sweep failed:\n{result.stderr[-2000:]}")
-    statuses = [json.loads(p.read_text())["status"] for p in folder.glob("*/metrics.json")]
+    seconds = timed_sweep(folder, overrides, launcher)
+    statuses = job_statuses(folder)
     if statuses.count("ok") != seeds:
         raise SystemExit(f"the {launcher} sweep finished {statuses.count('ok')} of {seeds} jobs")
-    return json.loads(timer.read_text())
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
