@@ -234,7 +234,7 @@ def test_jobs_that_cannot_be_stacked_run_alone_and_say_why(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "seeds [1, 2] of one configuration train as one vectorized model" in log
-    assert "#2 trains alone: it is alone in its group: hydra.launcher.max_members=2 split the 3 seeds" in log
+    assert "#2 trains alone: it is alone in its group: hydra.launcher.max_members=2 split the 3 jobs" in log
     assert "#3 trains alone: early stopping ends each seed at its own epoch" in log
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok"] * 6
 

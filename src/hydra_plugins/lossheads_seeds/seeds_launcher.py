@@ -1,9 +1,11 @@
-"""`hydra/launcher=seeds`: a sweep's jobs that differ only in `seed` train as one vectorized model.
+"""`hydra/launcher=seeds`: a sweep's jobs that share a network shape train as one vectorized model.
 
 Hydra finds launchers only in the `hydra_plugins` namespace package, hence this module; the work is
-in `lossheads.seeds`. Jobs are grouped by their overrides without `seed=...`; each job still gets its
-own folder, Hydra files and number, as under the basic launcher. A job that cannot join a group
-(`lossheads.seeds.group.why_not_vectorized` says why, in the log) or is alone in its group runs
+in `lossheads.seeds`. Jobs are prepared together by their overrides without `seed=...` and the arm
+keys (loss, threshold, head: `launch_key`), then stacked by what their built runs share
+(`lossheads.seeds.members.partition`); each job still gets its own folder, Hydra files and number,
+as under the basic launcher. A job that cannot join a group
+(`lossheads.seeds.members.why_not_vectorized` says why, in the log) or is alone in its group runs
 through the task function itself, one after another, as the basic launcher runs every job.
 """
 
@@ -131,7 +133,7 @@ class SeedSharingConfigLoader(ConfigLoader):
 
 
 class SeedsLauncher(Launcher):
-    def __init__(self, max_members: int = 32) -> None:
+    def __init__(self, max_members: int = 64) -> None:
         self.max_members = max_members
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -148,14 +150,14 @@ class SeedsLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         try:
             require(is_int(self.max_members) and self.max_members >= 2, "hydra.launcher.max_members", self.max_members,
-                    "use a whole number >= 2: the most seeds that train as one model")  # fmt: skip
+                    "use a whole number >= 2: the most jobs prepared, and so stacked, at once")  # fmt: skip
         except ConfigError as error:  # the entry point's one line, before any job starts
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         setup_globals()
         self._sweep_logging()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs, seeds of one configuration together (hydra/launcher=seeds)")
+        log.info(f"Launching {len(job_overrides)} jobs, those of one network shape together (hydra/launcher=seeds)")
         groups: dict[tuple[str, ...], list[tuple[int, Sequence[str]]]] = {}
         for i, overrides in enumerate(job_overrides):
             groups.setdefault(launch_key(overrides), []).append((initial_job_idx + i, overrides))
