@@ -15,6 +15,7 @@ import copy
 import functools
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,7 @@ class SeedsLauncher(Launcher):
         from lossheads.seeds.group import run_members
         from lossheads.seeds.members import Member, Stopped, differences, partition, prepare, stacked
 
+        started = time.perf_counter()
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
         folders: dict[Path, int] = {}  # the run folders of the jobs prepared so far
         loaded: dict[str, Any] = {}  # the data they loaded, by data config: loaded once for the group
@@ -225,6 +227,8 @@ class SeedsLauncher(Launcher):
             if isinstance(result._return_value, Stopped):
                 sys.exit(StopSignals.exit_code())
             prepared.append((idx, config, result, result._return_value))
+        log.info(f"\t{len(prepared)} jobs composed and prepared (folders, data, networks) in "
+                 f"{time.perf_counter() - started:.2f} s")  # fmt: skip
         ready = [p for p in prepared if isinstance(p[3], Member)]
         number = {id(p[3]): p[0] for p in ready}
         stacks = partition([p[3] for p in ready])

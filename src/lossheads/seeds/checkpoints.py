@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,16 @@ class GroupCheckpointIO(TorchCheckpointIO):
     def __init__(self, path: Path, best: MemberBest) -> None:
         self.path, self.best = path, best
         self.latest: bytes | None = None  # the group's newest saved state
+        self.seconds = 0.0  # spent in saves (the log's breakdown of the group's time)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        started = time.perf_counter()
         if path == BEST_DUMP:
             self.best.take(checkpoint)
-            return
-        self.best.freeze_diverged(self.latest)  # a member that diverged since keeps its last healthy state
-        self.latest = write_group_file(self.path, checkpoint)
+        else:
+            self.best.freeze_diverged(self.latest)  # a member that diverged since keeps its last healthy state
+            self.latest = write_group_file(self.path, checkpoint)
+        self.seconds += time.perf_counter() - started
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_group_file(Path(path))
