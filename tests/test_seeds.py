@@ -477,7 +477,7 @@ def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_
     assert "Traceback" not in log
     found = records(tmp_path / "sweep")
     assert [r["status"] for r in found.values()] == ["interrupted", "interrupted"], log[-3000:]
-    assert found["0"]["phase"] == "validate" and "ckpt_path=last" in found["0"]["resume"]
+    assert found["0"]["phase"] == "test" and "ckpt_path=last" in found["0"]["resume"]
     again = sweep(tmp_path / "sweep", *overrides)  # finishes both from their checkpoints
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
