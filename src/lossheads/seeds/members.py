@@ -1,5 +1,6 @@
 """A seeds group's members: each prepared in its own Hydra job (its folder, config and files, built
-and checked before anything trains), and the reasons a seed trains alone."""
+and checked before anything trains, the data loaded once), the stacks they fall into (seeds and
+arms of one network shape), and the reasons a job trains alone."""
 
 from __future__ import annotations
 
