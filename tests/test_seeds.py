@@ -74,23 +74,32 @@ def saved_state(path: Path, sweep_folder: Path) -> str:
 
 @pytest.mark.slow
 def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Path) -> None:
-    overrides = ["loss=bce_logits,ce", "seed=1,2,3", "trainer.max_epochs=2"]
+    """Arms of one network shape train in one group (bce_logits and bce: one logit), each member with
+    its own loss and its own pos_weight=auto (from its own split); ce (two logits) forms its own."""
+    overrides = ["loss=bce_logits,bce,ce", "loss.pos_weight=auto", "seed=1,2,3", "trainer.max_epochs=2"]
     together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
     log = together.stdout + together.stderr
-    assert log.count("train as one vectorized model") == 2  # one group per loss
-    # two configs composed per group; Hydra's check of the batch and the launch get copies of them
-    assert "job configs: 4 composed, 8 copied from a composed one" in log
+    assert "6 runs: seeds [1, 2, 3] of 2 arms (loss=bce_logits, loss=bce) train as one vectorized model" in log
+    assert "seeds [1, 2, 3] of one configuration train as one vectorized model" in log  # ce
+    assert "#6, #7, #8 train as a group of their own: they differ from #0's in head, number of logits" in log
+    # two configs composed per configuration; Hydra's check of the batch and the launch get copies of them
+    assert "job configs: 6 composed, 12 copied from a composed one" in log
     assert "`Trainer.fit` stopped" not in log  # Lightning's info lines stay in the job logs
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
-    for job in ("0", "4"):
+    for job in ("0", "3", "6"):
         files = sorted(p.name for p in (tmp_path / "together" / job / "checkpoints").iterdir())
         assert files == sorted(p.name for p in (tmp_path / "alone" / job / "checkpoints").iterdir())
         for name in files:  # saved at the same moment as its run's: the same loop counters and callback records
             ours, theirs = (saved_state(tmp_path / run / job / "checkpoints" / name, tmp_path / run)
                             for run in ("together", "alone"))  # fmt: skip
             assert ours == theirs, (job, name)
+            state = torch.load(tmp_path / "together" / job / "checkpoints" / name, weights_only=True)["state_dict"]
+            reference = torch.load(tmp_path / "alone" / job / "checkpoints" / name, weights_only=True)["state_dict"]
+            assert state.keys() == reference.keys() and any(key.startswith("loss.") for key in state)
+            for key in [k for k in state if k.startswith("loss.")]:  # pos_weight=auto: its own split's
+                assert torch.equal(state[key], reference[key]), (job, key)
         assert (tmp_path / "together" / job / "predictions.npz").is_file()
         assert list((tmp_path / "together" / job / "tensorboard").rglob("events.out.tfevents.*"))
         job_log = (tmp_path / "together" / job / "train.log").read_text()  # its group's lines, no other job's
@@ -101,7 +110,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
         return list(csv.DictReader((tmp_path / folder / "comparisons.csv").open()))
 
     ours, theirs = rows("together"), rows("alone")
-    assert len(ours) == len(theirs) == 10  # ce vs bce_logits on breast_cancer, the binary panel, paired by 3 seeds
+    assert len(ours) == len(theirs) == 20  # bce and ce vs bce_logits on breast_cancer, the binary panel, 3 seeds
     for mine, alone in zip(ours, theirs, strict=True):
         assert (mine["metric"], mine["verdict"]) == (alone["metric"], alone["verdict"])
         for column in ("mean_diff", "ci_low", "ci_high", "p"):
@@ -110,7 +119,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
 
     # a member's folder is a run's folder: resumed on its own with ckpt_path, it trains on exactly
     # (as `python train.py ... hydra.run.dir=together/0 ckpt_path=last`, in-process)
-    one_run = [*QUIET, "loss=bce_logits", "seed=1", "trainer.max_epochs=3"]
+    one_run = [*QUIET, "loss=bce_logits", "loss.pos_weight=auto", "seed=1", "trainer.max_epochs=3"]
     run_in_process(compose_config([*one_run, "ckpt_path=last"], tmp_path / "together" / "0"))
     run_in_process(compose_config(one_run, tmp_path / "fresh"))
     continued = json.loads((tmp_path / "together" / "0" / "metrics.json").read_text())

@@ -39,12 +39,9 @@ def launch_key(overrides: Sequence[str]) -> tuple[str, ...]:
     """A job's overrides without its seed and arm keys (loss, threshold, head and their options): the
     jobs that are prepared together and may train as one stack (`lossheads.seeds.members.partition`
     decides which do)."""
-    from lossheads.seeds.members import ARM_KEYS
+    from lossheads.seeds.members import is_arm
 
-    def is_arm(key: str) -> bool:
-        return any(key == arm or key.startswith(f"{arm}.") for arm in ARM_KEYS)
-
-    return tuple(o for o in group_key(overrides) if not is_arm(o.split("=", 1)[0].lstrip("+~")))
+    return tuple(o for o in group_key(overrides) if not is_arm(o))
 
 
 def _seed_item(overrides: Sequence[str]) -> str | None:

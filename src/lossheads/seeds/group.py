@@ -40,7 +40,7 @@ from lossheads.seeds.checkpoints import (
     write_member_files,
 )
 from lossheads.seeds.data import StackedData
-from lossheads.seeds.members import ARM_KEYS, Member, current_job
+from lossheads.seeds.members import Member, current_job, is_arm
 from lossheads.seeds.module import SeedsModule
 from lossheads.seeds.testing import test_members
 from lossheads.training.module import Diverged
@@ -55,11 +55,11 @@ def described(members: list[Member]) -> str:
     """'seeds [1, 2, 3] of one configuration', or with arms: '6 runs: seeds [1, 2, 3] of 2 arms (loss=bce,
     loss=bce_logits)', the arms named by their arm overrides."""
     seeds = sorted({int(m.cfg.seed) for m in members})
+    items = [[o for o in m.hydra_config.hydra.overrides.task if is_arm(o)] for m in members]
+    shared = set.intersection(*(set(i) for i in items))  # the same in every arm: not what tells them apart
     arms: list[str] = []
-    for member in members:
-        items = [o for o in member.hydra_config.hydra.overrides.task
-                 if any(o.split("=", 1)[0].lstrip("+~").startswith(key) for key in ARM_KEYS)]  # fmt: skip
-        arm = " ".join(items) or "(defaults)"
+    for own in items:
+        arm = " ".join(o for o in own if o not in shared) or "(defaults)"
         if arm not in arms:
             arms.append(arm)
     if len(arms) == 1:

@@ -181,6 +181,12 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
 ARM_KEYS = ("loss", "threshold", "head")  # what may differ between the members of one stack
 
 
+def is_arm(override: str) -> bool:
+    """An override of an arm key or one of its options (`loss=ce`, `loss.pos_weight=auto`, `+head.x=1`)."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return any(key == arm or key.startswith(f"{arm}.") for arm in ARM_KEYS)
+
+
 def stack_key(member: Member) -> str:
     """What the members of one stack share: the config but for the seed (and split), the loggers and
     the arm keys (loss, loss options, threshold, head); the head's kind and number of logits; the
