@@ -76,3 +76,29 @@ def test_a_cnn_trains_on_mnist_with_images_and_augmentation_on_the_gpu(tmp_path,
     images = datamodule.train_dataloader().features
     assert images.device.type == "cuda" and images.dtype == torch.uint8  # decoded once, kept on the GPU
     assert float(trainer.callback_metrics["val/acc"]) >= 0.9
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_seeds_group_of_arms_trains_on_cuda_and_each_member_equals_its_run(tmp_path, precision):
+    """hydra/launcher=seeds on the GPU, the data resident there: arms of one shape in one group, each
+    member's numbers those of its run alone under the basic launcher."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    overrides = ["-m", *QUIET, "trainer=gpu", f"trainer.precision={precision}", "loss=bce_logits,bce,focal",
+                 "seed=1,2", "trainer.max_epochs=3", "~hydra.callbacks.report"]  # fmt: skip
+    found = {}
+    for name, launcher in (("together", ["hydra/launcher=seeds"]), ("alone", [])):
+        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, *launcher,
+                                 f"hydra.sweep.dir={tmp_path / name}"], capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        found[name] = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / name).glob("*/metrics.json")}
+    assert "6 runs: seeds [1, 2] of 3 arms" in (tmp_path / "together" / "0" / "train.log").read_text()
+    assert found["together"].keys() == found["alone"].keys() and len(found["alone"]) == 6
+    tolerance = 1e-4 if precision == "32-true" else 2e-2  # bf16's rounding grows over steps differently
+    for job, record in found["together"].items():
+        for key in [k for k in record if k.startswith(("val/", "test/"))]:
+            assert record[key] == pytest.approx(found["alone"][job][key], abs=tolerance), (job, key)
