@@ -92,8 +92,8 @@ def test_a_seeds_group_of_arms_trains_on_cuda_and_each_member_equals_its_run(tmp
                  "seed=1,2", "trainer.max_epochs=3", "~hydra.callbacks.report"]  # fmt: skip
     found = {}
     for name, launcher in (("together", ["hydra/launcher=seeds"]), ("alone", [])):
-        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, *launcher,
-                                 f"hydra.sweep.dir={tmp_path / name}"], capture_output=True, text=True, timeout=600)  # fmt: skip
+        command = [sys.executable, str(ROOT / "train.py"), *overrides, *launcher, f"hydra.sweep.dir={tmp_path / name}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         found[name] = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / name).glob("*/metrics.json")}
     assert "6 runs: seeds [1, 2] of 3 arms" in (tmp_path / "together" / "0" / "train.log").read_text()
