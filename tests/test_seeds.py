@@ -503,3 +503,20 @@ def test_a_stop_while_seeds_are_prepared_is_recorded_and_the_sweep_run_again_fin
     again = sweep(tmp_path / "sweep", *overrides)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_mixed_precision_arms_train_in_one_group_each_loss_cast_as_in_its_run(tmp_path: Path) -> None:
+    """bf16 autocast on the CPU: each member's loss is computed by its own call (autocast casts BCE to
+    float32 as in a run alone), and the members' numbers stay those of their runs."""
+    overrides = ["trainer.precision=bf16-mixed", "loss=bce_logits,bce", "seed=1,2", "trainer.max_epochs=2",
+                 "~hydra.callbacks.report"]  # fmt: skip
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "4 runs: seeds [1, 2] of 2 arms (loss=bce_logits, loss=bce)" in together.stdout + together.stderr
+    ours, theirs = records(tmp_path / "together"), records(tmp_path / "alone")
+    assert ours.keys() == theirs.keys() and [r["status"] for r in ours.values()] == ["ok"] * 4
+    for job, record in ours.items():
+        for key in [k for k in record if k.startswith("test/")]:
+            assert record[key] == pytest.approx(theirs[job][key], abs=2e-2), (job, key)
