@@ -520,3 +520,21 @@ def test_mixed_precision_arms_train_in_one_group_each_loss_cast_as_in_its_run(tm
     for job, record in ours.items():
         for key in [k for k in record if k.startswith("test/")]:
             assert record[key] == pytest.approx(theirs[job][key], abs=2e-2), (job, key)
+
+
+def test_a_group_file_is_resumed_only_by_its_own_jobs_on_their_own_data(tmp_path: Path, caplog) -> None:
+    """The group file names its members' folders, configs and inputs: another group of jobs, or the
+    same jobs on changed data, start afresh (one log line each); a damaged file too."""
+    from lossheads.seeds.checkpoints import resumable, write_group_file
+    from lossheads.seeds.module import SeedsModule
+
+    path = tmp_path / ".seeds" / "group-x.ckpt"
+    ours = [["/sweep/0", "f0", '{"fingerprint": "a"}'], ["/sweep/1", "f1", '{"fingerprint": "a"}']]
+    write_group_file(path, {SeedsModule.STATE: {"identity": ours}, "epoch": 2, "global_step": 12})
+    assert resumable(path, ours) == {"checkpoint": str(path), "epochs": 2, "step": 12}
+    changed = [[*job[:2], '{"fingerprint": "b"}'] for job in ours]
+    assert resumable(path, changed) is None
+    assert "the data or its split changed since it was saved" in caplog.text
+    assert resumable(path, [ours[0]]) is None and "belongs to another group of jobs" in caplog.text
+    path.write_bytes(path.read_bytes()[:-10])  # cut short
+    assert resumable(path, ours) is None and "is damaged" in caplog.text

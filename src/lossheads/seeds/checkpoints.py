@@ -98,8 +98,11 @@ def resumable(path: Path, identity: list[list[str]]) -> dict[str, Any] | None:
     except (ConfigError, Exception) as error:  # noqa: BLE001 -- any unreadable file: start afresh, say so
         log.warning("%s; the group starts afresh", str(error).splitlines()[0] if str(error) else type(error).__name__)
         return None
-    if (saved.get(SeedsModule.STATE) or {}).get("identity") != identity:
-        log.info("the seeds group checkpoint %s belongs to another group of jobs; this group starts afresh", path)
+    theirs = (saved.get(SeedsModule.STATE) or {}).get("identity")
+    if theirs != identity:
+        same_jobs = isinstance(theirs, list) and [i[:2] for i in theirs] == [i[:2] for i in identity]
+        why = "the data or its split changed since it was saved" if same_jobs else "it belongs to another group of jobs"
+        log.warning("the seeds group checkpoint %s is not resumed: %s; the group starts afresh", path, why)
         return None
     found = resumed_from(str(path), saved)
     log.info("the seeds group resumes from %s (%s epochs done)", path, found["epochs"])

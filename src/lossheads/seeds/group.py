@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import StorageError
 from lossheads.run.folder import fingerprint
 from lossheads.run.records import Trained
+from lossheads.run.resume import run_inputs
 from lossheads.run.stops import StopSignals, caught
 from lossheads.seeds.checkpoints import (
     GroupCheckpointIO,
@@ -86,7 +88,14 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
     seeds = described(members)
     started = time.perf_counter()
     module.member_loggers = [list(m.loggers) for m in members]
-    module.identity = [[str(m.folder.resolve()), fingerprint(m.config)] for m in members]
+    module.identity = [
+        [
+            str(m.folder.resolve()),
+            fingerprint(m.config),
+            json.dumps(run_inputs(m.datamodule.split_record), sort_keys=True),
+        ]
+        for m in members
+    ]
     for member in members:  # what Lightning does for a run's loggers as its fit starts (a diverged run has them)
         for logger in member.loggers:
             logger.log_hyperparams(member.module.hparams_initial)

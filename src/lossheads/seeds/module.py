@@ -108,7 +108,8 @@ class SeedsModule(ClassifierModule):
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
         # the last validation's probabilities and targets of all members, per batch (their predictions.npz)
         self.val_batches: list[tuple[Tensor, Tensor]] = []
-        self.identity: list[list[str]] = []  # the members' folders and config fingerprints: whose group file
+        # each member's folder, config fingerprint and inputs (data, split): whose group file it is
+        self.identity: list[list[str]] = []
         self.member_heads = [m.head for m in members]  # each its own threshold (arms may differ in it)
         self.one_threshold = all(same_threshold(m.head, first.head) for m in members)
         self.member_loss_modules = nn.ModuleList([m.loss for m in members])
