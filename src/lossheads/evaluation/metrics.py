@@ -193,6 +193,7 @@ class HeadMetrics(nn.Module):
         classes = _per_class_metrics(task, num_classes) if per_class else {}
         self.by_class = MetricCollection(classes, compute_groups=False)
         self.labels = labels or [str(i) for i in range(num_classes)]
+        self.stage = prefix.rstrip("/")
 
     def update(self, predictions: Tensor, probabilities: Tensor | None, targets: Tensor) -> None:
         self.by_label.update(predictions, targets)

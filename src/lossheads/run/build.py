@@ -76,10 +76,11 @@ def lightning_says(trainer: DictConfig, exc: BaseException) -> str:
 
 
 def build(
-    cfg: DictConfig, plan: RunPlan | None = None, loaded: dict[str, Any] | None = None
+    cfg: DictConfig, plan: RunPlan | None = None, loaded: dict[str, Any] | None = None, *, metrics: bool = True
 ) -> tuple[ArrayDataModule, ClassifierModule]:
     """Everything a run needs, every input checked, before any training starts. `loaded`: data
-    already loaded by runs built before this one (a seeds group), by their data config."""
+    already loaded by runs built before this one (a seeds group), by their data config; `metrics`
+    False: a module without its own metrics (a seeds group computes its members')."""
     plan = plan or plan_run(cfg)
     stepping = plan.stepping
     seed_everything(cfg.seed, workers=True, verbose=False)
@@ -111,7 +112,7 @@ def build(
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,
                               batch_size=datamodule.batch_size, steps_per_call=stepping.steps_per_call,
                               schedule=schedule, stepping=stepping,
-                              labels=getattr(datamodule, "label_names", None) or None)  # fmt: skip
+                              labels=getattr(datamodule, "label_names", None) or None, metrics=metrics)  # fmt: skip
     return datamodule, module
 
 

@@ -149,7 +149,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     try:
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
-        datamodule, module = build(cfg, plan, loaded)
+        datamodule, module = build(cfg, plan, loaded, metrics=False)
         if not folders:  # the group's first: Lightning checks the Trainer's arguments (the others share them)
             build_trainer(cfg, plan)
         loggers = build_loggers(cfg) or []

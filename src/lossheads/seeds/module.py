@@ -93,7 +93,7 @@ class SeedsModule(ClassifierModule):
     def __init__(self, members: list[ClassifierModule], seeds: list[int], **options) -> None:
         first = members[0]
         super().__init__(StackedNet([m.net for m in members]), first.head, first.loss, first.make_optimizer,
-                         **options)  # fmt: skip
+                         metrics=False, **options)  # fmt: skip
         self.automatic_optimization = False  # the fast path, also at steps_per_call=1
         self.sample_dim = 1
         self.seeds = seeds

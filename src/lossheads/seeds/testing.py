@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch import Tensor
 
+from lossheads.evaluation.metrics import HeadMetrics
 from lossheads.evaluation.threshold import tune_threshold
 from lossheads.run.checkpoints import read_checkpoint
 from lossheads.run.records import Tested, Trained, write_record
@@ -59,10 +60,12 @@ def run_pass(module: SeedsModule, data: StackedData, trainer: Trainer, split: st
     return Pass(torch.cat(logits, 1), torch.cat(targets, 1), torch.stack(losses), torch.tensor(sizes).float())
 
 
-def member_numbers(member: Member, split: Pass, k: int, stage: str) -> tuple[dict[str, float], tuple[Tensor, Tensor]]:
-    """Member k's `stage/*` numbers on its slice of `split`, by its own head and metrics, and its
+def member_numbers(
+    member: Member, split: Pass, k: int, metrics: HeadMetrics
+) -> tuple[dict[str, float], tuple[Tensor, Tensor]]:
+    """Member k's numbers (`metrics`' stage) on its slice of `split`, by its own head, and its
     probabilities with targets (predictions.npz)."""
-    head, metrics = member.module.head, getattr(member.module, f"{stage}_metrics")
+    head, stage = member.module.head, metrics.stage
     logits, targets = split.logits[k], head.metric_target(split.targets[k])
     probabilities = head.probabilities(logits)
     metrics.reset()
@@ -84,22 +87,28 @@ def test_members(
         if path is not None:
             state = read_checkpoint("ckpt_path", Path(path))["state_dict"]
             module.net.load_member(k, {n.removeprefix("net."): v for n, v in state.items() if n.startswith("net.")})
+    first = members[0].datamodule
+    labels = getattr(first, "label_names", None) or None
+
+    def stage_metrics(stage: str) -> HeadMetrics:  # one for all members, reset between them
+        return HeadMetrics(first.task, first.num_classes, f"{stage}/", per_class=stage == "test", labels=labels)
+
     val_numbers: dict[int, tuple[dict[str, float], tuple[Tensor, Tensor]]] = {}
     if any(members[k].cfg.threshold == "auto" for k in tested):
-        val = run_pass(module, data, trainer, "val")  # the weights to test, at threshold 0.5
+        val, val_metrics = run_pass(module, data, trainer, "val"), stage_metrics("val")  # at threshold 0.5
         for k in tested:
             if members[k].cfg.threshold == "auto":
-                val_numbers[k] = member_numbers(members[k], val, k, "val")
+                val_numbers[k] = member_numbers(members[k], val, k, val_metrics)
                 probabilities, targets = val_numbers[k][1]
                 chosen = tune_threshold(probabilities, targets)
                 head = members[k].module.head
                 head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
-    test = run_pass(module, data, trainer, "test")
+    test, test_metrics = run_pass(module, data, trainer, "test"), stage_metrics("test")
     StopSignals.stage = "record writing"
     records = {}
     for k, path in tested.items():
         member = members[k]
-        metrics, test_predictions = member_numbers(member, test, k, "test")
+        metrics, test_predictions = member_numbers(member, test, k, test_metrics)
         if k in val_numbers:
             val_metrics, val_predictions = val_numbers[k]
         else:

@@ -43,7 +43,9 @@ class ClassifierModule(LightningModule):
         schedule: Schedule | None = None,
         stepping: Stepping | None = None,
         labels: list[str] | None = None,
+        metrics: bool = True,
     ) -> None:
+        """`metrics` False: no per-stage metrics (a seeds group's members: the group computes theirs)."""
         super().__init__()
         self.batch_size = batch_size
         self.automatic_optimization = steps_per_call == 1
@@ -58,10 +60,9 @@ class ClassifierModule(LightningModule):
         # the last epoch's val and test probabilities with their targets, for the report's curves
         self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.per_class: dict[str, list] = {}  # the last test's per-class numbers, for per_class.json
-        for stage in STAGES:
-            metrics = HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train",
-                                  per_class=stage == "test", labels=labels)  # fmt: skip
-            setattr(self, f"{stage}_metrics", metrics)
+        for stage in STAGES if metrics else ():
+            setattr(self, f"{stage}_metrics", HeadMetrics(task, num_classes, prefix=f"{stage}/", full=stage != "train",
+                                                          per_class=stage == "test", labels=labels))  # fmt: skip
             setattr(self, f"{stage}_loss", MeanMetric())
 
     def __setattr__(self, name: str, value: object) -> None:
