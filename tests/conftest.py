@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -23,10 +24,20 @@ QUICK = ["trainer.max_epochs=1", *QUIET]
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python train.py OVERRIDES` would run, with its run folder at `output_dir`."""
+    return as_run(compose_with_hydra(overrides), output_dir)
+
+
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
+    """Hydra's composition of `overrides`, its own `hydra` node included."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def as_run(composed: DictConfig, output_dir: Path) -> DictConfig:
+    """What a run gets from Hydra: `HydraConfig` set, the config without its `hydra` node."""
+    HydraConfig.instance().set_config(composed)
+    cfg = copy.deepcopy(composed)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         del cfg.hydra
