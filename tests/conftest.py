@@ -83,3 +83,13 @@ def run_train_py(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess
         timeout=timeout,
         env=env,
     )
+
+
+@pytest.fixture(scope="session")
+def default_train_py(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python train.py trainer.max_epochs=2 hydra.run.dir=run` in a fresh folder, run once for the tests
+    that read what the default job prints and writes (its console, train.log, the run folder)."""
+    cwd = tmp_path_factory.mktemp("default_train_py")
+    result = run_train_py("trainer.max_epochs=2", "hydra.run.dir=run", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result, cwd / "run"

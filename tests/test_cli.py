@@ -1,4 +1,5 @@
-"""The command line as a user meets it: the help page, mistyped overrides, the installed command."""
+"""The command line as a user meets it: the help page, the installed command, a joblib sweep (mistyped
+overrides: test_startup.py)."""
 
 from __future__ import annotations
 
@@ -19,20 +20,6 @@ def test_help_lists_groups_options_and_top_level_keys_from_the_configs():
     assert "loss            asl, auto*, bce, bce_logits, ce" in page
     assert "scheduler       cosine, none*, onecycle, plateau, step" in page
     assert "_split" not in page and "test_on" in page and "early_stopping" in page
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("loss=bce_logit", "error: loss=bce_logit is not an option of loss: did you mean loss=bce_logits?"),
-        ("trainer.max_epoch=3", "error: trainer.max_epoch is not a key of trainer: did you mean trainer.max_epochs?"),
-    ],
-)
-def test_a_mistyped_override_is_one_line_with_the_nearest_name_and_exit_2(tmp_path, override, message):
-    result = run_train_py(override, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(message)
-    assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.slow
