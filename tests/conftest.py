@@ -67,6 +67,17 @@ def train(tmp_path: Path):
     return _train
 
 
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory) -> Path:
+    """The default job trained in-process for one epoch, once for every test that reads its folder or its
+    last.ckpt; a test that changes a file works on a copy (`shutil.copytree` / `copy`)."""
+    from lossheads.run.execute import run
+
+    folder = tmp_path_factory.mktemp("one_epoch") / "run"
+    run(compose_config([*QUICK], folder))
+    return folder
+
+
 @pytest.fixture
 def config(tmp_path: Path):
     return lambda *overrides: compose_config(list(overrides), tmp_path / "run")

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,9 +192,9 @@ def test_resume_to_fewer_epochs_is_refused_and_a_resume_records_where_it_started
          "holds model.hidden._target_='os.system'; a run folder is data"),
     ],
 )  # fmt: skip
-def test_a_crafted_teacher_folder_is_refused_and_nothing_runs(tmp_path, edit, message, monkeypatch):
+def test_a_crafted_teacher_folder_is_refused_and_nothing_runs(tmp_path, edit, message, monkeypatch, one_epoch_run):
     monkeypatch.chdir(tmp_path)
-    train(tmp_path / "teacher", "trainer.max_epochs=1")
+    shutil.copytree(one_epoch_run, tmp_path / "teacher")
     path = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
     checkpoint = read_checkpoint("ckpt_path", path)
     config = checkpoint[META]["config"]
@@ -322,9 +323,9 @@ def test_concurrent_writers_of_one_metrics_json_never_fail(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
-def test_an_altered_checkpoint_is_refused(tmp_path):
-    train(tmp_path / "run", "trainer.max_epochs=1")
-    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+def test_an_altered_checkpoint_is_refused(tmp_path, one_epoch_run):
+    path = tmp_path / "last.ckpt"
+    shutil.copy(one_epoch_run / "checkpoints" / "last.ckpt", path)
     checkpoint = torch.load(path, weights_only=True)
     weights = checkpoint["state_dict"]["net.0.weight"]
     data = bytearray(path.read_bytes())

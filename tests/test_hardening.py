@@ -37,14 +37,6 @@ def test_two_epochs_then_resume_to_four_equals_four_straight_epochs(tmp_path):
     assert resumed["test/acc"] == straight["test/acc"]
 
 
-@pytest.fixture(scope="module")
-def one_epoch_run(tmp_path_factory) -> Path:
-    """The default job trained for one epoch, once for the tests that only read its folder."""
-    folder = tmp_path_factory.mktemp("one_epoch") / "run"
-    train(folder, "trainer.max_epochs=1")
-    return folder
-
-
 def test_resume_from_a_run_folder_or_a_file(tmp_path, one_epoch_run):
     by_folder = train(tmp_path / "b", "trainer.max_epochs=2", f"ckpt_path={one_epoch_run}")
     by_file = train(tmp_path / "c", "trainer.max_epochs=2", f"ckpt_path={one_epoch_run / 'checkpoints' / 'last.ckpt'}")
