@@ -62,8 +62,8 @@ def test_the_same_rows_in_another_order_are_refused_on_resume(tmp_path):
     assert train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")["epochs"] == 2
 
 
-def test_a_teacher_retrained_in_place_is_refused_on_the_students_resume(tmp_path):
-    train(tmp_path / "teacher", "trainer.max_epochs=1")
+def test_a_teacher_retrained_in_place_is_refused_on_the_students_resume(tmp_path, one_epoch_run):
+    shutil.copytree(one_epoch_run, tmp_path / "teacher")
     train(tmp_path / "other", "trainer.max_epochs=1", "optimizer.lr=0.01")
     teacher = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
     student = ["loss=kd", f"teacher.ckpt_path={teacher}"]
