@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from conftest import QUIET, ROOT, built, compose_config
 from lossheads.config.validators import ConfigError
 from lossheads.run.execute import main, run
 from lossheads.training.module import Diverged
+from test_durability import pause, signal_when, start
 
 
 def train(folder: Path, *overrides: str) -> dict:
@@ -101,18 +100,9 @@ def test_a_sigterm_while_training_saves_a_checkpoint_and_says_how_to_resume(tmp_
     """SIGTERM reaches Lightning's own handler while it trains (Ctrl-C there: test_durability's stop
     within an epoch, which resumes through the printed command)."""
     sig, code, name = signal.SIGTERM, 143, "SIGTERM"
-    overrides = ["data=synthetic_binary", "data.n_samples=20000", "trainer.max_epochs=100", *QUIET]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides, "hydra.run.dir=run"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first epoch has ended: training is under way
-    process.send_signal(sig)
-    _, stderr = process.communicate(timeout=120)
+    overrides = ["trainer.max_epochs=100", *QUIET]
+    process = start(tmp_path, *overrides, "hydra.run.dir=run", *pause("on_train_batch_end", tmp_path / "p", 2))
+    stderr = signal_when(process, tmp_path / "p", sig)  # after epoch 2's steps (one call of 6), before its end
     assert process.returncode == code, stderr[-2000:]
     assert "Traceback" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted by")]
@@ -120,12 +110,12 @@ def test_a_sigterm_while_training_saves_a_checkpoint_and_says_how_to_resume(tmp_
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "interrupted" and "test/acc" not in record
     saved = torch.load(record["checkpoint"], weights_only=True)
-    assert saved["global_step"] > 0 and "rng_state" in saved
-    # the printed command continues the run (here only to the end of the interrupted epoch), in-process
-    epoch = saved["epoch"]
-    train(tmp_path / "run", *overrides[:2], f"trainer.max_epochs={epoch + 1}", "ckpt_path=last")
+    assert "rng_state" in saved
+    # the printed command continues the run (here through the interrupted epoch), in-process
+    assert (saved["epoch"], saved["global_step"]) == (0, 6)  # the newest state: epoch 1's end
+    train(tmp_path / "run", "trainer.max_epochs=2", "ckpt_path=last")
     finished = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert finished["status"] == "ok" and finished["epochs"] == epoch + 1
+    assert finished["status"] == "ok" and finished["epochs"] == 2 and finished["steps"] == 12
     assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
 
 
