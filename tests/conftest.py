@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -23,10 +24,20 @@ QUICK = ["trainer.max_epochs=1", *QUIET]
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python train.py OVERRIDES` would run, with its run folder at `output_dir`."""
+    return as_run(compose_with_hydra(overrides), output_dir)
+
+
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
+    """Hydra's composition of `overrides`, its own `hydra` node included."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def as_run(composed: DictConfig, output_dir: Path) -> DictConfig:
+    """What a run gets from Hydra: `HydraConfig` set, the config without its `hydra` node."""
+    HydraConfig.instance().set_config(composed)
+    cfg = copy.deepcopy(composed)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         del cfg.hydra
@@ -56,6 +67,17 @@ def train(tmp_path: Path):
     return _train
 
 
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory) -> Path:
+    """The default job trained in-process for one epoch, once for every test that reads its folder or its
+    last.ckpt; a test that changes a file works on a copy (`shutil.copytree` / `copy`)."""
+    from lossheads.run.execute import run
+
+    folder = tmp_path_factory.mktemp("one_epoch") / "run"
+    run(compose_config([*QUICK], folder))
+    return folder
+
+
 @pytest.fixture
 def config(tmp_path: Path):
     return lambda *overrides: compose_config(list(overrides), tmp_path / "run")
@@ -72,3 +94,13 @@ def run_train_py(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess
         timeout=timeout,
         env=env,
     )
+
+
+@pytest.fixture(scope="session")
+def default_train_py(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python train.py trainer.max_epochs=2 hydra.run.dir=run` in a fresh folder, run once for the tests
+    that read what the default job prints and writes (its console, train.log, the run folder)."""
+    cwd = tmp_path_factory.mktemp("default_train_py")
+    result = run_train_py("trainer.max_epochs=2", "hydra.run.dir=run", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result, cwd / "run"

@@ -7,15 +7,18 @@ code 2, no traceback, and nothing written that looks like a result (no metrics.j
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import tempfile
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from conftest import QUICK, compose_config
+from conftest import QUICK, as_run, compose_with_hydra
 from lossheads.run.execute import EXIT_BAD_INPUT, main
 
 words = st.from_regex(r"[a-z][a-z_]{0,9}", fullmatch=True).filter(lambda w: w not in ("null", "true", "false"))
@@ -94,14 +97,41 @@ def csv_file(tmp_path_factory) -> str:
     return str(path)
 
 
+def with_override(composed: DictConfig, override: str) -> DictConfig:
+    """`composed` with one more `key=value`, parsed by Hydra's override grammar and merged as Hydra
+    merges it (`OmegaConf.update(..., merge=True)`): the config Hydra composes for the overrides plus
+    this one, but for `hydra.job.override_dirname` (a folder name no refused run uses). Composing
+    once per key instead of once per drawn value saves ~0.1 s a value on 2 cores, 288 values."""
+    (parsed,) = OverridesParser.create().parse_overrides([override])
+    assert not parsed.is_add() and not parsed.is_delete() and parsed.package is None, override
+    cfg = copy.deepcopy(composed)
+    with read_write(cfg):
+        OmegaConf.update(cfg, parsed.key_or_group, parsed.value(), merge=True)
+        cfg.hydra.overrides.task.append(override)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def composed(csv_file):
+    """Hydra's composition of each key's context, once per context."""
+    cache: dict[str, DictConfig] = {}
+
+    def compose(context: list[str]) -> DictConfig:
+        overrides = [*QUICK, *(o.replace("CSV", csv_file) for o in context)]
+        if repr(overrides) not in cache:
+            cache[repr(overrides)] = compose_with_hydra(overrides)
+        return cache[repr(overrides)]
+
+    return compose
+
+
 @pytest.mark.parametrize(("key", "context", "values"), KEYS, ids=[k for k, _, _ in KEYS])
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_a_wrong_value_is_refused_in_one_line_before_training(csv_file, key, context, values, data):
+def test_a_wrong_value_is_refused_in_one_line_before_training(composed, key, context, values, data):
     value = data.draw(values, label=key)
-    overrides = [*QUICK, *(o.replace("CSV", csv_file) for o in context), f"{key}={value}"]
     with tempfile.TemporaryDirectory() as folder:
-        cfg = compose_config(overrides, Path(folder) / "run")
+        cfg = as_run(with_override(composed(context), f"{key}={value}"), Path(folder) / "run")
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as stopped:
             main(cfg)

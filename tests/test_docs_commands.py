@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import ROOT, compose_config, run_train_py
+from conftest import ROOT, compose_config
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 ENTRY_POINTS = ("python train.py", "lossheads-train")
@@ -135,19 +135,19 @@ def test_readme_setup_commands_are_the_quick_start_and_what_ci_runs():
     assert tests.startswith("python -m pytest") and tests in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_the_quick_start_command_trains_and_writes_its_run_folder(tmp_path):
-    """`python train.py`, as the README's set-up runs it, for one epoch in a fresh folder."""
+def test_the_quick_start_command_trains_and_writes_its_run_folder(default_train_py):
+    """`python train.py`, as the README's set-up runs it (the shared run: two epochs, in a fresh folder)."""
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"## Set-up\n+```bash\n(.*?)```", readme, re.S).group(1)
     quick_start = strip_comment(block.splitlines()[0]).split("&&")[1].split()[2:]  # after `python train.py`
-    result = run_train_py(*quick_start, "trainer.max_epochs=1", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert quick_start == []  # the default job, which `default_train_py` runs
+    result, folder = default_train_py
     lines = result.stdout.splitlines()
     assert lines[0].startswith("data=breast_cancer  head=auto  loss=auto  model=mlp")
     assert lines[-1] == "results in run"
-    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert record["status"] == "ok" and record["epochs"] == 1 and 0.5 < record["test/acc"] <= 1
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["status"] == "ok" and record["epochs"] == 2 and 0.5 < record["test/acc"] <= 1
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_the_readme_loss_example_trains(train, tmp_path):

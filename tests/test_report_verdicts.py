@@ -256,10 +256,11 @@ def test_bce_and_bce_logits_read_equivalent_in_a_real_sweep(tmp_path):
 @pytest.mark.slow
 def test_logit_adjustment_raises_balanced_accuracy_on_a_long_tail(tmp_path):
     """Menon et al. (ICLR 2021): on long-tailed classes, logit adjustment trades accuracy on the head
-    classes for recall on the tail; the report finds it under its default settings."""
+    classes for recall on the tail; the report finds it under its default settings. (8 epochs: balanced
+    accuracy +0.086 [+0.051, +0.135], worst-class recall +0.282 [+0.167, +0.458] on a 2-core CPU, 2026-12-06.)"""
     result = run_train_py(
         "-m", "hydra/launcher=seeds", "data=synthetic_longtail", "loss=ce,logit_adjusted", "seed=range(1,11)",
-        "trainer.max_epochs=15", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900,
+        "trainer.max_epochs=8", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["metric"]: r for r in check_rows_against_files(tmp_path / "sweep")}

@@ -62,8 +62,8 @@ def test_the_same_rows_in_another_order_are_refused_on_resume(tmp_path):
     assert train(tmp_path / "run", *options, "trainer.max_epochs=2", "ckpt_path=last")["epochs"] == 2
 
 
-def test_a_teacher_retrained_in_place_is_refused_on_the_students_resume(tmp_path):
-    train(tmp_path / "teacher", "trainer.max_epochs=1")
+def test_a_teacher_retrained_in_place_is_refused_on_the_students_resume(tmp_path, one_epoch_run):
+    shutil.copytree(one_epoch_run, tmp_path / "teacher")
     train(tmp_path / "other", "trainer.max_epochs=1", "optimizer.lr=0.01")
     teacher = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
     student = ["loss=kd", f"teacher.ckpt_path={teacher}"]
@@ -120,9 +120,8 @@ def test_a_schedule_independent_of_the_length_resumes_to_a_longer_run_exactly(tm
 # ---- every file read is verified, or said not to be ---------------------------------------------------
 
 
-def test_model_weights_from_a_lossheads_checkpoint_are_checksum_verified(tmp_path, capsys):
-    train(tmp_path / "source", "trainer.max_epochs=1")
-    ckpt = tmp_path / "source" / "checkpoints" / "last.ckpt"
+def test_model_weights_from_a_lossheads_checkpoint_are_checksum_verified(tmp_path, capsys, one_epoch_run):
+    ckpt = one_epoch_run / "checkpoints" / "last.ckpt"
     train(tmp_path / "ok", "trainer.max_epochs=1", f"model.weights={ckpt}")
     assert f"model.weights: loaded 6 of 6 tensors from {ckpt} (checksum verified)" in capsys.readouterr().out
     saved = torch.load(ckpt, weights_only=True)
@@ -133,9 +132,8 @@ def test_model_weights_from_a_lossheads_checkpoint_are_checksum_verified(tmp_pat
         train(tmp_path / "altered", "trainer.max_epochs=1", f"model.weights={tmp_path / 'altered.ckpt'}")
 
 
-def test_a_plain_state_dict_loads_and_the_log_says_it_has_no_checksum(tmp_path, capsys):
-    train(tmp_path / "source", "trainer.max_epochs=1")
-    saved = torch.load(tmp_path / "source" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+def test_a_plain_state_dict_loads_and_the_log_says_it_has_no_checksum(tmp_path, capsys, one_epoch_run):
+    saved = torch.load(one_epoch_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     torch.save({k.removeprefix("net."): v for k, v in saved.items()}, tmp_path / "plain.pt")
     train(tmp_path / "run", "trainer.max_epochs=1", f"model.weights={tmp_path / 'plain.pt'}")
     assert (f"model.weights: loaded 6 of 6 tensors from {tmp_path / 'plain.pt'} (no checksum in the file, so its "

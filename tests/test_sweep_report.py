@@ -74,33 +74,42 @@ class CrashingNet(nn.Module):
 
     def forward(self, features):
         raise ValueError("a bug in the network's forward")
+
+
+class NanNet(CrashingNet):
+    """Trains, but its outputs are NaN: the run diverges at its first step."""
+
+    def forward(self, features):
+        return self.linear(features) * float("nan")
 '''
 
 
 @pytest.mark.slow
-def test_a_job_that_crashes_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+def test_a_job_that_crashes_or_diverges_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     (tmp_path / "crashing_net.py").write_text(CRASHING_NET)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    result = run_train_py(
-        "-m", "model=custom", "model._target_=crashing_net.CrashingNet,lossheads.models.MLP", *QUICK,
-        "hydra.sweep.dir=sweep", cwd=tmp_path,
-    )  # fmt: skip
+    nets = "crashing_net.CrashingNet,crashing_net.NanNet,lossheads.models.MLP"
+    result = run_train_py("-m", "model=custom", f"model._target_={nets}", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     failure = json.loads((tmp_path / "sweep" / "0" / "failure.json").read_text())
     assert failure["status"] == "failed" and "ValueError" in failure["reason"], failure
-    assert (tmp_path / "sweep" / "1" / "metrics.json").is_file()
-    assert "| failed |" in (tmp_path / "sweep" / "report.md").read_text()
+    diverged = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
+    assert diverged["status"] == "diverged" and "test/acc" not in diverged
+    assert json.loads((tmp_path / "sweep" / "2" / "metrics.json").read_text())["status"] == "ok"
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "| failed |" in report and "| diverged | training diverged" in report
+    assert "3 runs: 1 ok, 1 failed, 1 diverged." in report
 
 
 @pytest.mark.slow
 def test_optuna_search_returns_the_metric_to_the_sweeper(tmp_path):
     result = run_train_py(
-        "hparams_search=optuna", "loss=focal", "hydra.sweeper.n_trials=3", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
+        "hparams_search=optuna", "loss=focal", "hydra.sweeper.n_trials=2", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    records = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text()) for i in range(3)]
-    assert [r["status"] for r in records] == ["ok"] * 3  # only keys that focal takes were searched
+    records = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text()) for i in range(2)]
+    assert [r["status"] for r in records] == ["ok"] * 2  # only keys that focal takes were searched
     assert best["best_value"] == pytest.approx(max(r["val/auroc"] for r in records))
     assert set(best["best_params"]) == {
         "optimizer.lr", "optimizer.weight_decay", "model.hidden", "loss.gamma", "loss.alpha"
