@@ -12,7 +12,7 @@ Last line: `bench-verdict: basic=...s vectorized=...s speedup=...` (basic / seed
     python scripts/bench_verdict.py trainer.max_epochs=5 data.n_samples=4000   # overrides for both sweeps
     python scripts/bench_verdict.py 'seed=range(1,21)'   # 20 seeds: an override typed here wins over the default
     python scripts/bench_verdict.py --device cuda     # on a GPU, data resident there
-    python scripts/bench_verdict.py --quick           # 2 seeds, 2 epochs, one dataset: keeps the script working
+    python scripts/bench_verdict.py --quick           # 8 jobs: keeps the script working
     python scripts/bench.py --verdict                 # the same, from the main benchmark
 """
 
@@ -29,8 +29,8 @@ from bench_seeds import job_statuses, timed_sweep
 
 LAUNCHERS = {"basic": [], "vectorized": ["hydra/launcher=seeds"]}
 FULL = ["seed=range(1,11)"]
-# 12 jobs of one dataset instead of 24 of two: both sweeps and both reports in about 30 s on 2 cores
-QUICK = ["seed=1,2", "trainer.max_epochs=2", "data=breast_cancer"]
+# 8 jobs (one dataset, the one-logit arms, 2 seeds, 1 epoch) instead of 120: the script kept working
+QUICK = ["seed=1,2", "trainer.max_epochs=1", "data=breast_cancer", "loss=bce_logits,bce"]
 
 Verdicts = dict[tuple[str, str, str], str]  # (dataset, arm, metric) -> verdict, as comparisons.csv has them
 

@@ -96,14 +96,14 @@ def test_bench_py_refuses_an_override_without_verdict(monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_the_verdict_benchmark_prints_its_line():
-    """Both launchers run the quick sweep (12 jobs, 2 seeds, 2 epochs), finish every job and write a report;
-    about 30 s on 2 cores. bench_verdict.py itself, without bench.py's imports of torch and Lightning."""
+    """Both launchers run the quick sweep (8 jobs: 4 arms, 2 seeds, 1 epoch), finish every job and write a
+    report. bench_verdict.py itself, without bench.py's imports of torch and Lightning."""
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_verdict.py"), "--quick"],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     for launcher in ("basic", "vectorized"):
-        assert any(re.fullmatch(rf" *{launcher} launcher, sweep 1: 12 jobs ok, report\.md with \d+ comparisons, "
+        assert any(re.fullmatch(rf" *{launcher} launcher, sweep 1: 8 jobs ok, report\.md with \d+ comparisons, "
                                 r"\d+\.\d s", line) for line in lines), lines  # fmt: skip
     assert re.fullmatch(r"verdicts: the two reports agree on all \d+ comparisons", lines[-2])
     assert re.fullmatch(r"bench-verdict: basic=\d+\.\ds vectorized=\d+\.\ds speedup=\d+\.\d\d", lines[-1])

@@ -476,10 +476,10 @@ def _stopped_sweep(folder: Path, overrides: list[str], after: str, sig: signal.S
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_again_finishes(
-    tmp_path: Path, sig: signal.Signals, code: int
-) -> None:
+def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_again_finishes(tmp_path: Path) -> None:
+    """SIGTERM in the members' test pass (Ctrl-C goes through the same stop records: see the interrupt
+    test while the group trains)."""
+    sig, code = signal.SIGTERM, 143
     overrides = ["model=custom", "model._target_=seeded_nets.SlowToEvaluate", "seed=1,2", "trainer.max_epochs=1"]
     returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "each is now tested and recorded", sig)
     assert returncode == code, log[-3000:]
@@ -509,14 +509,14 @@ def test_a_stop_while_seeds_are_prepared_is_recorded_and_the_sweep_run_again_fin
 def test_mixed_precision_arms_train_in_one_group_each_loss_cast_as_in_its_run(tmp_path: Path) -> None:
     """bf16 autocast on the CPU: each member's loss is computed by its own call (autocast casts BCE to
     float32 as in a run alone), and the members' numbers stay those of their runs."""
-    overrides = ["trainer.precision=bf16-mixed", "loss=bce_logits,bce", "seed=1,2", "trainer.max_epochs=2",
+    overrides = ["trainer.precision=bf16-mixed", "loss=bce_logits,bce", "seed=1", "trainer.max_epochs=2",
                  "~hydra.callbacks.report"]  # fmt: skip
     together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
-    assert "4 runs: seeds [1, 2] of 2 arms (loss=bce_logits, loss=bce)" in together.stdout + together.stderr
+    assert "2 runs: seeds [1] of 2 arms (loss=bce_logits, loss=bce)" in together.stdout + together.stderr
     ours, theirs = records(tmp_path / "together"), records(tmp_path / "alone")
-    assert ours.keys() == theirs.keys() and [r["status"] for r in ours.values()] == ["ok"] * 4
+    assert ours.keys() == theirs.keys() and [r["status"] for r in ours.values()] == ["ok"] * 2
     for job, record in ours.items():
         for key in [k for k in record if k.startswith("test/")]:
             assert record[key] == pytest.approx(theirs[job][key], abs=2e-2), (job, key)
