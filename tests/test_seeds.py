@@ -538,3 +538,31 @@ def test_a_group_file_is_resumed_only_by_its_own_jobs_on_their_own_data(tmp_path
     assert resumable(path, [ours[0]]) is None and "belongs to another group of jobs" in caplog.text
     path.write_bytes(path.read_bytes()[:-10])  # cut short
     assert resumable(path, ours) is None and "is damaged" in caplog.text
+
+
+def test_members_checkpoints_packed_into_the_group_file_come_back_whole() -> None:
+    """`pack` stacks the members' tensors path by path for the group file; `unpack` gives each member's
+    checkpoint back, tensors, int keys and plain values alike, also through torch.save/load."""
+    import io
+
+    from lossheads.seeds.checkpoints import pack, unpack
+
+    def checkpoint(step: float, extra: bool) -> dict:
+        return {"state_dict": {"net.0.weight": torch.randn(3, 2)}, "epoch": int(step),
+                "optimizer_states": [{"state": {0: {"step": torch.tensor(step), "exp_avg": torch.randn(3, 2)}},
+                                      "param_groups": [{"lr": 0.1, "params": [0]}]}],
+                "callbacks": {"ModelCheckpoint{...}": {"best_model_score": torch.tensor(step / 10)}},
+                **({"only_mine": torch.ones(2)} if extra else {})}  # fmt: skip
+
+    ours = {0: checkpoint(3.0, False), 7: checkpoint(4.0, True)}
+    buffer = io.BytesIO()
+    torch.save(pack(ours), buffer)
+    back = unpack(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    assert back.keys() == ours.keys()
+    for k, original in ours.items():
+        assert back[k]["epoch"] == original["epoch"] and list(back[k]["optimizer_states"][0]["state"]) == [0]
+        assert torch.equal(back[k]["state_dict"]["net.0.weight"], original["state_dict"]["net.0.weight"])
+        steps = [c["optimizer_states"][0]["state"][0]["step"] for c in (back[k], original)]
+        assert torch.equal(*steps)
+        assert back[k]["optimizer_states"][0]["param_groups"] == [{"lr": 0.1, "params": [0]}]
+    assert torch.equal(back[7]["only_mine"], torch.ones(2)) and "only_mine" not in back[0]

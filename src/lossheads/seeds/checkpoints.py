@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import time
 from pathlib import Path
@@ -141,6 +142,58 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
     return {**kept, "state_dict": state, "optimizer_states": optimizers, "callbacks": callbacks}
 
 
+TENSOR = "<tensor>"  # where a packed checkpoint's tensor was
+
+
+def pack(checkpoints: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Members' checkpoints (of one structure) with their tensors stacked across members, path by path:
+    a group file then pickles a few dozen tensors instead of each member's own (torch.save's cost
+    grows with the number of tensors: 40 members' best checkpoints took most of a group's saves)."""
+    members = sorted(checkpoints)
+    leaves: dict[int, dict[str, torch.Tensor]] = {k: {} for k in members}
+    skeletons = {k: _strip(checkpoints[k], [], leaves[k]) for k in members}
+    first = leaves[members[0]] if members else {}
+    stacked = {
+        path: torch.stack([leaves[k][path] for k in members])
+        for path, tensor in first.items()
+        if all(path in leaves[k] and leaves[k][path].shape == tensor.shape and leaves[k][path].dtype == tensor.dtype
+               for k in members)  # fmt: skip
+    }
+    rest = {k: {path: t for path, t in leaves[k].items() if path not in stacked} for k in members}
+    return {"members": members, "skeletons": skeletons, "stacked": stacked, "rest": rest}
+
+
+def unpack(packed: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """`pack`'s checkpoints again (lists where tuples were)."""
+    members = list(packed["members"])
+    found = {}
+    for i, k in enumerate(members):
+        tensors = {path: t[i] for path, t in packed["stacked"].items()} | dict(packed["rest"][k])
+        found[k] = _fill(packed["skeletons"][k], [], tensors)
+    return found
+
+
+def _strip(value: Any, path: list[str], leaves: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        leaves[json.dumps(path)] = value
+        return TENSOR
+    if isinstance(value, dict):
+        return {key: _strip(v, [*path, repr(key)], leaves) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strip(v, [*path, str(i)], leaves) for i, v in enumerate(value)]
+    return value
+
+
+def _fill(value: Any, path: list[str], tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, str) and value == TENSOR:
+        return tensors[json.dumps(path)]
+    if isinstance(value, dict):
+        return {key: _fill(v, [*path, repr(key)], tensors) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, [*path, str(i)], tensors) for i, v in enumerate(value)]
+    return value
+
+
 class GroupLast(LastCheckpoint):
     """The group's `LastCheckpoint` (every epoch's end, training's end, a stop between epochs), into
     the group file. Each member's `LastCheckpoint` takes its newest val/* numbers first, as its run's
@@ -175,8 +228,8 @@ class MemberBest(Checkpoint):
         return {
             "best": {k: m.best.state_dict() for k, m in enumerate(self.members) if m.best is not None},
             "last": {k: dict(m.last.val_metrics) for k, m in enumerate(self.members) if m.last is not None},
-            "slices": self.slices,
-            "frozen": self.frozen,
+            "slices": pack(self.slices),
+            "frozen": pack(self.frozen),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -185,7 +238,7 @@ class MemberBest(Checkpoint):
                 member.best.load_state_dict(state_dict["best"][k])
             if member.last is not None and k in state_dict["last"]:
                 member.last.val_metrics = dict(state_dict["last"][k])
-        self.slices, self.frozen = dict(state_dict["slices"]), dict(state_dict["frozen"])
+        self.slices, self.frozen = unpack(state_dict["slices"]), unpack(state_dict["frozen"])
 
     def _at_epoch_end(self, trainer: Trainer) -> bool:
         """Lightning's rule for where ModelCheckpoint saves (a private method, asked of the first
