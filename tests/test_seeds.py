@@ -29,8 +29,12 @@ def with_test_nets() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
-def sweep(folder: Path, *overrides: str, seeds: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def sweep(
+    folder: Path, *overrides: str, seeds: bool = True, report: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python train.py -m` into `folder`; the report (matplotlib, plots: seconds) only where a test reads it."""
     launcher = ["hydra/launcher=seeds"] if seeds else []
+    launcher += [] if report or "~hydra.callbacks.report" in overrides else ["~hydra.callbacks.report"]
     env = with_test_nets()
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, *launcher, f"hydra.sweep.dir={folder}", *overrides],
@@ -77,7 +81,8 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     """Arms of one network shape train in one group (bce_logits and bce: one logit), each member with
     its own loss and its own pos_weight=auto (from its own split); ce (two logits) forms its own."""
     overrides = ["loss=bce_logits,bce,ce", "loss.pos_weight=auto", "seed=1,2,3", "trainer.max_epochs=2"]
-    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
+    together = sweep(tmp_path / "together", *overrides, report=True)
+    alone = sweep(tmp_path / "alone", *overrides, seeds=False, report=True)
     assert together.returncode == 0, together.stderr[-3000:]
     assert alone.returncode == 0, alone.stderr[-3000:]
     log = together.stdout + together.stderr
@@ -228,7 +233,7 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
 @pytest.mark.slow
 def test_a_group_that_crashes_is_recorded_for_each_member_and_the_sweep_goes_on(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "model=custom", "model._target_=seeded_nets.FailsInForward", "seed=1,2",
-                   "trainer.max_epochs=1")  # fmt: skip
+                   "trainer.max_epochs=1", report=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for job in ("0", "1"):
         failure = json.loads((tmp_path / "sweep" / job / "failure.json").read_text())
@@ -460,7 +465,7 @@ def _stopped_sweep(folder: Path, overrides: list[str], after: str, sig: signal.S
     env = {**with_test_nets(), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
-         *overrides],
+         "~hydra.callbacks.report", *overrides],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=folder.parent,
     )  # fmt: skip
     seen = []
