@@ -354,14 +354,20 @@ def test_dropout_draws_its_own_mask_for_each_member() -> None:
     assert torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])
 
 
-@pytest.mark.slow
-def test_the_seeds_benchmark_prints_its_line() -> None:
-    """scripts/bench_seeds.py itself, which `bench.py --seeds` runs: without bench.py's own imports of
-    torch and Lightning, the test pays only the two sweeps it times."""
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_seeds.py"), "--quick"],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "bench-seeds: speedup@2=" in result.stdout.splitlines()[-1]
+def test_the_seeds_benchmark_prints_its_line(monkeypatch, capsys) -> None:
+    """scripts/bench_seeds.py's loop, medians and last line, in-process with its sweeps stubbed: the
+    timed sweeps themselves (timer, job statuses) run for real in tests/test_bench_verdict.py, through
+    the same `timed_sweep`."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench_seeds
+
+    seconds = iter([9.0, 3.0, 11.0, 2.0, 10.0, 4.0])  # basic, seeds, interleaved, 3 repeats
+    monkeypatch.setattr(bench_seeds, "sweep_seconds", lambda *args: next(seconds))
+    bench_seeds.main(["--seeds", "10", "--repeats", "3"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "10 seeds: basic launcher   10.0 s (1.00 s a job), hydra/launcher=seeds    3.0 s: 3.3x" in lines[-2]
+    assert lines[-2].endswith("(medians of 3: basic 9.0-11.0 s, seeds 2.0-4.0 s)")
+    assert lines[-1] == "bench-seeds: speedup@10=3.33"
 
 
 def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
