@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -497,7 +498,7 @@ def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_
     assert "Traceback" not in log
     found = records(tmp_path / "sweep")
     assert [r["status"] for r in found.values()] == ["interrupted", "interrupted"], log[-3000:]
-    assert found["0"]["phase"] == "test" and "ckpt_path=last" in found["0"]["resume"]
+    assert found["0"]["phase"] == "validate" and "ckpt_path=last" in found["0"]["resume"]  # its record's val pass
     again = sweep(tmp_path / "sweep", *overrides)  # finishes both from their checkpoints
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
@@ -577,3 +578,23 @@ def test_members_checkpoints_packed_into_the_group_file_come_back_whole() -> Non
         assert torch.equal(*steps)
         assert back[k]["optimizer_states"][0]["param_groups"] == [{"lr": 0.1, "params": [0]}]
     assert torch.equal(back[7]["only_mine"], torch.ones(2)) and "only_mine" not in back[0]
+
+
+@pytest.mark.slow
+def test_a_table_loaded_once_for_the_group_gives_each_member_its_run(tmp_path: Path) -> None:
+    """data=csv: the group reads the file once; what reading it sets (its columns, the label names)
+    reaches every member, whose numbers and per-class labels are its run's."""
+    points = [(math.sin(i), math.cos(3 * i)) for i in range(300)]  # distinct values: no tied scores to rank
+    rows = [f"{a:.4f},{b:.4f},{'yes' if a + 0.5 * b > 0.1 else 'no'}" for a, b in points]
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    overrides = ["data=csv", f"data.path={tmp_path / 't.csv'}", "loss=bce_logits,focal", "seed=1,2",
+                 "trainer.max_epochs=2"]  # fmt: skip
+    together, alone = sweep(tmp_path / "together", *overrides), sweep(tmp_path / "alone", *overrides, seeds=False)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    log = together.stdout + together.stderr
+    assert "4 runs: seeds [1, 2] of 2 arms (loss=bce_logits, loss=focal) train as one vectorized model" in log
+    assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
+    for job in ("0", "3"):
+        ours, theirs = (json.loads((tmp_path / r / job / "per_class.json").read_text()) for r in ("together", "alone"))
+        assert ours["labels"] == theirs["labels"] == ["no", "yes"]

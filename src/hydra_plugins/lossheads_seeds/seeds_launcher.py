@@ -252,9 +252,9 @@ class SeedsLauncher(Launcher):
             groups.append((stack, module))
         for idx, _, _, why in prepared:
             if not isinstance(why, Member):
-                log.info(
-                    f"\t#{idx} trains alone: {why if isinstance(why, str) else 'its job failed while it was prepared'}"
-                )
+                failed = f" ({type(why).__name__}: {str(why).splitlines()[0] if str(why) else ''})" if why else ""
+                because = why if isinstance(why, str) else f"its job failed while it was prepared{failed}"
+                log.info(f"\t#{idx} trains alone: {because}")
         returns: dict[int, JobReturn] = {}
         by_member = {id(p[3]): p for p in ready}
         for stack, module in groups:

@@ -266,11 +266,7 @@ class ArrayDataModule(LightningDataModule):
         """Load and split once; later calls (Lightning calls this per stage) reuse the tensors."""
         if self.splits:
             return
-        # `preloaded`: the same data loaded once for the runs of a seeds group (each splits it its own way)
-        preloaded = getattr(self, "preloaded", None)
-        data = preloaded if preloaded is not None else self.load()
-        if getattr(self, "keep_loaded", False):
-            self.preloaded = data
+        data = self._load_once()
         labels = data.hard_labels
         if labels is not None:
             present = np.unique(labels).size
@@ -290,6 +286,23 @@ class ArrayDataModule(LightningDataModule):
             self.split_indices[split] = idx
             index = torch.as_tensor(idx)
             self.splits[split] = (features[index], targets[index])
+
+    def _load_once(self) -> LabeledArrays:
+        """`load()`, or for the runs of a seeds group (`keep_loaded`) what an earlier one loaded
+        (`preloaded`: the arrays and the attributes `load()` set, such as a table's columns or the
+        label names), so that each splits the same data its own way."""
+        preloaded = getattr(self, "preloaded", None)
+        if preloaded is not None:
+            data, attributes = preloaded
+            for name, value in attributes.items():
+                setattr(self, name, value)
+            return data
+        before = dict(vars(self))
+        data = self.load()
+        if getattr(self, "keep_loaded", False):
+            attributes = {k: v for k, v in vars(self).items() if k not in before or before[k] is not v}
+            self.preloaded = (data, attributes)
+        return data
 
     def split(self, labels: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(train, val, test) indices: the seeded stratified split, refused when it would leave a class too

@@ -106,7 +106,7 @@ def resumable(path: Path, identity: list[list[str]]) -> dict[str, Any] | None:
         log.warning("the seeds group checkpoint %s is not resumed: %s; the group starts afresh", path, why)
         return None
     found = resumed_from(str(path), saved)
-    log.info("the seeds group resumes from %s (%s epochs done)", path, found["epochs"])
+    log.info("the seeds group resumes from %s (epochs done: %s)", path, found["epochs"])
     return found
 
 

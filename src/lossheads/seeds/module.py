@@ -110,6 +110,7 @@ class SeedsModule(ClassifierModule):
         self.val_batches: list[tuple[Tensor, Tensor]] = []
         # each member's folder, config fingerprint and inputs (data, split): whose group file it is
         self.identity: list[list[str]] = []
+        self.validated: dict[str, Tensor] | None = None  # the stacked weights of the last validation
         self.member_heads = [m.head for m in members]  # each its own threshold (arms may differ in it)
         self.one_threshold = all(same_threshold(m.head, first.head) for m in members)
         self.member_loss_modules = nn.ModuleList([m.loss for m in members])
@@ -192,7 +193,11 @@ class SeedsModule(ClassifierModule):
         return [(probabilities[k], targets[k]) for k in range(self.size)]
 
     def on_validation_epoch_end(self) -> None:
+        """The weights are kept too: a run alone records its last validation's numbers, which need
+        not be its final weights' (`trainer.check_val_every_n_epoch=2` over 5 epochs: epoch 4's)."""
         self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            self.validated = {name: t.detach().clone() for name, t in self.net.state_dict().items()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -44,18 +44,32 @@ class Pass:
 
 
 @torch.no_grad()
-def run_pass(module: SeedsModule, data: StackedData, trainer: Trainer, split: str) -> Pass:
+def run_pass(
+    members: list[Member], module: SeedsModule, data: StackedData, trainer: Trainer, split: str,
+    state: dict[str, Tensor] | None = None,
+) -> Pass:  # fmt: skip
+    """Each member's own network, with its weights from the stack (or from `state`, a state_dict of
+    the stacked network), on its own batches of `split`: the same operations as its run's own
+    evaluation, so that tied scores rank as there (a rank metric such as AP turns the stacked
+    forward's last-bit differences into more)."""
     StopSignals.stage = {"val": "validate", "test": "test"}[split]  # a stop now names this phase
+    own = [m.module for m in members]
+    for k, member in enumerate(own):
+        member.to(module.device).eval()
+        member.net.load_state_dict(module.net.member_state(k, state))
     loaders = [getattr(dm, f"{split}_dataloader")() for dm in data.members]
     logits, targets, losses, sizes = [], [], [], []
-    module.eval()
     with trainer.precision_plugin.forward_context():
         for batch in StackedBatches(loaders):
             features, batch_targets = data.on_after_batch_transfer(batch, 0)
-            batch_logits, batch_losses = module._forward_loss(features, batch_targets)
-            logits.append(batch_logits.float())
+            per_member = [member(features[k]) for k, member in enumerate(own)]
+            logits.append(torch.stack(per_member).float())
             targets.append(batch_targets)
-            losses.append(batch_losses.float())
+            losses.append(
+                torch.stack(
+                    [m.loss(z, batch_targets[k], None) for k, (m, z) in enumerate(zip(own, per_member, strict=True))]
+                ).float()
+            )
             sizes.append(features.shape[1])
     return Pass(torch.cat(logits, 1), torch.cat(targets, 1), torch.stack(losses), torch.tensor(sizes).float())
 
@@ -95,7 +109,7 @@ def test_members(
 
     val_numbers: dict[int, tuple[dict[str, float], tuple[Tensor, Tensor]]] = {}
     if any(members[k].cfg.threshold == "auto" for k in tested):
-        val, val_metrics = run_pass(module, data, trainer, "val"), stage_metrics("val")  # at threshold 0.5
+        val, val_metrics = run_pass(members, module, data, trainer, "val"), stage_metrics("val")  # at 0.5
         for k in tested:
             if members[k].cfg.threshold == "auto":
                 val_numbers[k] = member_numbers(members[k], val, k, val_metrics)
@@ -103,7 +117,12 @@ def test_members(
                 chosen = tune_threshold(probabilities, targets)
                 head = members[k].module.head
                 head.threshold = chosen if isinstance(chosen, float) else torch.tensor(chosen, device=module.device)
-    test, test_metrics = run_pass(module, data, trainer, "test"), stage_metrics("test")
+    if module.validated is not None and any(k not in val_numbers for k in tested):
+        # the val/* numbers of the weights of the last validation in training, as a run alone records them
+        last, last_metrics = run_pass(members, module, data, trainer, "val", module.validated), stage_metrics("val")
+        for k in tested:
+            val_numbers.setdefault(k, member_numbers(members[k], last, k, last_metrics))
+    test, test_metrics = run_pass(members, module, data, trainer, "test"), stage_metrics("test")
     StopSignals.stage = "record writing"
     records = {}
     for k, path in tested.items():
