@@ -156,8 +156,10 @@ def pack(checkpoints: dict[int, dict[str, Any]]) -> dict[str, Any]:
     stacked = {
         path: torch.stack([leaves[k][path] for k in members])
         for path, tensor in first.items()
-        if all(path in leaves[k] and leaves[k][path].shape == tensor.shape and leaves[k][path].dtype == tensor.dtype
-               for k in members)  # fmt: skip
+        if all(
+            path in leaves[k] and leaves[k][path].shape == tensor.shape and leaves[k][path].dtype == tensor.dtype
+            for k in members
+        )  # fmt: skip
     }
     rest = {k: {path: t for path, t in leaves[k].items() if path not in stacked} for k in members}
     return {"members": members, "skeletons": skeletons, "stacked": stacked, "rest": rest}
