@@ -106,8 +106,6 @@ class SeedsModule(ClassifierModule):
         self.member_loggers: list[list[Logger]] = [[] for _ in members]
         self.member_values: list[dict[str, float]] = [{} for _ in members]  # each member's last epoch's numbers
         self.diverged: dict[int, str] = {}  # member -> why; its weights are no longer recorded
-        # the last validation's probabilities and targets of all members, per batch (their predictions.npz)
-        self.val_batches: list[tuple[Tensor, Tensor]] = []
         # each member's folder, config fingerprint and inputs (data, split): whose group file it is
         self.identity: list[list[str]] = []
         self.validated: dict[str, Tensor] | None = None  # the stacked weights of the last validation
@@ -147,8 +145,6 @@ class SeedsModule(ClassifierModule):
             predictions = self.head.predict(detached)
         else:
             predictions = torch.stack([heads[k].predict(detached[k]) for k in range(self.size)])
-        if stage == "val":
-            self.val_batches.append((probabilities.cpu(), metric_targets.cpu()))
         weights = sizes if isinstance(sizes, Tensor) else torch.full_like(losses, sizes)
         self.loss_sums[stage].append(torch.stack([(losses.detach() * weights).reshape(-1, self.size).sum(0),
                                                   weights.reshape(-1, self.size).sum(0)]))  # fmt: skip
@@ -181,17 +177,6 @@ class SeedsModule(ClassifierModule):
         group = {name: sum(v) / len(v) for name, v in means.items() if name in shown}
         self.log_dict(group, prog_bar=True)
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_batches.clear()
-
-    @property
-    def val_predictions(self) -> list[tuple[Tensor, Tensor] | None]:
-        """Each member's last validation's probabilities and targets (None: none ran)."""
-        if not self.val_batches:
-            return [None] * self.size
-        probabilities, targets = (torch.cat(parts, 1) for parts in zip(*self.val_batches, strict=True))
-        return [(probabilities[k], targets[k]) for k in range(self.size)]
-
     def on_validation_epoch_end(self) -> None:
         """The weights are kept too: a run alone records its last validation's numbers, which need
         not be its final weights' (`trainer.check_val_every_n_epoch=2` over 5 epochs: epoch 4's)."""
@@ -202,13 +187,13 @@ class SeedsModule(ClassifierModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint[self.STATE] = {"identity": self.identity, "values": self.member_values,
-                                  "diverged": self.diverged, "val_batches": self.val_batches}  # fmt: skip
+                                  "diverged": self.diverged, "validated": self.validated}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint[self.STATE]
         self.member_values, self.diverged = [dict(v) for v in state["values"]], dict(state["diverged"])
-        self.val_batches = [tuple(batch) for batch in state["val_batches"]]
+        self.validated = state["validated"]
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's

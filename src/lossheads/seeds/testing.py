@@ -128,11 +128,8 @@ def test_members(
     for k, path in tested.items():
         member = members[k]
         metrics, test_predictions = member_numbers(member, test, k, test_metrics)
-        if k in val_numbers:
-            val_metrics, val_predictions = val_numbers[k]
-        else:
-            val_metrics = {n: v for n, v in module.member_values[k].items() if n.startswith("val/")}
-            val_predictions = module.val_predictions[k]
+        # none: training ran no validation, and its run alone records no val/* numbers either
+        val_metrics, val_predictions = val_numbers.get(k, ({}, None))
         predictions = ({"val": val_predictions} if val_predictions else {}) | {"test": test_predictions}
         for logger in member.loggers:  # the test's row, at the steps its weights took, as its run logs it
             logger.log_metrics(metrics, step=trained.steps)
