@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+# one torch thread per test process: the suite's workers (and the processes they start) share the
+# machine's cores, and two processes each spinning two threads on two cores wait on each other
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402 -- after the thread count, which torch reads when it loads
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -94,6 +101,45 @@ def run_train_py(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess
         timeout=timeout,
         env=env,
     )
+
+
+def train_py_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` (e.g. a `-m` sweep under Hydra's basic launcher) run in this process, as
+    `run_train_py` would run it (in `cwd`) but without a new interpreter's imports (~6 s of the suite's
+    CPU each). Its console output comes back as the CompletedProcess's stdout and stderr; the working
+    folder, logging and Hydra state it changes are put back. A test of a stop or a kill needs a process
+    of its own, and starts one."""
+    from lossheads.cli.train import train
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    hydra_config = HydraConfig.instance().cfg
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    argv, here = sys.argv, Path.cwd()
+    sys.argv = [str(ROOT / "train.py"), *args]
+    os.chdir(cwd or here)
+    GlobalHydra.instance().clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            train()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = hydra_config
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+    returncode = code if isinstance(code, int) else 0 if code is None else 1
+    return subprocess.CompletedProcess(args, returncode, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

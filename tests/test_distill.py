@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import QUIET, built, compose_config, run_train_py
+from conftest import QUIET, built, compose_config, train_py_in_process
 from lossheads.config.pairing import build_loss
 from lossheads.config.validators import ConfigError
 from lossheads.heads import build_head
@@ -163,7 +163,7 @@ def test_augmented_or_decoded_images_keep_per_batch_teacher_calls_and_say_why(ca
 
 @pytest.mark.slow
 def test_distill_recipe_puts_teacher_kd_and_hard_students_side_by_side(tmp_path):
-    result = run_train_py(
+    result = train_py_in_process(
         "experiment=distill", "trainer.max_epochs=1", "hydra.run.dir=run", "print_config=false", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -244,6 +244,7 @@ def test_a_stopped_sweep_stops_its_jobs_and_no_ok_record_comes_after(tmp_path, l
     command = ["-m", "seed=1,2", "trainer.max_epochs=300", *QUIET, f"hydra.sweep.dir={folder}", *launcher]
     process = start(tmp_path, *command)
     deadline = time.monotonic() + 240
+
     def saved() -> bool:  # a run's checkpoint, or a seeds group's file (its members get theirs when it ends)
         return bool(list(folder.glob("*/checkpoints/*.ckpt")) or list(folder.glob(".seeds/*.ckpt")))
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 
-from conftest import QUIET, run_train_py
+from conftest import QUIET, run_train_py, train_py_in_process
 from lossheads.report import ReportCallback, load, main, write_report
 from lossheads.report.settings import settings
 
@@ -241,7 +241,7 @@ def test_a_baseline_that_is_not_swept_is_refused_before_the_first_job(tmp_path):
 def test_bce_and_bce_logits_read_equivalent_in_a_real_sweep(tmp_path):
     """10 seeds trained together (hydra/launcher=seeds): the fused and the unfused loss are the same
     model up to rounding; ce on two logits is another model. The summary is printed when the sweep ends."""
-    result = run_train_py(
+    result = train_py_in_process(
         "-m", "hydra/launcher=seeds", "loss=bce_logits,bce,ce", "seed=range(1,11)", "trainer.max_epochs=2",
         *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path,
     )  # fmt: skip
@@ -258,9 +258,9 @@ def test_logit_adjustment_raises_balanced_accuracy_on_a_long_tail(tmp_path):
     """Menon et al. (ICLR 2021): on long-tailed classes, logit adjustment trades accuracy on the head
     classes for recall on the tail; the report finds it under its default settings. (8 epochs: balanced
     accuracy +0.086 [+0.051, +0.135], worst-class recall +0.282 [+0.167, +0.458] on a 2-core CPU, 2026-12-06.)"""
-    result = run_train_py(
+    result = train_py_in_process(
         "-m", "hydra/launcher=seeds", "data=synthetic_longtail", "loss=ce,logit_adjusted", "seed=range(1,11)",
-        "trainer.max_epochs=8", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900,
+        "trainer.max_epochs=8", *QUIET, "hydra.sweep.dir=sweep", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["metric"]: r for r in check_rows_against_files(tmp_path / "sweep")}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUIET, ROOT, compose_config
+from conftest import QUIET, ROOT, compose_config, train_py_in_process
 from lossheads.models.mlp import MLP
 from lossheads.run.execute import run as run_in_process
 
@@ -30,17 +30,12 @@ def with_test_nets() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
-def sweep(
-    folder: Path, *overrides: str, seeds: bool = True, report: bool = False, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """`python train.py -m` into `folder`; the report (matplotlib, plots: seconds) only where a test reads it."""
+def sweep(folder: Path, *overrides: str, seeds: bool = True, report: bool = False) -> subprocess.CompletedProcess:
+    """`python train.py -m` into `folder`, run in this process (a stop or a kill needs a process of its
+    own: those tests start one); the report (matplotlib, plots: seconds) only where a test reads it."""
     launcher = ["hydra/launcher=seeds"] if seeds else []
     launcher += [] if report or "~hydra.callbacks.report" in overrides else ["~hydra.callbacks.report"]
-    env = with_test_nets()
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, *launcher, f"hydra.sweep.dir={folder}", *overrides],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=folder.parent,
-    )  # fmt: skip
+    return train_py_in_process("-m", *QUIET, *launcher, f"hydra.sweep.dir={folder}", *overrides)
 
 
 def records(folder: Path) -> dict[str, dict]:
@@ -434,7 +429,7 @@ def test_a_sigkill_mid_epoch_loses_no_finished_epoch_and_the_sweep_run_again_equ
     (saved,) = group_files(folder)
     epochs = read_group_file(saved)["epoch"]  # whole: its checksum over its bytes holds
     assert 1 <= epochs < 5 and not records(folder)  # stopped in training: no member recorded yet
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=with_test_nets())
+    again = sweep(folder, *overrides)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "the seeds group resumes from" in again.stdout + again.stderr
     assert not group_files(folder)  # the members' folders hold their runs now

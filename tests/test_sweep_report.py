@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import statistics
 from itertools import product
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import QUICK, run_train_py
+from conftest import QUICK, train_py_in_process
 from lossheads.report import main
 from lossheads.report.collect import Run, collect, ranking
 from lossheads.report.markdown import write_report
@@ -25,7 +24,7 @@ from lossheads.report.thresholds import f1_at
 
 @pytest.mark.slow
 def test_grid_records_invalid_pairs_and_reports_the_valid_ones(tmp_path):
-    result = run_train_py(
+    result = train_py_in_process(
         "-m", "head=sigmoid,softmax", "loss=bce_logits,ce", "seed=1,2", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -87,9 +86,11 @@ class NanNet(CrashingNet):
 @pytest.mark.slow
 def test_a_job_that_crashes_or_diverges_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     (tmp_path / "crashing_net.py").write_text(CRASHING_NET)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(tmp_path))
     nets = "crashing_net.CrashingNet,crashing_net.NanNet,lossheads.models.MLP"
-    result = run_train_py("-m", "model=custom", f"model._target_={nets}", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    result = train_py_in_process(
+        "-m", "model=custom", f"model._target_={nets}", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     failure = json.loads((tmp_path / "sweep" / "0" / "failure.json").read_text())
     assert failure["status"] == "failed" and "ValueError" in failure["reason"], failure
@@ -103,7 +104,7 @@ def test_a_job_that_crashes_or_diverges_is_recorded_and_the_sweep_goes_on(tmp_pa
 
 @pytest.mark.slow
 def test_optuna_search_returns_the_metric_to_the_sweeper(tmp_path):
-    result = run_train_py(
+    result = train_py_in_process(
         "hparams_search=optuna", "loss=focal", "hydra.sweeper.n_trials=2", *QUICK, "hydra.sweep.dir=sweep", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
