@@ -145,13 +145,22 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
 TENSOR = "<tensor>"  # where a packed checkpoint's tensor was
 
 
-def pack(checkpoints: dict[int, dict[str, Any]]) -> dict[str, Any]:
+Stripped = dict[int, tuple[dict[str, Any], Any, dict[str, torch.Tensor]]]  # member -> (checkpoint, skeleton, leaves)
+
+
+def pack(checkpoints: dict[int, dict[str, Any]], stripped: Stripped | None = None) -> dict[str, Any]:
     """Members' checkpoints (of one structure) with their tensors stacked across members, path by path:
     a group file then pickles a few dozen tensors instead of each member's own (torch.save's cost
-    grows with the number of tensors: 40 members' best checkpoints took most of a group's saves)."""
+    grows with the number of tensors: 40 members' best checkpoints took most of a group's saves).
+    `stripped`: the walks of earlier packs, reused for the checkpoints that have not changed since."""
     members = sorted(checkpoints)
-    leaves: dict[int, dict[str, torch.Tensor]] = {k: {} for k in members}
-    skeletons = {k: _strip(checkpoints[k], [], leaves[k]) for k in members}
+    stripped = {} if stripped is None else stripped
+    for k in members:
+        if k not in stripped or stripped[k][0] is not checkpoints[k]:
+            found: dict[str, torch.Tensor] = {}
+            stripped[k] = (checkpoints[k], _strip(checkpoints[k], [], found), found)
+    leaves = {k: stripped[k][2] for k in members}
+    skeletons = {k: stripped[k][1] for k in members}
     first = leaves[members[0]] if members else {}
     stacked = {
         path: torch.stack([leaves[k][path] for k in members])
@@ -225,13 +234,17 @@ class MemberBest(Checkpoint):
         self.slices: dict[int, dict[str, Any]] = {}  # member -> its best checkpoint's contents
         self.frozen: dict[int, dict[str, Any]] = {}  # a diverged member -> its last healthy checkpoint
         self.improved: list[int] = []
+        self.stripped: dict[str, Stripped] = {"slices": {}, "frozen": {}}  # `pack`'s walks, kept between saves
+        self.taking = False  # while the dump that `take` slices is made
 
     def state_dict(self) -> dict[str, Any]:
+        if self.taking:  # `take` reads the dump's weights and optimizer state only
+            return {}
         return {
             "best": {k: m.best.state_dict() for k, m in enumerate(self.members) if m.best is not None},
             "last": {k: dict(m.last.val_metrics) for k, m in enumerate(self.members) if m.last is not None},
-            "slices": pack(self.slices),
-            "frozen": pack(self.frozen),
+            "slices": pack(self.slices, self.stripped["slices"]),
+            "frozen": pack(self.frozen, self.stripped["frozen"]),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -276,7 +289,11 @@ class MemberBest(Checkpoint):
             best.best_model_path, best.best_model_score, best.current_score = path, score, score
             self.improved.append(k)
         if self.improved:
-            trainer.save_checkpoint(BEST_DUMP, weights_only=False)  # -> GroupCheckpointIO -> take
+            self.taking = True
+            try:
+                trainer.save_checkpoint(BEST_DUMP, weights_only=False)  # -> GroupCheckpointIO -> take
+            finally:
+                self.taking = False
 
     def take(self, checkpoint: dict[str, Any]) -> None:
         for k in self.improved:
