@@ -500,6 +500,22 @@ def test_a_stop_while_members_are_tested_is_recorded_for_each_and_the_sweep_run_
 
 
 @pytest.mark.slow
+def test_a_sigkill_while_members_are_tested_leaves_no_group_file_and_the_sweep_run_again_finishes(
+    tmp_path: Path,
+) -> None:
+    """Once the members have their own checkpoints, the group's file is gone: a kill in the test pass
+    leaves each member to resume from its own folder, and nothing stale in the sweep's .seeds/."""
+    overrides = ["model=custom", "model._target_=seeded_nets.SlowToEvaluate", "seed=1,2", "trainer.max_epochs=1"]
+    returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "each is now tested and recorded", signal.SIGKILL)
+    assert returncode == -signal.SIGKILL, log[-3000:]
+    assert not records(tmp_path / "sweep") and not group_files(tmp_path / "sweep")
+    assert all((tmp_path / "sweep" / job / "checkpoints" / "last.ckpt").is_file() for job in ("0", "1"))
+    again = sweep(tmp_path / "sweep", *overrides)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok", "ok"]
+
+
+@pytest.mark.slow
 def test_a_stop_while_seeds_are_prepared_is_recorded_and_the_sweep_run_again_finishes(tmp_path: Path) -> None:
     overrides = ["model=custom", "model._target_=seeded_nets.SlowToBuild", "seed=1,2", "trainer.max_epochs=1"]
     returncode, log = _stopped_sweep(tmp_path / "sweep", overrides, "#1 : ", signal.SIGINT)
@@ -593,3 +609,32 @@ def test_a_table_loaded_once_for_the_group_gives_each_member_its_run(tmp_path: P
     for job in ("0", "3"):
         ours, theirs = (json.loads((tmp_path / r / job / "per_class.json").read_text()) for r in ("together", "alone"))
         assert ours["labels"] == theirs["labels"] == ["no", "yes"]
+
+
+def test_a_member_without_checkpoints_of_a_killed_group_points_to_the_sweep(tmp_path: Path) -> None:
+    """Killed while its group trained, a member's folder has no checkpoint yet: the group file in the
+    sweep's .seeds/ holds its state, and `ckpt_path=last` on the member says to run the sweep again."""
+    from lossheads.config.validators import ConfigError
+    from lossheads.run.checkpoints import resolve_checkpoint
+
+    member = tmp_path / "sweep" / "0"
+    member.mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"no checkpoint in .*sweep/0/checkpoints: continue"):
+        resolve_checkpoint("ckpt_path", "last", member)  # no group: as before
+    (tmp_path / "sweep" / ".seeds").mkdir()
+    (tmp_path / "sweep" / ".seeds" / "group-0123.ckpt").write_bytes(b"")
+    for value in ("last", str(member)):
+        with pytest.raises(ConfigError) as refused:
+            resolve_checkpoint("ckpt_path", value, member)
+        message = str(refused.value)
+        assert "\n" not in message and "keeps their state in" in message and "group-0123.ckpt" in message
+        assert "run the sweep's command again" in message
+    # the command refused in the member's folder leaves the member's Hydra files as they were
+    owner = {name: f"owner's {name}\n" for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    for folder in (".hydra", ".hydra-run"):
+        (member / folder).mkdir()
+        for name, text in owner.items():
+            (member / folder / name).write_text(text)
+    refused = train_py_in_process(*QUIET, f"hydra.run.dir={member}", "ckpt_path=last")
+    assert refused.returncode == 2 and "run the sweep's command again" in refused.stderr
+    assert {name: (member / ".hydra" / name).read_text() for name in owner} == owner

@@ -142,6 +142,17 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return max(candidates, key=rank)
 
 
+def in_a_group(run_dir: Path) -> str:
+    """Where a run folder without checkpoints may have its state: a seeds group that was killed keeps
+    its members' state in one file in the sweep's `.seeds/` until they get their own files
+    (`lossheads.seeds.checkpoints`); the sweep run again resumes it."""
+    kept = sorted((run_dir.parent / ".seeds").glob("group-*.ckpt")) if run_dir.parent.is_dir() else []
+    if not kept:
+        return ""
+    return (f" (a seeds group of this sweep stopped before its members got their own files, and keeps "
+            f"their state in {kept[0]}: to resume a member of it, run the sweep's command again)")  # fmt: skip
+
+
 def epochs_done(checkpoint: dict[str, Any]) -> int:
     """Whole epochs the checkpoint's run had finished (Lightning's fit-loop progress)."""
     try:
@@ -156,13 +167,13 @@ def resolve_checkpoint(key: str, value: Any, run_dir: Path) -> Path:
         folder = run_dir / "checkpoints"
         found = newest_checkpoint(folder)
         require(found is not None, key, value,
-                f"no checkpoint in {folder}: continue a run in its own folder with "
+                f"no checkpoint in {folder}{in_a_group(run_dir)}: continue a run in its own folder with "
                 "hydra.run.dir=outputs/DATE/TIME ckpt_path=last, or give the checkpoint's path")  # fmt: skip
         return found  # type: ignore[return-value]
     path = Path(str(value))
     if path.is_dir():
         found = newest_checkpoint(path / "checkpoints")
-        require(found is not None, key, str(value), f"no checkpoint in {path / 'checkpoints'}")
+        require(found is not None, key, str(value), f"no checkpoint in {path / 'checkpoints'}{in_a_group(path)}")
         return found  # type: ignore[return-value]
     require(path.is_file(), key, str(value), "no such file; give a run's checkpoints/last.ckpt or its run folder")
     return path

@@ -162,6 +162,7 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
             record_status(cfg, "invalid", str(error))
             logging.getLogger(__name__).warning("invalid job: %s", error)
             return None
+        restore_hydra_files(Path(cfg.paths.output_dir))  # a run's own folder keeps its owner's .hydra/
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Diverged as error:

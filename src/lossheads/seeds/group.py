@@ -138,6 +138,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         if failure is None or StopSignals.received is not None:
             try:  # each member's last.ckpt and best file, as its run leaves them
                 write_member_files(members, module, io_plugin)
+                path.unlink(missing_ok=True)  # each member's folder holds its state now, and resumes from it
             except StorageError as error:
                 stop_for_storage(members, error)
             except BaseException:
