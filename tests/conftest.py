@@ -107,7 +107,7 @@ def train_py_in_process(*args: str, cwd: Path | None = None) -> subprocess.Compl
     """`python train.py ARGS` (e.g. a `-m` sweep under Hydra's basic launcher) run in this process, as
     `run_train_py` would run it (in `cwd`) but without a new interpreter's imports (~6 s of the suite's
     CPU each). Its console output comes back as the CompletedProcess's stdout and stderr; the working
-    folder, logging and Hydra state it changes are put back. A test of a stop or a kill needs a process
+    folder, environment, logging and Hydra state it changes are put back. A test of a stop or a kill needs a process
     of its own, and starts one."""
     from lossheads.cli.train import train
 
@@ -116,7 +116,7 @@ def train_py_in_process(*args: str, cwd: Path | None = None) -> subprocess.Compl
     hydra_config = HydraConfig.instance().cfg
     out, err = io.StringIO(), io.StringIO()
     code: int | str | None = 0
-    argv, here = sys.argv, Path.cwd()
+    argv, here, environment = sys.argv, Path.cwd(), dict(os.environ)  # a sweep marks its workers in it
     sys.argv = [str(ROOT / "train.py"), *args]
     os.chdir(cwd or here)
     GlobalHydra.instance().clear()
@@ -128,6 +128,8 @@ def train_py_in_process(*args: str, cwd: Path | None = None) -> subprocess.Compl
     finally:
         sys.argv = argv
         os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environment)
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = hydra_config
         for handler in root.handlers[:]:

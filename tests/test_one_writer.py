@@ -5,6 +5,7 @@ and stopping a sweep stops the jobs it runs in other processes."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -271,3 +272,20 @@ def test_a_stopped_sweep_stops_its_jobs_and_no_ok_record_comes_after(tmp_path, l
     time.sleep(0.5)
     assert files(folder) == written
     assert not [p for p in folder.rglob(LOCK_NAME) if p.parent != folder]  # (a SIGKILL leaves the sweep's own)
+
+
+def test_a_process_that_ran_a_sweep_starts_no_worker_of_it_afterwards(tmp_path, monkeypatch):
+    """The sweep process marks its environment so that the processes it starts know they are its
+    workers (a signal parks them); when the sweep ends, the mark goes with it."""
+    from omegaconf import OmegaConf
+
+    from lossheads.run.stops import SWEEP_PID, in_worker
+    from lossheads.run.writers import OneWriter
+
+    monkeypatch.delenv(SWEEP_PID, raising=False)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    writer = OneWriter()
+    writer.on_multirun_start(config)
+    assert os.environ[SWEEP_PID] == str(os.getpid()) and not in_worker()
+    writer.on_multirun_end(config)
+    assert SWEEP_PID not in os.environ

@@ -172,6 +172,13 @@ def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_pa
         ours, theirs = ([row for row in csv.DictReader((tmp_path / run / job / "csv" / "metrics.csv").open())]
                         for run in ("together", "alone"))  # fmt: skip
         assert [r["step"] for r in ours] == [r["step"] for r in theirs] == steps
+        for name in [p.name for p in (tmp_path / "alone" / job / "checkpoints").glob("*.ckpt")]:
+            mine, its = (
+                [float(state["step"]) for state in torch.load(tmp_path / run / job / "checkpoints" / name,
+                                                              weights_only=True)["optimizer_states"][0]["state"].values()]
+                for run in ("together", "alone")
+            )  # fmt: skip
+            assert mine == its, (job, name)  # Adam's step count as of that save (a best file's is not the last's)
         for mine, its in zip(ours, theirs, strict=True):
             assert mine.keys() == its.keys()
             for key, value in mine.items():
@@ -222,6 +229,7 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     found = records(tmp_path / "sweep")
     assert [found[j]["status"] for j in ("0", "1", "2")] == ["ok", "diverged", "ok"]
     assert "before any update" in found["1"]["reason"]
+    assert not list((tmp_path / "sweep" / "1" / "checkpoints").glob("*.ckpt"))  # as its run alone: none saved
     assert list((tmp_path / "sweep" / "1" / "tensorboard").rglob("hparams.yaml"))  # as its run alone's folder
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
 
@@ -420,7 +428,7 @@ def test_a_sigkill_mid_epoch_loses_no_finished_epoch_and_the_sweep_run_again_equ
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env=with_test_nets())  # fmt: skip
     deadline = time.time() + 120
-    while not group_files(folder) or read_group_file(group_files(folder)[0])["epoch"] < 1:
+    while not group_files(folder) or read_group_file(group_files(folder)[0])["epoch"] < 2:
         assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.05)
     time.sleep(0.15)  # into the next epoch (0.3 s each)
@@ -428,7 +436,16 @@ def test_a_sigkill_mid_epoch_loses_no_finished_epoch_and_the_sweep_run_again_equ
     process.wait(timeout=60)
     (saved,) = group_files(folder)
     epochs = read_group_file(saved)["epoch"]  # whole: its checksum over its bytes holds
-    assert 1 <= epochs < 5 and not records(folder)  # stopped in training: no member recorded yet
+    assert 2 <= epochs < 5 and not records(folder)  # stopped in training: no member recorded yet
+    # run again shorter than the group has trained: each member refused in one line, the file kept
+    shorter = sweep(folder, *overrides, "trainer.max_epochs=1")
+    assert shorter.returncode == 0 and "Traceback" not in shorter.stdout + shorter.stderr, shorter.stderr[-3000:]
+    refusals = {json.loads((folder / job / "failure.json").read_text())["reason"] for job in ("0", "1", "2")}
+    (refusal,) = refusals
+    assert re.fullmatch(rf"trainer.max_epochs=1 is not valid: the seeds group's checkpoint {re.escape(str(saved))} "
+                        r"has already trained (\d+) epochs; give trainer.max_epochs>=\1 to continue it, or remove "
+                        rf"{re.escape(str(saved))} to train the group afresh", refusal), refusal  # fmt: skip
+    assert group_files(folder) == [saved]
     again = sweep(folder, *overrides)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "the seeds group resumes from" in again.stdout + again.stderr
@@ -612,23 +629,28 @@ def test_a_table_loaded_once_for_the_group_gives_each_member_its_run(tmp_path: P
 
 
 def test_a_member_without_checkpoints_of_a_killed_group_points_to_the_sweep(tmp_path: Path) -> None:
-    """Killed while its group trained, a member's folder has no checkpoint yet: the group file in the
-    sweep's .seeds/ holds its state, and `ckpt_path=last` on the member says to run the sweep again."""
+    """Killed while its group trained, a member's folder has no checkpoint yet: the group's file in the
+    sweep's .seeds/ (beside it, the list of its members' folders) holds its state, and `ckpt_path=last`
+    on the member names that file, the one of its own group, and says to run the sweep again."""
     from lossheads.config.validators import ConfigError
     from lossheads.run.checkpoints import resolve_checkpoint
+    from lossheads.seeds.checkpoints import list_members
 
-    member = tmp_path / "sweep" / "0"
+    member = tmp_path / "sweep" / "seed1" / "run"  # hydra.sweep.subdir=seed${seed}/run
     member.mkdir(parents=True)
-    with pytest.raises(ConfigError, match=r"no checkpoint in .*sweep/0/checkpoints: continue"):
+    with pytest.raises(ConfigError, match=r"no checkpoint in .*seed1/run/checkpoints: continue"):
         resolve_checkpoint("ckpt_path", "last", member)  # no group: as before
-    (tmp_path / "sweep" / ".seeds").mkdir()
-    (tmp_path / "sweep" / ".seeds" / "group-0123.ckpt").write_bytes(b"")
+    seeds = tmp_path / "sweep" / ".seeds"
+    for name, folders in (("group-0aaa.ckpt", [tmp_path / "sweep" / "other"]), ("group-0bbb.ckpt", [member])):
+        (seeds / name).parent.mkdir(exist_ok=True)
+        (seeds / name).write_bytes(b"")
+        list_members(seeds / name, [str(f.resolve()) for f in folders])
     for value in ("last", str(member)):
         with pytest.raises(ConfigError) as refused:
             resolve_checkpoint("ckpt_path", value, member)
         message = str(refused.value)
-        assert "\n" not in message and "keeps their state in" in message and "group-0123.ckpt" in message
-        assert "run the sweep's command again" in message
+        assert "\n" not in message and "keeps their state in" in message and "group-0bbb.ckpt" in message
+        assert "group-0aaa" not in message and "run the sweep's command again" in message
     # the command refused in the member's folder leaves the member's Hydra files as they were
     owner = {name: f"owner's {name}\n" for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
     for folder in (".hydra", ".hydra-run"):

@@ -42,10 +42,10 @@ def dataset_figures(section: Section, out: Path) -> list[Path]:
     return [p for p in made if p is not None]
 
 
-def _save(figure: plt.Figure, path: Path, crop: bool = True) -> Path:
-    """`crop`: the saved image is cut to what is drawn, legends right of the axes included (matplotlib
-    draws the figure twice for it); False for a figure that `tight_layout` already fits in its frame."""
-    figure.savefig(path, dpi=110, bbox_inches="tight" if crop else None)
+def _save(figure: plt.Figure, path: Path) -> Path:
+    """Cut to what is drawn: legends right of the axes, and titles wider than the figure that
+    `tight_layout` leaves outside it, are kept whole."""
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -103,7 +103,7 @@ def forest(section: Section, colours: dict, path: Path) -> Path | None:
         fontsize=9,
     )
     figure.tight_layout()
-    return _save(figure, path, crop=False)
+    return _save(figure, path)
 
 
 def _scalars(run: Run, tags: tuple[str, ...]) -> dict[str, list[float]]:
@@ -260,7 +260,7 @@ def reliability(dataset: str, configs: Configs, order: list[str], colours: dict,
     axes[1][0].set_ylabel("predictions")
     figure.suptitle(f"{dataset}: reliability (test, seeds pooled, {BINS} bins as the ECE)")
     figure.tight_layout()
-    return _save(figure, path, crop=False)
+    return _save(figure, path)
 
 
 def confusion(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:

@@ -142,15 +142,21 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return max(candidates, key=rank)
 
 
+GROUP_MEMBERS = ".members"  # beside a seeds group's file: its members' run folders, one a line
+
+
 def in_a_group(run_dir: Path) -> str:
     """Where a run folder without checkpoints may have its state: a seeds group that was killed keeps
-    its members' state in one file in the sweep's `.seeds/` until they get their own files
-    (`lossheads.seeds.checkpoints`); the sweep run again resumes it."""
-    kept = sorted((run_dir.parent / ".seeds").glob("group-*.ckpt")) if run_dir.parent.is_dir() else []
-    if not kept:
-        return ""
-    return (f" (a seeds group of this sweep stopped before its members got their own files, and keeps "
-            f"their state in {kept[0]}: to resume a member of it, run the sweep's command again)")  # fmt: skip
+    its members' state in one file in its sweep's `.seeds/` (listing their folders beside it) until
+    they get their own files (`lossheads.seeds.checkpoints`); the sweep run again resumes it."""
+    folder = str(run_dir.resolve())
+    for above in run_dir.resolve().parents:
+        for listing in sorted((above / ".seeds").glob(f"group-*{GROUP_MEMBERS}")):
+            kept = listing.with_suffix(".ckpt")
+            if kept.is_file() and folder in listing.read_text(errors="replace").splitlines():
+                return (f" (its seeds group stopped before its members got their own files, and keeps their "
+                        f"state in {kept}: to resume it, run the sweep's command again)")  # fmt: skip
+    return ""
 
 
 def epochs_done(checkpoint: dict[str, Any]) -> int:

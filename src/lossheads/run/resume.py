@@ -87,17 +87,23 @@ def check_resume(path: str, checkpoint: dict[str, Any], ours: dict[str, Any]) ->
             f"it: {listed}; drop them (only {', '.join(MAY_CHANGE[:2])}, logging and display may change), or "
             "start a new run without ckpt_path"
         )
-    done, max_epochs = epochs_done(checkpoint), (ours.get("trainer") or {}).get("max_epochs")
+    check_length(f"the checkpoint {path}", epochs_done(checkpoint), int(checkpoint.get("global_step", 0)),
+                 ours.get("trainer") or {}, "or evaluate it with train=false")  # fmt: skip
+
+
+def check_length(saved: str, done: int, step: int, trainer: dict[str, Any], otherwise: str) -> None:
+    """Refuse, in one line, a resume of `saved` (which has trained `done` epochs, `step` steps) into a
+    run shorter than that: Lightning would stop it with a traceback."""
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if isinstance(max_epochs, int) and max_epochs != -1 and max_epochs < done:
         raise ConfigError(
-            f"trainer.max_epochs={max_epochs} is not valid: the checkpoint {path} has already trained "
-            f"{done} epochs; give trainer.max_epochs>={done} to continue it, or evaluate it with train=false"
+            f"trainer.max_epochs={max_epochs} is not valid: {saved} has already trained {done} epochs; give "
+            f"trainer.max_epochs>={done} to continue it, {otherwise}"
         )
-    step, max_steps = int(checkpoint.get("global_step", 0)), (ours.get("trainer") or {}).get("max_steps")
     if isinstance(max_steps, int) and max_steps != -1 and max_steps < step:
         raise ConfigError(
-            f"trainer.max_steps={max_steps} is not valid: the checkpoint {path} has already taken {step} "
-            f"steps; give trainer.max_steps>={step} (or -1) to continue it, or evaluate it with train=false"
+            f"trainer.max_steps={max_steps} is not valid: {saved} has already taken {step} steps; give "
+            f"trainer.max_steps>={step} (or -1) to continue it, {otherwise}"
         )
 
 

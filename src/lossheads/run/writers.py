@@ -81,6 +81,10 @@ class OneWriter(Callback):
         self.restore_signals = stop_sweep_on_signal(folder)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from lossheads.run.stops import SWEEP_PID
+
+        if os.environ.get(SWEEP_PID) == str(os.getpid()):  # processes this one starts later are no workers of it
+            del os.environ[SWEEP_PID]
         if self.restore_signals is not None:
             self.restore_signals()
         let_go(Path(str(config.hydra.sweep.dir)))

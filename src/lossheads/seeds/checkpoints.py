@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import write_bytes
-from lossheads.run.checkpoints import RunCheckpointIO
+from lossheads.run.checkpoints import GROUP_MEMBERS, RunCheckpointIO
 from lossheads.run.resume import resumed_from, run_inputs
 from lossheads.seeds.members import Member
 from lossheads.seeds.module import SeedsModule
@@ -49,14 +49,30 @@ def write_group_file(path: Path, checkpoint: dict[str, Any]) -> bytes:
     return payload
 
 
-def read_group_file(path: Path) -> dict[str, Any]:
-    """The group checkpoint at `path`, its checksum verified, or a ConfigError in one line."""
+def read_group_bytes(path: Path) -> bytes:
+    """The torch.save bytes of the group checkpoint at `path`, its checksum verified, or a ConfigError
+    in one line."""
     data = path.read_bytes()
     first, _, payload = data.partition(b"\n")
     recorded = first[len(HEADER) :].decode(errors="replace") if first.startswith(HEADER) else None
     if recorded != hashlib.sha256(payload).hexdigest():
         raise ConfigError(f"the seeds group checkpoint {path} is damaged (its checksum does not match its bytes)")
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    return payload
+
+
+def read_group_file(path: Path) -> dict[str, Any]:
+    return load_group_bytes(read_group_bytes(path))
+
+
+def list_members(path: Path, folders: list[str]) -> None:
+    """Beside the group's file, its members' run folders: `ckpt_path=last` on one of them, refused
+    for want of a checkpoint of its own, names the group's file (`run.checkpoints.in_a_group`)."""
+    write_bytes(path.with_suffix(GROUP_MEMBERS), "\n".join(folders).encode(), durable=False)
+
+
+def remove_group_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_suffix(GROUP_MEMBERS).unlink(missing_ok=True)
 
 
 def load_group_bytes(payload: bytes) -> dict[str, Any]:
@@ -82,10 +98,11 @@ class GroupCheckpointIO(TorchCheckpointIO):
         self.seconds += time.perf_counter() - started
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return read_group_file(Path(path))
+        self.latest = read_group_bytes(Path(path))  # a member diverging after the resume keeps this state
+        return load_group_bytes(self.latest)
 
     def remove_checkpoint(self, path: Any) -> None:
-        Path(path).unlink(missing_ok=True)
+        remove_group_file(Path(path))
 
 
 def resumable(path: Path, identity: list[list[str]]) -> dict[str, Any] | None:
@@ -126,7 +143,7 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
     for optimizer in group["optimizer_states"]:
         sliced = {
             i: {
-                name: v[k].clone() if isinstance(v, torch.Tensor) and tuple(v.shape) == shapes[i] else v
+                name: (v[k].clone() if tuple(v.shape) == shapes[i] else v.clone()) if isinstance(v, torch.Tensor) else v
                 for name, v in per_param.items()
             }  # fmt: skip
             for i, per_param in optimizer["state"].items()
@@ -148,7 +165,7 @@ TENSOR = "<tensor>"  # where a packed checkpoint's tensor was
 Stripped = dict[int, tuple[dict[str, Any], Any, dict[str, torch.Tensor]]]  # member -> (checkpoint, skeleton, leaves)
 
 
-def pack(checkpoints: dict[int, dict[str, Any]], stripped: Stripped | None = None) -> dict[str, Any]:
+def pack(checkpoints: dict[int, Any], stripped: Stripped | None = None) -> dict[str, Any]:
     """Members' checkpoints (of one structure) with their tensors stacked across members, path by path:
     a group file then pickles a few dozen tensors instead of each member's own (torch.save's cost
     grows with the number of tensors: 40 members' best checkpoints took most of a group's saves).
@@ -232,7 +249,8 @@ class MemberBest(Checkpoint):
     def __init__(self, members: list[Member], module: SeedsModule) -> None:
         self.members, self.module = members, module
         self.slices: dict[int, dict[str, Any]] = {}  # member -> its best checkpoint's contents
-        self.frozen: dict[int, dict[str, Any]] = {}  # a diverged member -> its last healthy checkpoint
+        # a diverged member -> its last healthy checkpoint (None: it diverged before the group's first save)
+        self.frozen: dict[int, dict[str, Any] | None] = {}
         self.improved: list[int] = []
         self.stripped: dict[str, Stripped] = {"slices": {}, "frozen": {}}  # `pack`'s walks, kept between saves
         self.taking = False  # while the dump that `take` slices is made
@@ -303,11 +321,11 @@ class MemberBest(Checkpoint):
         """Members diverged since the group's last save keep that save's state as their last.ckpt
         (as a run alone that diverges keeps the last.ckpt of its last finished epoch)."""
         new = [k for k in self.module.diverged if k not in self.frozen]
-        if not new or latest is None:
+        if not new:
             return
-        group = load_group_bytes(latest)
-        for k in new:
-            self.frozen[k] = member_checkpoint(group, k, self.members[k], self.module)
+        group = load_group_bytes(latest) if latest is not None else None
+        for k in new:  # none saved before it diverged: no last.ckpt, as a run alone diverging in its first epoch
+            self.frozen[k] = member_checkpoint(group, k, self.members[k], self.module) if group is not None else None
 
 
 def write_member_files(members: list[Member], module: SeedsModule, io_plugin: GroupCheckpointIO) -> None:

@@ -32,12 +32,14 @@ from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import StorageError
 from lossheads.run.folder import fingerprint
 from lossheads.run.records import Trained
-from lossheads.run.resume import run_inputs
+from lossheads.run.resume import check_length, run_inputs
 from lossheads.run.stops import StopSignals, caught
 from lossheads.seeds.checkpoints import (
     GroupCheckpointIO,
     GroupLast,
     MemberBest,
+    list_members,
+    remove_group_file,
     resumable,
     write_member_files,
 )
@@ -102,6 +104,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             logger.log_graph(member.module)
             logger.save()
     path = group_file(members)
+    list_members(path, [folder for folder, _, _ in module.identity])
     best = MemberBest(members, module)
     io_plugin = GroupCheckpointIO(path, best)
     # in a run's order (callbacks/default.yaml): its best checkpoint is taken before its last.ckpt
@@ -119,6 +122,18 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             log.info("dropout draws from the group's random stream: each seed's numbers are those of this "
                      "group (the same sweep gives them again), not those of its run alone")  # fmt: skip
         resume = resumable(path, module.identity)
+        if resume:
+            try:  # as a run alone refuses to resume to fewer epochs; the file is kept for the longer run
+                afresh = f"or remove {path} to train the group afresh"
+                check_length(f"the seeds group's checkpoint {path}", resume["epochs"], resume["step"],
+                             first.config.get("trainer") or {}, afresh)  # fmt: skip
+            except ConfigError as error:
+                end_member_logs(members, module, failed=True)
+                for member in members:
+                    with current_job(member):
+                        record_status(member.cfg, "invalid", str(error))
+                log.warning("invalid job: %s", error)
+                return [None] * len(members)
         fit_start = time.perf_counter()
         try:
             trainer.fit(module, datamodule=data, ckpt_path=resume and resume["checkpoint"], weights_only=True)
@@ -138,7 +153,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         if failure is None or StopSignals.received is not None:
             try:  # each member's last.ckpt and best file, as its run leaves them
                 write_member_files(members, module, io_plugin)
-                path.unlink(missing_ok=True)  # each member's folder holds its state now, and resumes from it
+                remove_group_file(path)  # each member's folder holds its state now, and resumes from it
             except StorageError as error:
                 stop_for_storage(members, error)
             except BaseException:
@@ -146,13 +161,13 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
                     raise
                 failure = failure or KeyboardInterrupt()
     if failure is not None and StopSignals.received is None:  # a crash: recorded for each member; the sweep goes on
-        path.unlink(missing_ok=True)
+        remove_group_file(path)
         for member in members:
             with current_job(member):
                 record_status(member.cfg, "failed", f"{type(failure).__name__}: {failure}")
         return [None] * len(members)
     if failure is not None:
-        path.unlink(missing_ok=True)  # each member resumes from its own folder, with its own command
+        remove_group_file(path)  # each member resumes from its own folder, with its own command
         record_stops(members)
     files_at = time.perf_counter()
     with group_logging(members):
@@ -167,7 +182,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         if StopSignals.received is None:
             raise
         record_stops(members)  # none of them has its record yet: each resumes from its own last.ckpt
-    path.unlink(missing_ok=True)
+    remove_group_file(path)
     with group_logging(members):
         log.info("%s: set up in %.2f s, trained in %.2f s (%.2f s of it saving the group), member checkpoints "
                  "written in %.2f s, tested and recorded in %.2f s", seeds, fit_start - started,
