@@ -19,6 +19,10 @@ BAD_COMMANDS = {
     "seed=-1": "seed=-1 is not valid",
     "threshold=2": "threshold=2 is not valid",
     "optimizer.lr=0": "optimizer.lr=0 is not valid",
+    # Lightning's own refusal would come after its import, and say nothing of the fix
+    "+trainer.enable_progress_bar=false": "trainer.enable_progress_bar=False is not valid: the console's bar is "
+    "callbacks.progress_bar: turn it off with callbacks.progress_bar.refresh_rate=0, or drop it with "
+    "~callbacks.progress_bar",
 }
 
 

@@ -47,6 +47,10 @@ def check_config(cfg: DictConfig) -> None:
     require(patience is None or (is_int(patience) and patience >= 1), "early_stopping.patience", patience,
             "use a whole number of epochs >= 1, or null for no early stopping")  # fmt: skip
     require_choice("test_on", cfg.get("test_on", "last"), ("last", "best"))
+    bar = (cfg.get("callbacks") or {}).get("progress_bar")
+    require(trainer.get("enable_progress_bar", True) is not False or not bar, "trainer.enable_progress_bar", False,
+            "the console's bar is callbacks.progress_bar: turn it off with callbacks.progress_bar.refresh_rate=0, "
+            "or drop it with ~callbacks.progress_bar")  # fmt: skip
     check_training_budget(trainer)
 
 

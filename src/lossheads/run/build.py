@@ -62,6 +62,8 @@ def build_trainer(cfg: DictConfig, plan: RunPlan | None = None, inputs: dict | N
         return instantiate_checked(cfg.trainer, explain=lambda cause: lightning_says(cfg.trainer, cause),
                                    logger=build_loggers(cfg), callbacks=plan.callbacks, plugins=[io_plugin],
                                    **counts)  # fmt: skip
+    except ConfigError:  # the constructor's own refusal, already in one line (`explain`)
+        raise
     except (MisconfigurationException, ValueError) as exc:  # raised outside the Trainer's constructor
         raise ConfigError(lightning_says(cfg.trainer, exc)) from exc
 
