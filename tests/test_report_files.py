@@ -5,6 +5,7 @@ report, and a run folder given as a sweep folder is refused in one line."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,24 @@ def test_a_run_folder_given_as_a_sweep_folder_is_refused_in_one_line(tmp_path, c
                     "multirun (it holds multirun.yaml and one folder per job); a run's own numbers are in its "
                     "metrics.json")  # fmt: skip
     assert sorted(p.name for p in run.iterdir()) == [".hydra", "metrics.json"]  # nothing written into the run
+
+
+def test_a_resumed_runs_curve_holds_its_epochs_before_and_after_the_resume(tmp_path):
+    """A run killed after its third validation and resumed from its second epoch's checkpoint: its
+    TensorBoard folder holds two event files; the curve is epochs 1-2 of the first and 3-4 of the second."""
+    from types import SimpleNamespace
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lossheads.report.plots import _scalars
+
+    folder = tmp_path / "run" / "tensorboard" / "version_0"
+    for points in ({6: 0.1, 12: 0.2, 18: 0.99}, {18: 0.3, 24: 0.4}):  # 0.99: lost with the kill
+        writer = SummaryWriter(str(folder))
+        for step, value in points.items():
+            writer.add_scalar("val/acc", value, step)
+        writer.close()
+        time.sleep(1.1)  # the next file's name carries a later second
+    assert _scalars(SimpleNamespace(folder=tmp_path / "run"), ("val/acc",)) == {
+        "val/acc": pytest.approx([0.1, 0.2, 0.3, 0.4])
+    }

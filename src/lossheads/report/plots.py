@@ -107,22 +107,26 @@ def forest(section: Section, colours: dict, path: Path) -> Path | None:
 
 
 def _scalars(run: Run, tags: tuple[str, ...]) -> dict[str, list[float]]:
-    """Each tag's values in the run's TensorBoard files, in the order logged (a later file's series of a
-    tag replaces an earlier's). Read event by event: TensorBoard's EventAccumulator costs ~3 ms a file,
-    and each run has three (training, hyperparameters, test)."""
+    """Each tag's values in the run's TensorBoard files, by step: a resumed run's later file carries
+    on from the step it resumed at, and replaces what an earlier file logged from there on (as
+    TensorBoard shows a restarted run). Read event by event: TensorBoard's EventAccumulator costs
+    ~3 ms a file, and each run has three (training, hyperparameters, test)."""
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
     from tensorboard.util.tensor_util import make_ndarray
 
-    curves: dict[str, list[float]] = {}
-    for events in sorted((run.folder / "tensorboard").glob("**/events.out.tfevents.*")):
-        found: dict[str, list[float]] = {}
+    points: dict[str, dict[int, float]] = {}
+    for events in sorted((run.folder / "tensorboard").glob("**/events.out.tfevents.*")):  # oldest first
+        found: dict[str, dict[int, float]] = {}
         for event in LegacyEventFileLoader(str(events)).Load():
             for value in event.summary.value:
                 if value.tag in tags:
                     number = value.simple_value if value.HasField("simple_value") else make_ndarray(value.tensor).item()
-                    found.setdefault(value.tag, []).append(float(number))
-        curves.update(found)
-    return curves
+                    found.setdefault(value.tag, {})[int(event.step)] = float(number)
+        for tag, series in found.items():
+            first = min(series)
+            kept = {step: v for step, v in points.get(tag, {}).items() if step < first}
+            points[tag] = kept | series
+    return {tag: [series[step] for step in sorted(series)] for tag, series in points.items()}
 
 
 def validation_curves(dataset: str, configs: Configs, order: list[str], colours: dict, path: Path) -> Path | None:
