@@ -660,3 +660,6 @@ def test_a_member_without_checkpoints_of_a_killed_group_points_to_the_sweep(tmp_
     refused = train_py_in_process(*QUIET, f"hydra.run.dir={member}", "ckpt_path=last")
     assert refused.returncode == 2 and "run the sweep's command again" in refused.stderr
     assert {name: (member / ".hydra" / name).read_text() for name in owner} == owner
+    refused = train_py_in_process(*QUIET, f"hydra.run.dir={member}", "optimizer.lr=-1")  # before Lightning loads
+    assert refused.returncode == 2 and "optimizer.lr=-1 is not valid" in refused.stderr
+    assert {name: (member / ".hydra" / name).read_text() for name in owner} == owner

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from lossheads.cli.help import composition_error, config_dir, help_page
 from lossheads.config.validators import EXIT_BAD_INPUT
+from lossheads.run.guards import restore_hydra_files
 from lossheads.run.lock import HELD, LOCK_NAME
 
 
@@ -97,8 +98,11 @@ class NewRunFolder(Callback):
     @classmethod
     def remove_if_refused(cls) -> None:
         """Remove the run folder this invocation created while it holds only Hydra's files, and the
-        empty folders above it this invocation created (`outputs/DATE/`)."""
+        empty folders above it this invocation created (`outputs/DATE/`). A folder that was there
+        before gets its owner's `.hydra/` files back, which Hydra overwrote before the refusal."""
         folder, created = cls.folder, cls.created
+        if folder is not None and created is None and folder.is_dir():
+            restore_hydra_files(folder)
         if folder is None or created is None or not folder.is_dir():
             return
         hydra_files = {Path(".hydra") / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}

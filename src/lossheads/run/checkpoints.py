@@ -142,6 +142,7 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return max(candidates, key=rank)
 
 
+GROUP_FOLDER = ".seeds"  # in a sweep's folder: its seeds groups' files while they train
 GROUP_MEMBERS = ".members"  # beside a seeds group's file: its members' run folders, one a line
 
 
@@ -151,7 +152,7 @@ def in_a_group(run_dir: Path) -> str:
     they get their own files (`lossheads.seeds.checkpoints`); the sweep run again resumes it."""
     folder = str(run_dir.resolve())
     for above in run_dir.resolve().parents:
-        for listing in sorted((above / ".seeds").glob(f"group-*{GROUP_MEMBERS}")):
+        for listing in sorted((above / GROUP_FOLDER).glob(f"group-*{GROUP_MEMBERS}")):
             kept = listing.with_suffix(".ckpt")
             if kept.is_file() and folder in listing.read_text(errors="replace").splitlines():
                 return (f" (its seeds group stopped before its members got their own files, and keeps their "

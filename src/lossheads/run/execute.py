@@ -19,14 +19,8 @@ from lossheads.run.atomic import StorageError, require_writable
 from lossheads.run.build import build, build_trainer, checked_checkpoint, plan_run
 from lossheads.run.console import print_results, quiet_lightning, show_config
 from lossheads.run.distill import run_distillation
-from lossheads.run.folder import (
-    ForeignFolder,
-    claim,
-    keep_hydra_files,
-    owns_training_record,
-    restore_hydra_files,
-    resumes_in_place,
-)
+from lossheads.run.folder import ForeignFolder, claim, owns_training_record, resumes_in_place
+from lossheads.run.guards import keep_hydra_files, restore_hydra_files
 from lossheads.run.lock import FolderBusy, FolderLock, acquire
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
@@ -162,7 +156,6 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
             record_status(cfg, "invalid", str(error))
             logging.getLogger(__name__).warning("invalid job: %s", error)
             return None
-        restore_hydra_files(Path(cfg.paths.output_dir))  # a run's own folder keeps its owner's .hydra/
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Diverged as error:

@@ -20,7 +20,6 @@ from typing import Any
 from hydra.utils import get_class
 
 from lossheads.config.validators import ConfigError
-from lossheads.run.atomic import write_bytes
 from lossheads.run.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
 from lossheads.run.resume import flatten, may_change
 
@@ -98,22 +97,6 @@ def _evidence(folder: Path, checkpoint: Path | None) -> str:
     if checkpoint is not None:
         found.append(f"checkpoints/{checkpoint.name}")
     return ", ".join(found)
-
-
-HYDRA_COPY = ".hydra-run"  # the owning run's copy of Hydra's .hydra/ files
-
-
-def keep_hydra_files(folder: Path) -> None:
-    """Copy the run's `.hydra/*.yaml` aside: Hydra rewrites `.hydra/` before any code of ours runs,
-    so a command refused for this folder would otherwise leave its config in place of the owner's."""
-    for file in sorted((folder / ".hydra").glob("*.yaml")):
-        write_bytes(folder / HYDRA_COPY / file.name, file.read_bytes())
-
-
-def restore_hydra_files(folder: Path) -> None:
-    """Put the owner's `.hydra/*.yaml` back after a refused command's Hydra overwrote them."""
-    for file in sorted((folder / HYDRA_COPY).glob("*.yaml")):
-        write_bytes(folder / ".hydra" / file.name, file.read_bytes())
 
 
 def owns_training_record(folder: Path) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from lossheads.config.validators import EXIT_BAD_INPUT
+from lossheads.run.atomic import write_bytes
 
 
 class FolderCheck(Callback):
@@ -42,3 +43,19 @@ def refuse_unusable_folder(key: str, path: Path) -> None:
     if reason:
         print(f"error: {key}={str(path)!r} is not valid: {reason}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+HYDRA_COPY = ".hydra-run"  # the owning run's copy of Hydra's .hydra/ files
+
+
+def keep_hydra_files(folder: Path) -> None:
+    """Copy the run's `.hydra/*.yaml` aside: Hydra rewrites `.hydra/` before any code of ours runs,
+    so a command refused for this folder would otherwise leave its config in place of the owner's."""
+    for file in sorted((folder / ".hydra").glob("*.yaml")):
+        write_bytes(folder / HYDRA_COPY / file.name, file.read_bytes())
+
+
+def restore_hydra_files(folder: Path) -> None:
+    """Put the owner's `.hydra/*.yaml` back after a refused command's Hydra overwrote them."""
+    for file in sorted((folder / HYDRA_COPY).glob("*.yaml")):
+        write_bytes(folder / ".hydra" / file.name, file.read_bytes())

@@ -30,6 +30,7 @@ from torch import nn
 
 from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import StorageError
+from lossheads.run.checkpoints import GROUP_FOLDER
 from lossheads.run.folder import fingerprint
 from lossheads.run.records import Trained
 from lossheads.run.resume import check_length, run_inputs
@@ -76,7 +77,7 @@ def group_file(members: list[Member]) -> Path:
     folders (the sweep run again finds it there), never inside a member's folder."""
     first = members[0]
     digest = hashlib.sha256("\n".join(str(m.folder.resolve()) for m in members).encode()).hexdigest()[:16]
-    return Path(str(first.hydra_config.hydra.sweep.dir)) / ".seeds" / f"group-{digest}.ckpt"
+    return Path(str(first.hydra_config.hydra.sweep.dir)) / GROUP_FOLDER / f"group-{digest}.ckpt"
 
 
 def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
 from lossheads.run.atomic import StorageError
-from lossheads.run.folder import claim, restore_hydra_files
+from lossheads.run.folder import claim
+from lossheads.run.guards import restore_hydra_files
 from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedData
 from lossheads.seeds.module import SeedsModule, why_not_elementwise
