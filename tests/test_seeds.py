@@ -85,8 +85,8 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     assert "6 runs: seeds [1, 2, 3] of 2 arms (loss=bce_logits, loss=bce) train as one vectorized model" in log
     assert "seeds [1, 2, 3] of one configuration train as one vectorized model" in log  # ce
     assert "#6, #7, #8 train as a group of their own: they differ from #0's in head, number of logits" in log
-    # two configs composed per configuration; Hydra's check of the batch and the launch get copies of them
-    assert "job configs: 6 composed, 12 copied from a composed one" in log
+    # one config composed per configuration; Hydra's check of the batch and the launch get copies of it
+    assert "job configs: 3 composed, 15 copied from a composed one" in log
     assert "`Trainer.fit` stopped" not in log  # Lightning's info lines stay in the job logs
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
     for job in ("0", "3", "6"):
@@ -376,7 +376,8 @@ def test_the_seeds_benchmark_prints_its_line(monkeypatch, capsys) -> None:
 
 def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
     """The launcher's config loader copies a composed config for a job that differs only in its
-    seed, once a second composed config proves the copy right; else every job is composed."""
+    seed (unless `seed` is a config group, which could change the defaults list); else every job is
+    composed once, and the launch gets a copy of what Hydra's check of the batch composed."""
     from omegaconf import OmegaConf
 
     from hydra_plugins.lossheads_seeds.seeds_launcher import SeedSharingConfigLoader
@@ -388,16 +389,17 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
         def load_sweep_config(self, master_config: object, sweep_overrides: list[str]) -> object:
             self.calls += 1
             seed = int(sweep_overrides[1].split("=")[1])
-            width = 8 * seed if self.depends_on_seed else 8  # e.g. a config whose defaults follow the seed
+            width = 8 * seed if self.depends_on_seed else 8  # a config group `seed` whose options differ
             job = {"override_dirname": self.separator.join(sweep_overrides),
                    "config": {"override_dirname": {"item_sep": self.separator}}}  # fmt: skip
-            return OmegaConf.create({"seed": seed, "width": width,
-                                     "hydra": {"overrides": {"task": sweep_overrides}, "job": job}})  # fmt: skip
+            choices = {"loss": "ce", **({"seed": str(seed)} if self.depends_on_seed else {})}
+            return OmegaConf.create({"seed": seed, "width": width, "hydra": {"overrides": {"task": sweep_overrides},
+                                     "job": job, "runtime": {"choices": choices}}})  # fmt: skip
 
     master = OmegaConf.create({})
     jobs = [["loss=ce", f"seed={s}"] for s in range(1, 6)]
     # Hydra alone composes 10: each job twice; an empty item_sep hides where the seed is in the dirname
-    for depends_on_seed, separator, composed in ((False, ",", 2), (True, ",", 8), (False, "", 8)):
+    for depends_on_seed, separator, composed in ((False, ",", 1), (True, ",", 5), (False, "", 5)):
         inner = Composer(depends_on_seed, separator)
         loader = SeedSharingConfigLoader(inner)  # type: ignore[arg-type]
         for _ in range(2):  # Hydra's check of the batch, then the launch
