@@ -33,6 +33,28 @@ def test_tensorboard_has_no_epoch_or_single_point_charts_and_steps_count_optimiz
     assert plugins
 
 
+def test_tensorboard_reads_each_logged_number_back_also_after_finalize(tmp_path):
+    """TensorBoard logs a call's numbers as one event (`TensorBoard.log_metrics`); TensorBoard reads
+    each back at its step, with Lightning's prefix, also from a call after `finalize` (a run's test)."""
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lossheads.run.loggers import TensorBoard
+
+    logger = TensorBoard(save_dir=str(tmp_path), name="", version="", prefix="fold")
+    logger.log_metrics({"val/loss": 0.5, "val/acc": torch.tensor(0.75), "epoch": 3}, step=6)
+    logger.finalize("success")
+    logger.log_metrics({"test/acc": 0.625}, step=12)
+    logger.finalize("success")
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert sorted(events.Tags()["scalars"]) == ["fold-test/acc", "fold-val/acc", "fold-val/loss"]
+    assert [(e.step, e.value) for e in events.Scalars("fold-val/loss")] == [(6, 0.5)]
+    assert [(e.step, e.value) for e in events.Scalars("fold-val/acc")] == [(6, 0.75)]
+    assert [(e.step, e.value) for e in events.Scalars("fold-test/acc")] == [(12, 0.625)]
+    with pytest.raises(ValueError, match="not a dict of numbers"):
+        logger.log_metrics({"val/acc": "high"}, step=13)
+
+
 def test_mlflow_client_reads_back_the_logged_params_and_metrics(train, tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from conftest import QUIET, ROOT, compose_config, train_py_in_process
+from conftest import QUIET, ROOT, compose_config, compose_with_hydra, train_py_in_process
 from lossheads.models.mlp import MLP
 from lossheads.run.execute import run as run_in_process
 
@@ -52,6 +53,32 @@ def assert_same_runs(ours: dict[str, dict], theirs: dict[str, dict]) -> None:
             assert record[key] == pytest.approx(other[key], abs=TOLERANCE), (job, key)
         plain = {k: v for k, v in record.items() if "/" not in k}
         assert plain == {k: v for k, v in other.items() if "/" not in k}  # seed, steps, fingerprint, ...
+
+
+def hydra_files(sweep_folder: Path, job: str) -> dict[str, str]:
+    """A job's `.hydra/` files as Hydra wrote them, but for what names the launcher and the sweep folder."""
+    folder = sweep_folder / job / ".hydra"
+    files = {p.name: p.read_text().replace(str(sweep_folder), "<sweep>") for p in folder.iterdir()}
+    hydra = yaml.safe_load(files["hydra.yaml"])["hydra"]
+    hydra.pop("launcher")
+    hydra["runtime"]["choices"].pop("hydra/launcher")
+    hydra["overrides"]["hydra"] = [o for o in hydra["overrides"]["hydra"] if o != "hydra/launcher=seeds"]
+    return {**files, "hydra.yaml": json.dumps(hydra, sort_keys=True)}
+
+
+def test_hydra_files_text_is_omegaconfs() -> None:
+    """The seeds launcher writes a prepared job's `.hydra/` files with libyaml: the text of
+    `OmegaConf.to_yaml`, awkward strings included."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.lossheads_seeds.seeds_launcher import hydra_file_text
+
+    config = compose_with_hydra(["seed=3", "loss=focal"])
+    odd = {"null": "null", "number": "1.0", "yes": "yes", "colon": "a: b", "quote": "it's \"x\"", "empty": "",
+           "unicode": "naïve — ok", "lines": "one\ntwo", "long": "word " * 40, "interp": "${seed}",
+           "list": ["1", 2, None, True, "~"], "nested": {"x": {"y": [1.5, "2.5", 1e-8]}}}  # fmt: skip
+    for node in (config, OmegaConf.create(odd), config.hydra.overrides.task):
+        assert hydra_file_text(node) == OmegaConf.to_yaml(node)
 
 
 def saved_state(path: Path, sweep_folder: Path) -> str:
@@ -102,6 +129,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
             for key in [k for k in state if k.startswith("loss.")]:  # pos_weight=auto: its own split's
                 assert torch.equal(state[key], reference[key]), (job, key)
         assert (tmp_path / "together" / job / "predictions.npz").is_file()
+        assert hydra_files(tmp_path / "together", job) == hydra_files(tmp_path / "alone", job)
         assert list((tmp_path / "together" / job / "tensorboard").rglob("events.out.tfevents.*"))
         job_log = (tmp_path / "together" / job / "train.log").read_text()  # its group's lines, no other job's
         assert "train as one vectorized model" in job_log and not re.search(r"#\d+ : ", job_log)
