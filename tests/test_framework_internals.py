@@ -145,3 +145,37 @@ def test_a_job_return_holds_a_failed_jobs_exception_in_return_value_field():
     assert failed._return_value is error
     with pytest.raises(ValueError):
         failed.return_value  # noqa: B018
+
+
+class Recorder:
+    """A `_target_` that keeps what it was called with."""
+
+    def __init__(self, **arguments: object) -> None:
+        if arguments.get("fail"):
+            raise TypeError("Recorder got an unexpected keyword argument 'fail'")
+        self.arguments = arguments
+
+
+def test_a_plain_node_is_built_as_hydras_instantiate_builds_it():
+    """`config.validators.plain_call` skips Hydra's `instantiate` for a node that is one call: the
+    same arguments (interpolations resolved, containers plain, keyword arguments over the node's
+    own), the same one-line refusal; anything else Hydra's own instantiate builds."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from lossheads.config.validators import ConfigError, instantiate_checked, plain_call
+
+    target = f"{__name__}.Recorder"
+    root = OmegaConf.create({"dir": "/runs/7", "node": {"_target_": target, "path": "${dir}/ckpt", "sizes": [1, 2],
+                             "options": {"a": {"b": None}}, "rate": 0.5, "name": "x"}})  # fmt: skip
+    marker = object()
+    plain = plain_call(root.node, {"rate": 0.25, "objects": [marker]})
+    assert plain is not None
+    ours, hydras = plain(), instantiate(root.node, _convert_="all", rate=0.25, objects=[marker])
+    assert ours.arguments == hydras.arguments
+    assert ours.arguments["path"] == "/runs/7/ckpt" and type(ours.arguments["options"]) is dict
+    for other in ({"_target_": target, "_partial_": True}, {"_target_": target, "inner": {"_target_": target}},
+                  {"_target_": target, "x": "???"}, {"_target_": "no_such_module.Thing"}, {"x": 1}):  # fmt: skip
+        assert plain_call(OmegaConf.create(other), {}) is None, other
+    with pytest.raises(ConfigError, match=r"^thing: Recorder got an unexpected keyword argument 'fail': fix the thing"):
+        instantiate_checked(OmegaConf.create({"_target_": target, "fail": True}), "thing")

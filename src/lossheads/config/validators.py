@@ -6,13 +6,15 @@ Components validate their own arguments where they enter (constructors raise `Co
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 EXIT_BAD_INPUT = 2  # the exit code of every refusal: a ConfigError printed as one line
@@ -31,7 +33,13 @@ def instantiate_checked(
     as itself; else `explain(cause)`'s line, where it gives one; else, with `key` (the config
     group), a constructor's TypeError or ValueError (an unknown option, a wrong type). Any other
     cause (a bug inside a constructor) keeps its traceback."""
+    call = plain_call(node, kwargs)
     try:
+        if call is not None:
+            try:
+                return call()
+            except Exception as exc:  # as Hydra wraps a constructor's exception
+                raise InstantiationException(f"Error in call to target '{node.get('_target_')}'") from exc
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
@@ -43,6 +51,35 @@ def instantiate_checked(
         if line is None:
             raise
         raise ConfigError(line) from None
+
+
+@functools.cache
+def _imported(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def plain_call(node: Any, kwargs: dict[str, Any]) -> Callable[[], Any] | None:
+    """`instantiate(node, _convert_="all", **kwargs)` as the one call it makes, where Hydra has
+    nothing else to do (no `_partial_`, `_args_` or nested `_target_`; a target that imports): ~0.1 ms
+    instead of ~1 ms, and a run instantiates half a dozen (tests/test_framework_internals.py compares).
+    None: Hydra instantiates it, and says what is wrong in its own words."""
+    if not isinstance(node, DictConfig) or any(isinstance(v, (DictConfig, ListConfig)) for v in kwargs.values()):
+        return None
+    try:
+        arguments = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        target = _imported(arguments.pop("_target_"))
+    except Exception:  # noqa: BLE001 -- whatever it is, Hydra's instantiate says it
+        return None
+
+    def nested(value: Any) -> bool:
+        if isinstance(value, dict):
+            return "_target_" in value or any(nested(v) for v in value.values())
+        return isinstance(value, list) and any(nested(v) for v in value)
+
+    if any(str(k).startswith("_") for k in arguments) or nested(arguments):
+        return None
+    return lambda: target(**{**arguments, **kwargs})
 
 
 def first_line(exc: BaseException) -> str:

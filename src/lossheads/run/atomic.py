@@ -85,7 +85,8 @@ def fsync_folder(folder: Path) -> None:
 
 
 def require_writable(folder: Path) -> None:
-    """Refuse a run before training when its folder cannot be written (read-only, full, no permission)."""
-    write_bytes(folder / ".write-test", b"")
+    """Refuse a run before training when its folder cannot be written (read-only, full, no permission).
+    The probe is removed at once: nothing to make durable."""
+    write_bytes(folder / ".write-test", b"", durable=False)
     with contextlib.suppress(OSError):
         (folder / ".write-test").unlink()

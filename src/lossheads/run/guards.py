@@ -50,9 +50,10 @@ HYDRA_COPY = ".hydra-run"  # the owning run's copy of Hydra's .hydra/ files
 
 def keep_hydra_files(folder: Path) -> None:
     """Copy the run's `.hydra/*.yaml` aside: Hydra rewrites `.hydra/` before any code of ours runs,
-    so a command refused for this folder would otherwise leave its config in place of the owner's."""
+    so a command refused for this folder would otherwise leave its config in place of the owner's.
+    A copy for this command's lifetime: written atomically, not fsynced."""
     for file in sorted((folder / ".hydra").glob("*.yaml")):
-        write_bytes(folder / HYDRA_COPY / file.name, file.read_bytes())
+        write_bytes(folder / HYDRA_COPY / file.name, file.read_bytes(), durable=False)
 
 
 def restore_hydra_files(folder: Path) -> None:

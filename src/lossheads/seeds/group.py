@@ -250,17 +250,17 @@ def record_stops(members: list[Member]) -> None:
 def group_logging(members: list[Member]) -> Iterator[None]:
     """Each member's job log (Hydra's `<job name>.log` in its folder) gets the group's training lines,
     as its own job's log gets its run's: Hydra's logging for the last member (console and its file),
-    and a copy of its file handler for each of the others."""
+    and for each of the others a handler on the files its job's logging opened (`Member.log_files`)."""
     root = logging.getLogger()
+    last = members[-1].hydra_config.hydra
+    configure_log(last.job_logging, last.verbose)
     copies: list[logging.Handler] = []
-    for member in members:
-        configure_log(member.hydra_config.hydra.job_logging, member.hydra_config.hydra.verbose)
-        for handler in root.handlers:
-            if isinstance(handler, logging.FileHandler) and member is not members[-1]:
-                copy = logging.FileHandler(handler.baseFilename, encoding=handler.encoding)
-                copy.setFormatter(handler.formatter)
-                copy.setLevel(handler.level)
-                copies.append(copy)
+    for member in members[:-1]:
+        for path, encoding, formatter, level in member.log_files:
+            copy = logging.FileHandler(path, encoding=encoding)
+            copy.setFormatter(formatter)
+            copy.setLevel(level)
+            copies.append(copy)
     for handler in copies:
         root.addHandler(handler)
     from lossheads.run.console import quiet_lightning

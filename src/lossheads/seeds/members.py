@@ -9,7 +9,7 @@ import copy
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class Member:
     callbacks: list[Callback]  # its run's callbacks (their states go into its checkpoints)
     best: ModelCheckpoint | None  # its checkpoint callback, whose state the group keeps for it
     config: dict[str, Any]  # `resolved(cfg)`: what each of its checkpoints carries
+    # its job log's files, as Hydra's logging set them up for its job: (path, encoding, format, level)
+    log_files: list[tuple[str, str | None, logging.Formatter | None, int]] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -159,6 +161,8 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
     best = checkpoint_callback(plan.callbacks)
     member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
+    member.log_files = [(h.baseFilename, h.encoding, h.formatter, h.level) for h in logging.getLogger().handlers
+                        if isinstance(h, logging.FileHandler)]  # fmt: skip
     folder = member.folder.resolve()
     if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
         restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
