@@ -109,6 +109,7 @@ class SeedsModule(ClassifierModule):
         # each member's folder, config fingerprint and inputs (data, split): whose group file it is
         self.identity: list[list[str]] = []
         self.validated: dict[str, Tensor] | None = None  # the stacked weights of the last validation
+        self.validated_step: int | None = None  # the optimizer step they were taken at
         self.member_heads = [m.head for m in members]  # each its own threshold (arms may differ in it)
         self.one_threshold = all(same_threshold(m.head, first.head) for m in members)
         self.member_loss_modules = nn.ModuleList([m.loss for m in members])
@@ -184,17 +185,25 @@ class SeedsModule(ClassifierModule):
         self._log_epoch("val")
         if not self.trainer.sanity_checking:
             self.validated = {name: t.detach().clone() for name, t in self.net.state_dict().items()}
+            self.validated_step = self.global_step
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The weights of the last validation are the checkpoint's own when no step came after it (a
+        save at an epoch's end that validated): then they are not stored twice."""
         super().on_save_checkpoint(checkpoint)
-        checkpoint[self.STATE] = {"identity": self.identity, "values": self.member_values,
-                                  "diverged": self.diverged, "validated": self.validated}  # fmt: skip
+        same = self.validated_step is not None and self.validated_step == self.global_step
+        checkpoint[self.STATE] = {"identity": self.identity, "values": self.member_values, "diverged": self.diverged,
+                                  "validated": None if same else self.validated,
+                                  "validated_step": self.validated_step}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint[self.STATE]
         self.member_values, self.diverged = [dict(v) for v in state["values"]], dict(state["diverged"])
-        self.validated = state["validated"]
+        self.validated, self.validated_step = state["validated"], state.get("validated_step")
+        if self.validated is None and self.validated_step is not None:  # the checkpoint's own weights
+            saved = checkpoint["state_dict"]
+            self.validated = {n.removeprefix("net."): t.clone() for n, t in saved.items() if n.startswith("net.")}
 
     def _stop_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """A member whose loss became non-finite is recorded as diverged (with ClassifierModule's
