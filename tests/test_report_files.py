@@ -5,6 +5,7 @@ report, and a run folder given as a sweep folder is refused in one line."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -94,3 +95,31 @@ def test_a_resumed_runs_curve_holds_its_epochs_before_and_after_the_resume(tmp_p
     assert _scalars(SimpleNamespace(folder=tmp_path / "run"), ("val/acc",)) == {
         "val/acc": pytest.approx([0.1, 0.2, 0.3, 0.4])
     }
+
+
+def test_figures_drawn_by_a_forked_child_come_back_in_order_and_a_dead_child_is_covered(tmp_path):
+    """`plots.draw` hands every other figure to a forked copy of the process; their paths come back in
+    the calls' order, a child that dies leaves its figures to the parent, and an error is the parent's."""
+    import os
+
+    from lossheads.report.plots import draw
+
+    parent = os.getpid()
+
+    def drawn(name: str) -> Path:
+        (tmp_path / name).write_text(str(os.getpid()))
+        return tmp_path / name
+
+    calls = [lambda: drawn("a"), lambda: None, lambda: drawn("c"), lambda: drawn("d")]
+    assert draw(calls) == [tmp_path / "a", None, tmp_path / "c", tmp_path / "d"]
+    if (os.cpu_count() or 1) > 1 and sys.platform == "linux":
+        assert (tmp_path / "d").read_text() != str(parent)  # drawn by the child
+    dies = [lambda: drawn("e"), lambda: os._exit(9) if os.getpid() != parent else drawn("f")]
+    assert draw(dies) == [tmp_path / "e", tmp_path / "f"]
+    assert (tmp_path / "f").read_text() == str(parent)
+
+    def broken() -> Path:
+        raise ValueError("no figure")
+
+    with pytest.raises(ValueError, match="no figure"):
+        draw([lambda: drawn("g"), broken])

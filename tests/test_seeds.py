@@ -214,6 +214,29 @@ def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_pa
                 assert value == "" or float(value) == pytest.approx(float(its[key]), abs=TOLERANCE), (job, key)
 
 
+def test_a_full_disk_while_the_group_file_is_written_stops_the_sweep_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """The group file is written by a thread while the group trains on; its error stops the group at
+    its next save, as a save that fails in place would: one line, exit 2, each member `failed`."""
+    import lossheads.seeds.checkpoints as checkpoints
+    from lossheads.run.atomic import StorageError
+
+    real, calls = checkpoints.write_group_file, []
+
+    def full(path: Path, payload: memoryview) -> None:
+        calls.append(path)
+        if len(calls) == 2:  # epoch 2's file
+            raise StorageError(f"cannot write {path}: the disk is full: free space")
+        real(path, payload)
+
+    monkeypatch.setattr(checkpoints, "write_group_file", full)
+    folder = tmp_path / "sweep"
+    stopped = sweep(folder, "seed=1,2", "trainer.max_epochs=4")
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {folder}/.seeds/group-")
+    assert "Traceback" not in stopped.stdout + stopped.stderr and len(calls) == 2
+    assert {json.loads((folder / job / "failure.json").read_text())["status"] for job in ("0", "1")} == {"failed"}
+
+
 @pytest.mark.slow
 def test_a_full_disk_while_the_group_trains_stops_the_sweep_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
     """As under the basic launcher: each member a `failed` record, the error in one line, exit 2; the
@@ -595,12 +618,12 @@ def test_mixed_precision_arms_train_in_one_group_each_loss_cast_as_in_its_run(tm
 def test_a_group_file_is_resumed_only_by_its_own_jobs_on_their_own_data(tmp_path: Path, caplog) -> None:
     """The group file names its members' folders, configs and inputs: another group of jobs, or the
     same jobs on changed data, start afresh (one log line each); a damaged file too."""
-    from lossheads.seeds.checkpoints import resumable, write_group_file
+    from lossheads.seeds.checkpoints import group_bytes, resumable, write_group_file
     from lossheads.seeds.module import SeedsModule
 
     path = tmp_path / ".seeds" / "group-x.ckpt"
     ours = [["/sweep/0", "f0", '{"fingerprint": "a"}'], ["/sweep/1", "f1", '{"fingerprint": "a"}']]
-    write_group_file(path, {SeedsModule.STATE: {"identity": ours}, "epoch": 2, "global_step": 12})
+    write_group_file(path, group_bytes({SeedsModule.STATE: {"identity": ours}, "epoch": 2, "global_step": 12}))
     assert resumable(path, ours) == {"checkpoint": str(path), "epochs": 2, "step": 12}
     changed = [[*job[:2], '{"fingerprint": "b"}'] for job in ours]
     assert resumable(path, changed) is None

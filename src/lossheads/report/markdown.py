@@ -275,7 +275,8 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
         HOW_TO_READ.format(test=stats.TEST_NAME),
         "",
     ]
-    for section in analysis.sections:
+    figures = draw_figures(analysis.sections, sweep_dir)
+    for section, drawn in zip(analysis.sections, figures, strict=True):
         lines += [f"## {section.dataset} ({section.task})", "", "### Verdicts", "", *verdict_table(section)]
         lines += ["### Runs", "", *runs_table(section, chosen.metric)]
         order = list(section.arms)
@@ -283,7 +284,7 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
             lines += ["### Threshold study", "", *threshold_section(section.arms, order)]
         if section.task == "multilabel":
             lines += per_label_section(section.arms, order)
-        lines += plot_lines(section, sweep_dir)
+        lines += drawn
     skipped = [r for r in runs if r.status != "ok"]
     if skipped:
         lines += ["## Jobs without a result", "", "| job | overrides | status | reason |", "|---|---|---|---|"]
@@ -303,15 +304,17 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
     return report, summary_lines
 
 
-def plot_lines(section: Section, out: Path) -> list[str]:
-    """The dataset's figures, each a markdown image line; matplotlib is optional."""
+def draw_figures(sections: list[Section], out: Path) -> list[list[str]]:
+    """Each dataset's figures, drawn together (`plots.draw`), as markdown image lines; matplotlib is optional."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
     except ImportError:
-        return ["matplotlib is not installed: `pip install lossheads[report]` for the plots.", ""]
+        return [["matplotlib is not installed: `pip install lossheads[report]` for the plots.", ""]] * len(sections)
     from lossheads.report import plots
 
-    made = plots.dataset_figures(section, out)
-    return ["### Plots", "", *(f"![{p.stem}]({p.name})" for p in made), ""] if made else []
+    calls = [plots.dataset_figures(section, out) for section in sections]
+    made = iter(plots.draw([call for dataset in calls for call in dataset]))
+    found = [[p for p in (next(made) for _ in dataset) if p is not None] for dataset in calls]
+    return [["### Plots", "", *(f"![{p.stem}]({p.name})" for p in paths), ""] if paths else [] for paths in found]

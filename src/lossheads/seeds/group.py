@@ -40,7 +40,6 @@ from lossheads.seeds.checkpoints import (
     GroupLast,
     MemberBest,
     list_members,
-    remove_group_file,
     resumable,
     write_member_files,
 )
@@ -137,7 +136,12 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
                 return [None] * len(members)
         fit_start = time.perf_counter()
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume and resume["checkpoint"], weights_only=True)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=resume and resume["checkpoint"], weights_only=True)
+            except BaseException:
+                io_plugin.finish_writing(raising=False)
+                raise
+            io_plugin.finish_writing()  # the last save's file is whole before anything reads or removes it
         except Diverged:
             pass  # every member diverged: each is recorded below
         except StorageError as error:  # a full disk: as a run alone, each records it, one line, the sweep stops
@@ -154,7 +158,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         if failure is None or StopSignals.received is not None:
             try:  # each member's last.ckpt and best file, as its run leaves them
                 write_member_files(members, module, io_plugin)
-                remove_group_file(path)  # each member's folder holds its state now, and resumes from it
+                io_plugin.remove_checkpoint(path)  # each member's folder holds its state now, and resumes from it
             except StorageError as error:
                 stop_for_storage(members, error)
             except BaseException:
@@ -162,13 +166,13 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
                     raise
                 failure = failure or KeyboardInterrupt()
     if failure is not None and StopSignals.received is None:  # a crash: recorded for each member; the sweep goes on
-        remove_group_file(path)
+        io_plugin.remove_checkpoint(path)
         for member in members:
             with current_job(member):
                 record_status(member.cfg, "failed", f"{type(failure).__name__}: {failure}")
         return [None] * len(members)
     if failure is not None:
-        remove_group_file(path)  # each member resumes from its own folder, with its own command
+        io_plugin.remove_checkpoint(path)  # each member resumes from its own folder, with its own command
         record_stops(members)
     files_at = time.perf_counter()
     with group_logging(members):
@@ -183,7 +187,7 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         if StopSignals.received is None:
             raise
         record_stops(members)  # none of them has its record yet: each resumes from its own last.ckpt
-    remove_group_file(path)
+    io_plugin.remove_checkpoint(path)
     with group_logging(members):
         log.info("%s: set up in %.2f s, trained in %.2f s (%.2f s of it saving the group), member checkpoints "
                  "written in %.2f s, tested and recorded in %.2f s", seeds, fit_start - started,
