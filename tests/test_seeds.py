@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
+from hydra.experimental.callback import Callback
 
 from conftest import QUIET, ROOT, compose_config, compose_with_hydra, train_py_in_process
 from lossheads.models.mlp import MLP
@@ -427,39 +429,110 @@ def test_the_seeds_benchmark_prints_its_line(monkeypatch, capsys) -> None:
 
 def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
     """The launcher's config loader copies a composed config for a job that differs only in its
-    seed (unless `seed` is a config group, which could change the defaults list); else every job is
-    composed once, and the launch gets a copy of what Hydra's check of the batch composed."""
+    seed, its override dirname made as Hydra makes it (any item and key-value separators); unless
+    `seed` is a config group, which could change the defaults list, or the dirname does not follow
+    Hydra's rule: then every job is composed once, and the launch gets what Hydra's check composed."""
+    import re as regex
+
     from omegaconf import OmegaConf
 
     from hydra_plugins.lossheads_seeds.seeds_launcher import SeedSharingConfigLoader
 
+    def dirname(overrides: list[str], item_sep: str, kv_sep: str) -> str:
+        return regex.sub("=", kv_sep, item_sep.join(sorted(o for o in overrides if not o.startswith("+my"))))
+
     class Composer:
-        def __init__(self, depends_on_seed: bool, separator: str) -> None:
-            self.depends_on_seed, self.separator, self.calls = depends_on_seed, separator, 0
+        def __init__(self, depends_on_seed: bool, item_sep: str, kv_sep: str, hydras_rule: bool = True) -> None:
+            self.depends_on_seed, self.item_sep, self.kv_sep, self.rule = depends_on_seed, item_sep, kv_sep, hydras_rule
+            self.calls = 0
 
         def load_sweep_config(self, master_config: object, sweep_overrides: list[str]) -> object:
             self.calls += 1
-            seed = int(sweep_overrides[1].split("=")[1])
+            seed = int(sweep_overrides[-1].split("=")[1])
             width = 8 * seed if self.depends_on_seed else 8  # a config group `seed` whose options differ
-            job = {"override_dirname": self.separator.join(sweep_overrides),
-                   "config": {"override_dirname": {"item_sep": self.separator}}}  # fmt: skip
+            made = dirname(sweep_overrides, self.item_sep, self.kv_sep) if self.rule else "/".join(sweep_overrides)
+            separators = {"item_sep": self.item_sep, "kv_sep": self.kv_sep, "exclude_keys": ["my_seed"]}
+            job = {"override_dirname": made, "config": {"override_dirname": separators}}
             choices = {"loss": "ce", **({"seed": str(seed)} if self.depends_on_seed else {})}
             return OmegaConf.create({"seed": seed, "width": width, "hydra": {"overrides": {"task": sweep_overrides},
                                      "job": job, "runtime": {"choices": choices}}})  # fmt: skip
 
     master = OmegaConf.create({})
-    jobs = [["loss=ce", f"seed={s}"] for s in range(1, 6)]
-    # Hydra alone composes 10: each job twice; an empty item_sep hides where the seed is in the dirname
-    for depends_on_seed, separator, composed in ((False, ",", 1), (True, ",", 5), (False, "", 5)):
-        inner = Composer(depends_on_seed, separator)
+    jobs = [["loss=ce", "+my_seed=1", f"seed={s}"] for s in range(1, 6)]
+    # Hydra alone composes 10: each job twice
+    for depends_on_seed, item_sep, kv_sep, rule, composed in (
+        (False, ",", "=", True, 1), (False, "", "=", True, 1), (False, "_", "_", True, 1),
+        (True, ",", "=", True, 5), (False, ",", "=", False, 5),
+    ):  # fmt: skip
+        inner = Composer(depends_on_seed, item_sep, kv_sep, rule)
         loader = SeedSharingConfigLoader(inner)  # type: ignore[arg-type]
         for _ in range(2):  # Hydra's check of the batch, then the launch
             configs = [loader.load_sweep_config(master, overrides) for overrides in jobs]
         assert inner.calls == loader.composed == composed
         assert [c.seed for c in configs] == [1, 2, 3, 4, 5]
         assert [c.width for c in configs] == ([8] * 5 if not depends_on_seed else [8, 16, 24, 32, 40])
-        assert configs[3].hydra.job.override_dirname == separator.join(["loss=ce", "seed=4"])
-        assert list(configs[3].hydra.overrides.task) == ["loss=ce", "seed=4"]
+        expected = dirname(jobs[3], item_sep, kv_sep) if rule else "/".join(jobs[3])
+        assert configs[3].hydra.job.override_dirname == expected
+        assert list(configs[3].hydra.overrides.task) == jobs[3]
+
+
+class JobEvents(Callback):
+    """A user's Hydra callback: each job's start and end, with whether its metrics.json exists then."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def _note(self, event: str, config: Any, ret: Any = None) -> None:
+        folder = Path(config.hydra.runtime.output_dir)
+        status = getattr(getattr(ret, "status", None), "name", None)
+        line = {"event": event, "job": folder.name, "recorded": (folder / "metrics.json").is_file(),
+                "env": os.environ.get("JOB_NOTE"), "status": status}  # fmt: skip
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        self._note("start", config)
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        self._note("end", config, job_return)
+
+
+def test_a_users_hydra_callback_sees_each_job_start_and_end_once_as_under_the_basic_launcher(tmp_path: Path) -> None:
+    """A member's `on_job_start` comes with its `env_set`, its `on_job_end` after its records, once
+    per job, as under the basic launcher."""
+    seen: dict[str, list[dict]] = {}
+    for launcher in ("seeds", "basic"):
+        events = tmp_path / f"{launcher}.jsonl"
+        callback = ["+hydra.callbacks.events._target_=test_seeds.JobEvents", f"+hydra.callbacks.events.path={events}",
+                    "+hydra.job.env_set.JOB_NOTE=set"]  # fmt: skip
+        done = sweep(tmp_path / launcher, "seed=1,2", "trainer.max_epochs=1", *callback, seeds=launcher == "seeds")
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen[launcher] = sorted((json.loads(line) for line in events.read_text().splitlines()),
+                                key=lambda e: (e["job"], e["event"] != "start"))  # fmt: skip
+    assert (
+        seen["seeds"]
+        == seen["basic"]
+        == [
+            {"event": "start", "job": "0", "recorded": False, "env": "set", "status": None},
+            {"event": "end", "job": "0", "recorded": True, "env": None, "status": "COMPLETED"},
+            {"event": "start", "job": "1", "recorded": False, "env": "set", "status": None},
+            {"event": "end", "job": "1", "recorded": True, "env": None, "status": "COMPLETED"},
+        ]
+    )
+
+
+def test_removing_a_group_file_takes_the_temporary_files_a_kill_left(tmp_path: Path) -> None:
+    """A kill while the group file is written leaves `.<name>.<random>.tmp`; the group's end removes it."""
+    from lossheads.seeds.checkpoints import remove_group_file
+
+    path = tmp_path / ".seeds" / "group-0123.ckpt"
+    path.parent.mkdir()
+    left = [path, path.with_suffix(".members"), path.parent / ".group-0123.ckpt.x1y2.tmp"]
+    other = path.parent / ".group-4567.ckpt.x1y2.tmp"  # another group's
+    for file in [*left, other]:
+        file.write_bytes(b"partial")
+    remove_group_file(path)
+    assert [p.name for p in path.parent.iterdir()] == [other.name]
 
 
 def group_files(folder: Path) -> list[Path]:

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import pickle
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -62,19 +63,26 @@ def _seed_item(overrides: Sequence[str]) -> str | None:
     return next((o for o in overrides if o.split("=", 1)[0].lstrip("+") == "seed"), None)
 
 
+def _override_dirname(config: DictConfig, overrides: Sequence[str]) -> str:
+    """`hydra.job.override_dirname` of the job `overrides`, as Hydra 1.3 computes it: the overrides
+    as typed, but for `exclude_keys`, sorted, joined by `item_sep`, every `=` turned into `kv_sep`
+    (`_seed_only_sets_a_value` checks that it gives a composed config's own)."""
+    settings = config.hydra.job.config.override_dirname
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    lines = sorted(str(o.input_line) for o in parsed if o.key_or_group not in settings.exclude_keys)
+    return re.sub("[=]", str(settings.kv_sep), str(settings.item_sep).join(lines))
+
+
 def _with_seed(first: bytes, overrides: Sequence[str]) -> DictConfig:
     """The composed job config pickled in `first` as the job `overrides` (the same but for
     `seed=...`) composes it. A pickle round trip copies a job config in ~0.8 ms, a deepcopy in ~5."""
     config = pickle.loads(first)
-    separator = config.hydra.job.config.override_dirname.item_sep
-    ours, theirs = _seed_item(overrides), _seed_item(config.hydra.overrides.task)
+    ours = _seed_item(overrides)
     with read_write(config), open_dict(config):
         if ours is not None:
             config.seed = OverridesParser.create().parse_override(ours).value()
         config.hydra.overrides.task = list(overrides)
-        job = config.hydra.job
-        items = str(job.override_dirname).split(separator)
-        job.override_dirname = separator.join(ours if item == theirs else item for item in items)
+        config.hydra.job.override_dirname = _override_dirname(config, overrides)
     return config
 
 
@@ -82,10 +90,11 @@ def _seed_only_sets_a_value(config: DictConfig) -> bool:
     """Whether jobs that differ from `config`'s only in `seed=...` compose to it with that seed set.
     Hydra composes the defaults list before any value exists, so its interpolations see config group
     choices only: unless `seed` names a config group, `seed=...` sets the value `seed` and nothing
-    else. Where the override dirname cannot be told apart into items (an empty `item_sep`), where
-    the seed sits in it cannot be found, and every job is composed."""
+    else but the job's overrides and override dirname, which `_with_seed` sets as Hydra does (where
+    it does not give this config's own dirname, every job is composed)."""
     choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
-    return "seed" not in choices and bool(config.hydra.job.config.override_dirname.item_sep)
+    own = config.hydra.job.override_dirname
+    return "seed" not in choices and _override_dirname(config, list(config.hydra.overrides.task)) == own
 
 
 class _HydraFileDumper(yaml.CDumper):
@@ -103,12 +112,13 @@ def hydra_file_text(config: Any) -> str:
 
 def run_prepared_job(hydra_context: HydraContext, task: TaskFunction, config: DictConfig) -> JobReturn:
     """A sweep job the group prepares, run as Hydra 1.3's `run_job` runs it with the sweep's folder
-    keys: the same folder, `.hydra/` files, job logging, callbacks, environment, working folder and
-    JobReturn, at a third of its ~30 ms. Hydra's config is set once, not twice (the job's folder is
-    set in it too); the task's config is a pickle copy, not a deep copy, and the Hydra config of the
-    JobReturn is the one set for the job, not a deep copy of it (nothing changes either after); the
-    files' YAML is libyaml's, written atomically. tests/test_seeds.py compares the files and records
-    with the basic launcher's."""
+    keys: the same folder, `.hydra/` files, job logging, environment, working folder and JobReturn,
+    at a third of its ~30 ms. Hydra's config is set once, not twice (the job's folder is set in it
+    too); the task's config is a pickle copy, not a deep copy, and the Hydra config of the JobReturn
+    is the one set for the job, not a deep copy of it (nothing changes either after); the files'
+    YAML is libyaml's, written atomically. tests/test_seeds.py compares the files and records with
+    the basic launcher's. The Hydra callbacks' `on_job_start` and `on_job_end` come when the job
+    trains: with its group (`SeedsLauncher._job_callbacks`), or through `run_job` when it trains alone."""
     runtime, hydra = JobRuntime.instance(), HydraConfig.instance()
     old_cwd, orig_hydra_cfg = os.getcwd(), hydra.cfg
     hydra.set_config(config)
@@ -139,7 +149,6 @@ def run_prepared_job(hydra_context: HydraContext, task: TaskFunction, config: Di
                                ("overrides.yaml", config.hydra.overrides.task)):  # fmt: skip
                 write_bytes(files / name, hydra_file_text(node).encode(), durable=False)
         with env_override(hydra.cfg.hydra.job.env_set):
-            hydra_context.callbacks.on_job_start(config=config, task_function=task)
             try:
                 ret.return_value = task(task_cfg)
                 ret.status = JobStatus.COMPLETED
@@ -148,7 +157,6 @@ def run_prepared_job(hydra_context: HydraContext, task: TaskFunction, config: Di
         ret.task_name = runtime.get("name")
         for handler in logging.getLogger().handlers:
             handler.flush()
-        hydra_context.callbacks.on_job_end(config=config, job_return=ret)
         return ret
     finally:
         hydra.cfg = orig_hydra_cfg
@@ -269,6 +277,22 @@ class SeedsLauncher(Launcher):
         finally:
             self._sweep_logging()
 
+    def _job_callbacks(self, member: Any, config: DictConfig, result: JobReturn | None = None) -> None:
+        """The Hydra callbacks' `on_job_start` (no `result`: as the group starts) or `on_job_end` for a
+        member's job, as `run_job` calls them: its Hydra config current, its `env_set` in the
+        environment for the start."""
+        assert self.hydra_context is not None and self.task_function is not None
+        hydra, before = HydraConfig.instance(), HydraConfig.instance().cfg
+        hydra.cfg = member.hydra_config
+        try:
+            if result is None:
+                with env_override(member.hydra_config.hydra.job.env_set):
+                    self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
+            else:  # after the job's environment is put back, as run_job calls it
+                self.hydra_context.callbacks.on_job_end(config=config, job_return=result)
+        finally:
+            hydra.cfg = before
+
     def _sweep_logging(self) -> None:
         assert self.config is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -346,16 +370,19 @@ class SeedsLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         by_member = {id(p[3]): p for p in ready}
         for stack, module in groups:
+            for member in stack:
+                self._job_callbacks(member, by_member[id(member)][1])
             try:
                 records = run_members(stack, module)
             finally:
                 self._sweep_logging()
             for member, record in zip(stack, records, strict=True):
-                idx, _, result, _ = by_member[id(member)]
+                idx, config, result, _ = by_member[id(member)]
                 metric = member.cfg.get("optimized_metric")
                 result.return_value = record.get(metric) if record and metric else None
                 result.status = JobStatus.COMPLETED
                 returns[idx] = result
+                self._job_callbacks(member, config, result)
         for idx, config, _, _ in prepared:
             if idx not in returns:
                 returns[idx] = self._run(config, self.task_function)

@@ -45,7 +45,7 @@ def model_error(target: Any, cause: BaseException) -> str | None:
             f"model._target_={target!r} could not be imported ({' '.join(str(cause).split())}): put its module's "
             "folder on PYTHONPATH, e.g. PYTHONPATH=. python train.py ... (the README's 'Your own network')"
         )
-    if isinstance(cause, (AttributeError, TypeError)):
+    if isinstance(cause, (AttributeError, TypeError)) or "callable target" in str(cause):  # e.g. a module
         return (
             f"model._target_={target!r} could not be built ({first_line(cause)}): a model's constructor "
             "takes (input_shape, num_logits, **options), see the README's 'Your own network'"

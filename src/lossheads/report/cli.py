@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
     try:
         report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))
+    except KeyboardInterrupt:  # each file is whole or not written: the command again writes them all
+        parser.exit(130, f"interrupted: run `python -m lossheads.report {args.sweep_dir}` again for the whole report\n")
     except ConfigError as error:
         message = str(error)
         for key in given:

@@ -3,9 +3,12 @@ verdicts against the control, the runs' table, the threshold study and the plots
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +186,16 @@ def per_label_section(configs: dict[str, list[Run]], order: list[str]) -> list[s
     return [*lines, ""]
 
 
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[io.StringIO]:
+    """Text for `path`, written atomically when the block ends: a stop leaves the old file or none."""
+    from lossheads.run.atomic import write_bytes
+
+    handle = io.StringIO(newline="")
+    yield handle
+    write_bytes(path, handle.getvalue().encode(), durable=False)
+
+
 def write_results_csv(analysis: Analysis, path: Path) -> None:
     """One row per run: its overrides as typed, what it resolved, its logged metrics and its panel values."""
     runs = analysis.runs
@@ -190,7 +203,7 @@ def write_results_csv(analysis: Analysis, path: Path) -> None:
     panel_keys = sorted({k for v in values.values() for k in v})
     keys = sorted({k for r in runs for k in r.overrides})
     metric_keys = sorted({k for r in runs for k in r.metrics if "/" in k})
-    with path.open("w", newline="") as handle:
+    with atomic_text(path) as handle:
         writer = csv.writer(handle)
         overrides = [f"override.{k}" for k in keys]  # as typed; head/loss below are the resolved ones
         writer.writerow(
@@ -230,7 +243,7 @@ def write_results_csv(analysis: Analysis, path: Path) -> None:
 
 
 def write_comparisons_csv(rows: list[Comparison], path: Path) -> None:
-    with path.open("w", newline="") as handle:
+    with atomic_text(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(COMPARISON_COLUMNS)
         for row in rows:
@@ -300,7 +313,8 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
         "",
     ]
     report = sweep_dir / "report.md"
-    report.write_text("\n".join(lines))
+    with atomic_text(report) as handle:
+        handle.write("\n".join(lines))
     return report, summary_lines
 
 

@@ -93,8 +93,13 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
 def _save(figure: plt.Figure, path: Path) -> Path:
     """Cut to what is drawn: legends right of the axes, and titles wider than the figure that
     `tight_layout` leaves outside it, are kept whole."""
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    from lossheads.run.atomic import write_atomic  # a stop while it is drawn leaves the old file, not half of one
+
+    try:
+        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"),
+                     durable=False)  # fmt: skip
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -86,7 +86,7 @@ def build(
     plan = plan or plan_run(cfg)
     stepping = plan.stepping
     seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data, steps_per_call=stepping.steps_per_call,
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, "data", steps_per_call=stepping.steps_per_call,
                                                       seed=cfg.seed)  # fmt: skip
     if loaded is not None:
         data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -108,7 +108,7 @@ def build(
     torch.manual_seed(cfg.seed)  # the initialization depends on the seed alone, whatever was built before
     net = build_net(cfg.model, datamodule.input_shape, head.num_logits)
     optimizer = checked_optimizer(cfg.optimizer, net)
-    schedule = instantiate_checked(cfg.scheduler) if cfg.get("scheduler") else None
+    schedule = instantiate_checked(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     if isinstance(schedule, Plateau):
         schedule.monitor, schedule.mode = validation_monitor(plan.callbacks)
     module = ClassifierModule(net, head, loss, optimizer, datamodule.task, datamodule.num_classes, teacher,

@@ -128,7 +128,7 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     require(cfg.get("ckpt_path") in (None, "last"), "ckpt_path", cfg.get("ckpt_path"),
             "experiment=distill continues in its own folder: use ckpt_path=last with hydra.run.dir=RUN")  # fmt: skip
     again = cfg.get("ckpt_path") == "last"
-    datamodule: ArrayDataModule = instantiate_checked(cfg.data)
+    datamodule: ArrayDataModule = instantiate_checked(cfg.data, "data")
     datamodule.setup()
     head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes)
     hard_loss = {"name": head.hard_loss}  # the head's own loss: what a teacher and a hard-label student train on

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import datetime as dt
 import hashlib
+import inspect
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
-from lossheads.config.validators import first_line, instantiate_checked
+from lossheads.config.validators import ConfigError, first_line, instantiate_checked
 from lossheads.run.folder import owns_training_record
 
 # the package each optional logger needs, and the extra that installs it
@@ -72,6 +73,14 @@ class TensorBoard(TensorBoardLogger):
     _hparams_metrics = False
 
     def __init__(self, *args: Any, prefix: str = "", **kwargs: Any) -> None:
+        # Lightning hands unknown options to the SummaryWriter it creates at the first log: checked now
+        from torch.utils.tensorboard import SummaryWriter
+
+        own = inspect.signature(TensorBoardLogger.__init__).parameters
+        try:
+            inspect.signature(SummaryWriter).bind_partial(**{k: v for k, v in kwargs.items() if k not in own})
+        except TypeError as exc:
+            raise ConfigError(f"logger: TensorBoard {first_line(exc)}: fix the logger.* overrides") from None
         super().__init__(*args, prefix=prefix, **kwargs)
         self.prefix = f"{prefix}{self.LOGGER_JOIN_CHAR}" if prefix else ""  # Lightning's `_add_prefix`
 

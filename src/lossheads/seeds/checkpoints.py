@@ -76,8 +76,12 @@ def list_members(path: Path, folders: list[str]) -> None:
 
 
 def remove_group_file(path: Path) -> None:
+    """The group's file, its members' listing, and any temporary file of it that a kill during a write
+    left (`atomic.write_atomic`'s names: `.<name>.<random>.tmp`; the sweep's lock keeps other writers out)."""
     path.unlink(missing_ok=True)
     path.with_suffix(GROUP_MEMBERS).unlink(missing_ok=True)
+    for left in path.parent.glob(f".{path.name}.*.tmp"):
+        left.unlink(missing_ok=True)
 
 
 def load_group_bytes(payload: bytes | memoryview) -> dict[str, Any]:
