@@ -289,3 +289,22 @@ def test_a_process_that_ran_a_sweep_starts_no_worker_of_it_afterwards(tmp_path, 
     assert os.environ[SWEEP_PID] == str(os.getpid()) and not in_worker()
     writer.on_multirun_end(config)
     assert SWEEP_PID not in os.environ
+
+
+def test_a_stop_inside_taking_a_job_lock_leaves_the_lock_to_release(tmp_path, monkeypatch):
+    """A stop that lands while a job takes its folder's lock (after the flock, before its record is
+    written) leaves the lock findable, so that the job's stop handling releases it and no lock file stays."""
+    import lossheads.run.lock as lock_module
+    from lossheads.run.lock import LOCK_NAME, acquire, held_in
+
+    def stopped() -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lock_module, "owner_record", stopped)
+    folder = tmp_path / "job"
+    with pytest.raises(KeyboardInterrupt):
+        acquire(folder, "hydra.sweep.dir", inside_own=True)
+    held = held_in(folder)
+    assert held is not None and (folder / LOCK_NAME).exists()
+    held.release()
+    assert not (folder / LOCK_NAME).exists() and held_in(folder) is None

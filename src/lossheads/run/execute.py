@@ -21,7 +21,7 @@ from lossheads.run.console import print_results, quiet_lightning, show_config
 from lossheads.run.distill import run_distillation
 from lossheads.run.folder import ForeignFolder, claim, owns_training_record, resumes_in_place
 from lossheads.run.guards import keep_hydra_files, restore_hydra_files
-from lossheads.run.lock import FolderBusy, FolderLock, acquire
+from lossheads.run.lock import FolderBusy, FolderLock, acquire, held_in
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
 from lossheads.run.resume import run_inputs
@@ -113,6 +113,7 @@ def main(cfg: DictConfig) -> float | None:
         except BaseException:
             if StopSignals.received is None:
                 raise
+            lock = lock or (held_in(Path(cfg.paths.output_dir)) if sweeping else None)  # a stop inside `job_lock`
             record_stop(cfg, then_exit=False)  # Ctrl-C or SIGTERM, in whatever form Lightning passed it on
             if lock is not None:
                 lock.release()  # recorded: the sweep that passed the stop on waits for this

@@ -145,12 +145,17 @@ def acquire(folder: Path, key: str, *, inside_own: bool = False) -> FolderLock:
         if same:
             break
         os.close(fd)  # its owner removed that file as we locked it: lock the new one
+    lock = FolderLock(lock_file, fd)
+    HELD[folder] = lock  # before its record: a stop arriving from here on finds it to release (`held_in`)
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(owner_record()).encode())
     os.fsync(fd)
-    lock = FolderLock(lock_file, fd)
-    HELD[folder] = lock
     return lock
+
+
+def held_in(folder: Path) -> FolderLock | None:
+    """This process's lock of `folder`, if it holds one (also one whose `acquire` a stop interrupted)."""
+    return HELD.get(Path(folder).resolve())
 
 
 def owner_record() -> dict[str, object]:
