@@ -308,3 +308,34 @@ def test_a_stop_inside_taking_a_job_lock_leaves_the_lock_to_release(tmp_path, mo
     assert held is not None and (folder / LOCK_NAME).exists()
     held.release()
     assert not (folder / LOCK_NAME).exists() and held_in(folder) is None
+
+
+@pytest.mark.slow
+def test_a_joblib_worker_runs_every_job_it_is_given(tmp_path):
+    """Hydra's joblib launcher puts its parent's OmegaConf resolvers back before each job a worker
+    runs: a worker's second job still names its logs (`${lossheads.run_name:}`) and trains."""
+    folder = tmp_path / "sweep"
+    done = train_py(tmp_path, "-m", "seed=1,2,3", "trainer.max_epochs=1", *QUIET, *JOBLIB, f"hydra.sweep.dir={folder}",
+                    "~hydra.callbacks.report")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [json.loads((folder / job / "metrics.json").read_text())["status"] for job in "012"] == ["ok"] * 3
+
+
+def test_a_stop_while_the_sweeps_report_is_written_says_only_the_report_is_left(tmp_path, capsys):
+    """Every job finished: a Ctrl-C during the end-of-sweep report names the command that writes it."""
+    from lossheads.run.stops import REPORT_STAGE, StopSignals, stop_sweep_on_signal
+
+    restore = stop_sweep_on_signal(tmp_path)
+    StopSignals.stage = REPORT_STAGE
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode
+    finally:
+        restore()
+        StopSignals.stage, StopSignals.received = None, None
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted by Ctrl-C (SIGINT) while the sweep's report was written (every job is finished): "
+        f"python -m lossheads.report {tmp_path} writes it"
+    )

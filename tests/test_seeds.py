@@ -73,7 +73,7 @@ def test_hydra_files_text_is_omegaconfs() -> None:
     `OmegaConf.to_yaml`, awkward strings included."""
     from omegaconf import OmegaConf
 
-    from hydra_plugins.lossheads_seeds.seeds_launcher import hydra_file_text
+    from hydra_plugins.lossheads_seeds.prepared_jobs import hydra_file_text
 
     config = compose_with_hydra(["seed=3", "loss=focal"])
     odd = {"null": "null", "number": "1.0", "yes": "yes", "colon": "a: b", "quote": "it's \"x\"", "empty": "",
@@ -436,7 +436,7 @@ def test_configs_that_differ_beyond_the_seed_are_each_composed() -> None:
 
     from omegaconf import OmegaConf
 
-    from hydra_plugins.lossheads_seeds.seeds_launcher import SeedSharingConfigLoader
+    from hydra_plugins.lossheads_seeds.shared_configs import SeedSharingConfigLoader
 
     def dirname(overrides: list[str], item_sep: str, kv_sep: str) -> str:
         return regex.sub("=", kv_sep, item_sep.join(sorted(o for o in overrides if not o.startswith("+my"))))

@@ -48,6 +48,11 @@ def instantiate_checked(
         line = explain(cause) if explain else None
         if line is None and key and isinstance(cause, (TypeError, ValueError)):
             line = f"{key}: {first_line(cause)}: fix the {key}.* overrides"
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        if line is None and key and (isinstance(cause, (ImportError, AttributeError)) or "callable target" in str(exc)):
+            why = " ".join(str(cause).split()) if isinstance(cause, (ImportError, AttributeError)) else first_line(exc)
+            line = (f"{key}._target_={target!r} cannot be built ({why}): name an importable class or function; "
+                    "your own needs its module's folder on PYTHONPATH")  # fmt: skip
         if line is None:
             raise
         raise ConfigError(line) from None
@@ -77,7 +82,7 @@ def plain_call(node: Any, kwargs: dict[str, Any]) -> Callable[[], Any] | None:
             return "_target_" in value or any(nested(v) for v in value.values())
         return isinstance(value, list) and any(nested(v) for v in value)
 
-    if any(str(k).startswith("_") for k in arguments) or nested(arguments):
+    if not callable(target) or any(str(k).startswith("_") for k in arguments) or nested(arguments):
         return None
     return lambda: target(**{**arguments, **kwargs})
 

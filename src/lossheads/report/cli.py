@@ -38,18 +38,20 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lossheads.report.markdown import write  # scipy and torch: not on every command's path
+        from lossheads.run.stops import REPORT_STAGE, StopSignals
 
+        StopSignals.stage = REPORT_STAGE  # a stop now says that only the report is left to write
         try:
             report, summary = write(Path(config.hydra.sweep.dir), settings(**self.values))
         except ConfigError as error:  # a baseline that names no arm: the jobs' folders are kept
             print(f"error: {error}; write the report with python -m lossheads.report SWEEP_DIR --baseline ...")
             return
+        finally:
+            StopSignals.stage = None
         print("\n".join(["", *summary, "", f"report: {report}"]))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lossheads.report.markdown import write
-
     parser = argparse.ArgumentParser(
         description="Write report.md, results.csv, comparisons.csv and plots for a sweep folder. Settings "
         "default to the sweep's own (the report: node of its multirun.yaml)."
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(EXIT_BAD_INPUT, reason)
     given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
     try:
+        from lossheads.report.markdown import write  # torch and scipy: seconds, which a Ctrl-C may cut short
+
         report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))
     except KeyboardInterrupt:  # each file is whole or not written: the command again writes them all
         parser.exit(130, f"interrupted: run `python -m lossheads.report {args.sweep_dir}` again for the whole report\n")

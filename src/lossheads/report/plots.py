@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -65,6 +66,8 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
     if pid == 0:  # the child: its figures, their paths on the pipe, and out without any cleanup of the parent's
         code = 1
         try:
+            for stop in (signal.SIGINT, signal.SIGTERM):  # a stop ends it quietly: the parent says what stopped
+                signal.signal(stop, signal.SIG_DFL)
             os.close(read)
             made = [call() for call in theirs]
             os.write(write, json.dumps([str(p) if p else None for p in made]).encode())

@@ -22,6 +22,7 @@ from lossheads.run.distill import run_distillation
 from lossheads.run.folder import ForeignFolder, claim, owns_training_record, resumes_in_place
 from lossheads.run.guards import keep_hydra_files, restore_hydra_files
 from lossheads.run.lock import FolderBusy, FolderLock, acquire, held_in
+from lossheads.run.loggers import register_resolvers
 from lossheads.run.outcomes import in_sweep, record_status, record_stop
 from lossheads.run.records import Trained, logged, save_config, test_and_record, write_metrics
 from lossheads.run.resume import run_inputs
@@ -99,6 +100,7 @@ def main(cfg: DictConfig) -> float | None:
     exits 130 / 143. In a sweep a refused, failed or diverged job is recorded and the sweep goes on.
     Returns `optimized_metric` for sweepers that optimize it (Optuna)."""
     quiet_lightning()
+    register_resolvers()
     sweeping = in_sweep()
     if sweeping and in_worker():
         prepare_worker()  # a stop between this worker's jobs, or its sweep's end: start no other

@@ -48,8 +48,14 @@ def run_name(outside_sweeps: str = "") -> str | None:
     return None if outside_sweeps == "none" else outside_sweeps
 
 
-if not OmegaConf.has_resolver("lossheads.run_name"):
-    OmegaConf.register_new_resolver("lossheads.run_name", run_name)
+def register_resolvers() -> None:
+    """`${lossheads.run_name:}` for the logger configs. Called by each job, not only at import: Hydra's
+    joblib launcher puts its parent's resolvers back before every job a worker process runs."""
+    if not OmegaConf.has_resolver("lossheads.run_name"):
+        OmegaConf.register_new_resolver("lossheads.run_name", run_name)
+
+
+register_resolvers()
 
 
 # the custom-scalars page: train and val on one chart, then the yardsticks a comparison looks at first

@@ -37,6 +37,9 @@ WAIT_FOR_JOBS = 120.0  # seconds a stopped sweep waits for its running jobs to r
 PARK_SECONDS = 600.0  # the longest a stopped worker waits for its sweep to end it
 
 
+REPORT_STAGE = "report"  # StopSignals.stage while a sweep's report is written (`report.cli.ReportCallback`)
+
+
 class StopSignals:
     """Which signal stopped the run (None: none did)."""
 
@@ -165,6 +168,10 @@ def stop_sweep_on_signal(sweep_dir: Path) -> Callable[[], None]:
         while any(is_held(folder) for _, folder in jobs) and time.monotonic() < deadline:
             time.sleep(0.1)
         late = [str(folder) for _, folder in jobs if is_held(folder)]
+        if StopSignals.stage == REPORT_STAGE and not jobs:  # every job is done: only the report was cut short
+            print(f"interrupted by {StopSignals.name()} while the sweep's report was written (every job is "
+                  f"finished): python -m lossheads.report {sweep_dir} writes it", file=sys.stderr)  # fmt: skip
+            sys.exit(StopSignals.exit_code())
         stopped = f"{len(jobs)} running job(s) recorded as interrupted" if jobs else "no job was running"
         if late:
             stopped += f" ({len(late)} did not answer within {WAIT_FOR_JOBS:.0f} s: {', '.join(late)})"

@@ -146,9 +146,10 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     from lossheads.run.build import build, build_trainer, plan_run
     from lossheads.run.console import quiet_lightning
     from lossheads.run.execute import write_run_files
-    from lossheads.run.loggers import build_loggers
+    from lossheads.run.loggers import build_loggers, register_resolvers
 
     quiet_lightning()
+    register_resolvers()
     try:
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
