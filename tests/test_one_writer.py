@@ -339,3 +339,19 @@ def test_a_stop_while_the_sweeps_report_is_written_says_only_the_report_is_left(
         f"interrupted by Ctrl-C (SIGINT) while the sweep's report was written (every job is finished): "
         f"python -m lossheads.report {tmp_path} writes it"
     )
+
+
+def test_a_stop_during_a_deferred_block_is_raised_when_the_block_ends():
+    """A job takes its folder's lock inside `deferred_stops`: a SIGTERM that lands meanwhile (a worker
+    whose sweep is already gone signals itself at once) is raised once the lock is held whole."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lossheads.run.stops import StopSignals, caught, deferred_stops
+
+    steps = []
+    with caught(), pytest.raises(SIGTERMException), deferred_stops():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler has run by now, and raised nothing
+        steps.append("lock taken")
+    assert steps == ["lock taken"] and StopSignals.received == signal.SIGTERM and not StopSignals.deferring
+    StopSignals.received = None

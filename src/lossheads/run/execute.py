@@ -28,7 +28,7 @@ from lossheads.run.records import Trained, logged, save_config, test_and_record,
 from lossheads.run.resume import run_inputs
 from lossheads.run.sealed import write_sealed
 from lossheads.run.splits import write_split
-from lossheads.run.stops import StopSignals, caught, in_worker, park, prepare_worker
+from lossheads.run.stops import StopSignals, caught, deferred_stops, in_worker, park, prepare_worker
 from lossheads.training.callbacks import LastCheckpoint
 from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
@@ -107,7 +107,8 @@ def main(cfg: DictConfig) -> float | None:
     with caught():
         lock = None
         try:
-            lock = job_lock(cfg) if sweeping else None  # a single run's lock is taken before Hydra writes
+            with deferred_stops():  # a stop now lands after the lock is taken whole, and releases it
+                lock = job_lock(cfg) if sweeping else None  # a single run's lock is taken before Hydra writes
             return _main(cfg, sweeping)
         except FolderBusy as error:  # in a sweep: another process writes this job's folder
             logging.getLogger(__name__).warning("refused job: %s", error)

@@ -48,6 +48,7 @@ class StopSignals:
     phase = ""  # that stage when the signal came (Lightning clears it while it handles the stop)
     stage: str | None = None  # the stage at work where no trainer's names it (a seeds group's test pass)
     worker_prepared = False  # a sweep's worker process: `prepare_worker` has run
+    deferring = False  # within `deferred_stops`: a stop is raised when the block ends
 
     @classmethod
     def name(cls) -> str:
@@ -65,9 +66,28 @@ def _handler(signum: int, frame: Any) -> None:
     stage = getattr(getattr(StopSignals.trainer, "state", None), "stage", None)
     StopSignals.phase = stage.value.replace("_", " ") if stage is not None else "set-up or record writing"
     StopSignals.phase = StopSignals.stage or StopSignals.phase
-    if signum == signal.SIGTERM:
+    if StopSignals.deferring:
+        return  # raised as `deferred_stops` ends
+    _raise_stop()
+
+
+def _raise_stop() -> NoReturn:
+    if StopSignals.received == signal.SIGTERM:
         raise SIGTERMException
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_stops() -> Iterator[None]:
+    """A stop that comes within (under `caught`) is raised when the block ends, so that what the block
+    does (taking a folder's lock: its file, its flock, its registration) is done whole or not at all."""
+    StopSignals.deferring = True
+    try:
+        yield
+    finally:
+        StopSignals.deferring = False
+    if StopSignals.received is not None:
+        _raise_stop()
 
 
 @contextlib.contextmanager
