@@ -28,7 +28,16 @@ from lossheads.run.records import Trained, logged, save_config, test_and_record,
 from lossheads.run.resume import run_inputs
 from lossheads.run.sealed import write_sealed
 from lossheads.run.splits import write_split
-from lossheads.run.stops import StopSignals, caught, deferred_stops, in_worker, park, prepare_worker
+from lossheads.run.stops import (
+    EXIT_SIGTERM,
+    StopSignals,
+    caught,
+    deferred_stops,
+    in_worker,
+    park,
+    prepare_worker,
+    sweep_stopping,
+)
 from lossheads.training.callbacks import LastCheckpoint
 from lossheads.training.module import Diverged
 from lossheads.training.selection import weights_to_test
@@ -109,6 +118,9 @@ def main(cfg: DictConfig) -> float | None:
         try:
             with deferred_stops():  # a stop now lands after the lock is taken whole, and releases it
                 lock = job_lock(cfg) if sweeping else None  # a single run's lock is taken before Hydra writes
+            if lock is not None and in_worker() and sweep_stopping():  # the sweep stops: start nothing
+                lock.release()
+                park(EXIT_SIGTERM)
             return _main(cfg, sweeping)
         except FolderBusy as error:  # in a sweep: another process writes this job's folder
             logging.getLogger(__name__).warning("refused job: %s", error)

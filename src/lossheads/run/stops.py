@@ -32,6 +32,8 @@ from lossheads.run.lock import held_jobs, is_held
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells report them
 NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+STOPPING = ".stopping"  # in a sweep folder while its process stops: no worker starts a job there
+
 SWEEP_PID = "LOSSHEADS_SWEEP_PID"  # the sweep process's PID, in its environment and its workers'
 WAIT_FOR_JOBS = 120.0  # seconds a stopped sweep waits for its running jobs to record their stop
 PARK_SECONDS = 600.0  # the longest a stopped worker waits for its sweep to end it
@@ -152,6 +154,16 @@ def park(code: int) -> NoReturn:
     os._exit(code)
 
 
+def sweep_stopping() -> bool:
+    """In a worker: whether its sweep process is stopping (a job taken now would be killed with it)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return (Path(str(HydraConfig.get().sweep.dir)) / STOPPING).exists()
+    except ValueError:  # no Hydra job
+        return False
+
+
 def prepare_worker() -> None:
     """Once per worker process: a signal that comes while no job of ours runs parks the worker (see
     `park`; `caught` keeps this as the handler found before, for the time between jobs), and a sweep
@@ -180,12 +192,19 @@ def stop_sweep_on_signal(sweep_dir: Path) -> Callable[[], None]:
         if StopSignals.received is not None:
             return
         StopSignals.received = signal.Signals(signum)
-        jobs = held_jobs(sweep_dir)
-        for pid, _ in jobs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
+        with contextlib.suppress(OSError):  # a worker that takes a job from now on gives it up (`sweep_stopping`)
+            (sweep_dir / STOPPING).touch()
+        jobs: list[tuple[int, Path]] = []
         deadline = time.monotonic() + WAIT_FOR_JOBS
-        while any(is_held(folder) for _, folder in jobs) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # a worker may take a job's folder after the first look: stop it too
+            held = held_jobs(sweep_dir)
+            for pid, folder in held:
+                if (pid, folder) not in jobs:
+                    jobs.append((pid, folder))
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signum)
+            if not held:
+                break
             time.sleep(0.1)
         late = [str(folder) for _, folder in jobs if is_held(folder)]
         if StopSignals.stage == REPORT_STAGE and not jobs:  # every job is done: only the report was cut short
@@ -201,6 +220,7 @@ def stop_sweep_on_signal(sweep_dir: Path) -> Callable[[], None]:
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     StopSignals.received = None
+    (sweep_dir / STOPPING).unlink(missing_ok=True)  # a stop of an earlier run of this sweep
     for sig in before:
         signal.signal(sig, handler)
 
