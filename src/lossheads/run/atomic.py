@@ -35,6 +35,15 @@ def storage_error(path: Path, exc: OSError) -> StorageError:
     )
 
 
+TEMPORARY = ".tmp"  # a write's temporary file: `.<name>.<random>.tmp` beside its target
+
+
+def leftover_temporaries(path: Path) -> list[Path]:
+    """The temporary files of writes to `path` that a kill left behind (no writer of it still runs:
+    the caller holds the folder's lock)."""
+    return sorted(path.parent.glob(f".{path.name}.*{TEMPORARY}"))
+
+
 def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
     """Call `write(handle)` on a fresh temporary file beside `path`, then rename it to `path`.
     `durable`: fsync the file and its folder, so that it survives a power loss too (a killed process
@@ -42,7 +51,7 @@ def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None], *, durabl
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY, dir=path.parent)
     except OSError as exc:
         raise storage_error(path, exc) from None
     try:

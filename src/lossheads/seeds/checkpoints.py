@@ -27,7 +27,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
 from lossheads.config.validators import ConfigError
-from lossheads.run.atomic import write_atomic, write_bytes
+from lossheads.run.atomic import leftover_temporaries, write_atomic, write_bytes
 from lossheads.run.checkpoints import GROUP_MEMBERS, RunCheckpointIO
 from lossheads.run.resume import resumed_from, run_inputs
 from lossheads.seeds.members import Member
@@ -77,10 +77,10 @@ def list_members(path: Path, folders: list[str]) -> None:
 
 def remove_group_file(path: Path) -> None:
     """The group's file, its members' listing, and any temporary file of it that a kill during a write
-    left (`atomic.write_atomic`'s names: `.<name>.<random>.tmp`; the sweep's lock keeps other writers out)."""
+    left (the sweep's lock keeps other writers out)."""
     path.unlink(missing_ok=True)
     path.with_suffix(GROUP_MEMBERS).unlink(missing_ok=True)
-    for left in path.parent.glob(f".{path.name}.*.tmp"):
+    for left in leftover_temporaries(path):
         left.unlink(missing_ok=True)
 
 
