@@ -62,6 +62,23 @@ def test_bce_clamps_its_log_at_minus_100_and_loses_the_gradient(config):
     assert logits.grad.item() == pytest.approx(-1.0)
 
 
+def test_bce_on_a_nan_logit_is_a_nan_loss_not_a_crash(config):
+    """BCELoss refuses a NaN probability (RuntimeError); a diverging run's NaN logit must instead give a
+    NaN loss, as bce_logits does, so the run is recorded as diverged (and its seeds group trains on)."""
+    logits = torch.tensor([[0.3, float("nan"), -1.0], [2.0, 0.5, -0.5]], requires_grad=True)
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
+        F.binary_cross_entropy(torch.sigmoid(logits), Y)
+    for extra in ([], ["loss.pos_weight=[1.0,2.0,3.0]"], ["loss.reduction=sum"], ["loss.reduction=none"]):
+        loss = make_loss(config, "bce", *extra)(logits, Y)
+        assert torch.isnan(loss).all(), extra
+        assert torch.isnan(make_loss(config, "bce_logits", *extra)(logits, Y)).any(), extra
+    finite = torch.logit(P).requires_grad_()
+    make_loss(config, "bce")(finite, Y).backward()
+    reference = finite.detach().clone().requires_grad_()
+    F.binary_cross_entropy(torch.sigmoid(reference), Y).backward()
+    assert torch.equal(finite.grad, reference.grad)  # a finite batch: the same loss and gradient as BCELoss's
+
+
 def test_bce_mean_with_weight_is_a_plain_mean_but_ce_mean_is_a_weighted_mean(config):
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.3, -2.0], [1.5, 1.5, 0.0], [-1.0, 2.0, 1.0]])
     labels = torch.tensor([0, 2, 1, 1])

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lossheads.cli.collector import collect_less
 from lossheads.cli.help import composition_error, config_dir, help_page
 from lossheads.config.validators import EXIT_BAD_INPUT
 from lossheads.run.guards import restore_hydra_files
@@ -29,6 +30,7 @@ def train() -> None:
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         print(help_page(config_dir()))
         return
+    collect_less()
     import hydra
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 

@@ -16,6 +16,9 @@ class BCEOnProbabilities(BinaryCrossEntropyBase):
     Kept on purpose to compare with the fused `bce_logits`: equal in value, less stable, since
     BCELoss clamps each log at -100 (so the loss saturates at 100 and its gradient vanishes).
     Computed in fp32 with autocast off: PyTorch refuses `binary_cross_entropy` under CUDA autocast.
+    A NaN logit (a run diverging) makes the loss NaN, as `bce_logits`'s, so the run is recorded as
+    diverged: BCELoss itself refuses a NaN probability with a RuntimeError, which ended the run (and,
+    under `hydra/launcher=seeds`, the whole group it trained in) as a crash.
     """
 
     name = "bce"
@@ -23,9 +26,11 @@ class BCEOnProbabilities(BinaryCrossEntropyBase):
     def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
             probs = torch.sigmoid(logits.float())
+            diverged = probs.detach().sum() * 0  # NaN where any probability is; 0 otherwise (no gradient)
+            probs = probs.nan_to_num(nan=0.5)  # what BCELoss accepts; the loss is NaN all the same
             targets = self.smooth(targets, torch.float32)
             if self.pos_weight is None:
-                loss = F.binary_cross_entropy(probs, targets, self.weight, reduction=self.reduction)
+                loss = F.binary_cross_entropy(probs, targets, self.weight, reduction=self.reduction) + diverged
                 return reduce_none(loss) if self.reduction == "none" else loss
             # BCELoss has no pos_weight: weigh its two clamped log terms as BCEWithLogitsLoss does.
             log_p = F.binary_cross_entropy(probs, torch.ones_like(probs), reduction="none")
@@ -33,4 +38,4 @@ class BCEOnProbabilities(BinaryCrossEntropyBase):
             loss = self.pos_weight * targets * log_p + (1 - targets) * log_not_p
             if self.weight is not None:
                 loss = loss * self.weight
-            return self.reduce(loss)
+            return self.reduce(loss) + diverged
