@@ -55,6 +55,7 @@ def assert_same_runs(ours: dict[str, dict], theirs: dict[str, dict]) -> None:
             assert record[key] == pytest.approx(other[key], abs=TOLERANCE), (job, key)
         plain = {k: v for k, v in record.items() if "/" not in k}
         assert plain == {k: v for k, v in other.items() if "/" not in k}  # seed, steps, fingerprint, ...
+        assert list(record) == list(other), job  # metrics.json in its run alone's order
 
 
 def hydra_files(sweep_folder: Path, job: str) -> dict[str, str]:
@@ -136,6 +137,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
         job_log = (tmp_path / "together" / job / "train.log").read_text()  # its group's lines, no other job's
         assert "train as one vectorized model" in job_log and not re.search(r"#\d+ : ", job_log)
         assert "`Trainer.fit` stopped" in job_log
+        assert "GPU available: " in job_log  # the Trainer's lines, in every member's log as in its run alone's
 
     def rows(folder: str) -> list[dict[str, str]]:
         return list(csv.DictReader((tmp_path / folder / "comparisons.csv").open()))
@@ -271,6 +273,21 @@ runpy.run_path("train.py", run_name="__main__")
                            cwd=ROOT)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in records(folder).values()] == ["ok", "ok", "ok"]
+
+
+@pytest.mark.slow
+def test_without_hydra_files_a_member_writes_its_config_as_its_run_alone(tmp_path: Path) -> None:
+    """hydra.output_subdir=null: Hydra writes no .hydra/, the run writes its config.yaml itself,
+    unresolved (`${seed}`, `${paths.output_dir}`), under either launcher."""
+    overrides = ("seed=1,2", "trainer.max_epochs=1", "hydra.output_subdir=null")
+    for name, seeds in (("together", True), ("alone", False)):
+        result = sweep(tmp_path / name, *overrides, seeds=seeds)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
+    for job in ("0", "1"):
+        ours, theirs = ((tmp_path / run / job / ".hydra" / "config.yaml").read_text() for run in ("together", "alone"))
+        assert "split_seed: ${seed}" in ours and "default_root_dir: ${paths.output_dir}" in ours
+        assert ours == theirs
 
 
 @pytest.mark.slow

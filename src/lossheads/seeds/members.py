@@ -122,6 +122,26 @@ def several_devices(trainer: DictConfig) -> bool:
     return many or str(devices) == "-1" or int(trainer.get("num_nodes", 1) or 1) > 1
 
 
+TRAINER_LINES = "<the Trainer's log lines>"  # in `prepare`'s `loaded`, beside the data configs' keys
+
+
+@contextlib.contextmanager
+def lightning_lines() -> Iterator[list[tuple[str, int, str]]]:
+    """The lines Lightning logs meanwhile (logger name, level, text), as they reach its loggers."""
+    lines: list[tuple[str, int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((record.name, record.levelno, record.getMessage()))
+
+    keep, logger = Keep(), logging.getLogger("lightning.pytorch")
+    logger.addHandler(keep)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(keep)
+
+
 class Stopped:
     """What `prepare` returns when Ctrl-C or SIGTERM came while it ran: the job's stop is recorded."""
 
@@ -147,15 +167,23 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     from lossheads.run.console import quiet_lightning
     from lossheads.run.execute import write_run_files
     from lossheads.run.loggers import build_loggers, register_resolvers
+    from lossheads.run.records import save_config
 
     quiet_lightning()
     register_resolvers()
+    # with hydra.output_subdir=null the run writes its config.yaml itself, unresolved, as its run alone does
+    unresolved = copy.deepcopy(cfg) if HydraConfig.get().output_subdir is None else None
     try:
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
         datamodule, module = build(cfg, plan, loaded, metrics=False)
         if not folders:  # the group's first: Lightning checks the Trainer's arguments (the others share them)
-            build_trainer(cfg, plan)
+            with lightning_lines() as lines:
+                build_trainer(cfg, plan)
+            loaded[TRAINER_LINES] = lines
+        else:  # what the Trainer's construction logs (devices found), in each member's log as in its run alone's
+            for name, level, message in loaded.get(TRAINER_LINES, []):
+                logging.getLogger(name).log(level, message)
         loggers = build_loggers(cfg) or []
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -178,6 +206,8 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
         return str(exc).splitlines()[0]
     try:
+        if unresolved is not None:
+            save_config(unresolved, member.folder)
         write_run_files(cfg, datamodule, beside=False)
     except StorageError as error:  # its own run, next, says so in one line and stops the sweep, as it would alone
         return str(error)

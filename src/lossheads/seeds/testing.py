@@ -84,7 +84,8 @@ def member_numbers(
     probabilities = head.probabilities(logits)
     metrics.reset()
     metrics.update(head.predict(logits), probabilities, targets)
-    values = {f"{stage}/loss": split.loss(k), **{name: float(v) for name, v in metrics.compute().items()}}
+    computed = {f"{stage}/loss": split.loss(k), **{name: float(v) for name, v in metrics.compute().items()}}
+    values = dict(sorted(computed.items()))  # in the order its run alone records them (`records.logged`)
     if stage == "test":
         member.module.per_class = metrics.per_class()
     metrics.reset()
