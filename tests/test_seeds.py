@@ -218,9 +218,13 @@ def test_members_record_their_last_validation_and_log_what_runs_alone_log(tmp_pa
                 assert value == "" or float(value) == pytest.approx(float(its[key]), abs=TOLERANCE), (job, key)
 
 
-def test_a_full_disk_while_the_group_file_is_written_stops_the_sweep_in_one_line(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("failing", [1, 2])
+def test_a_full_disk_while_the_group_file_is_written_stops_the_sweep_in_one_line(
+    tmp_path: Path, monkeypatch, failing: int
+) -> None:
     """The group file is written by a thread while the group trains on; its error stops the group at
-    its next save, as a save that fails in place would: one line, exit 2, each member `failed`."""
+    its next save, as a save that fails in place would: one line, exit 2, each member `failed`. The
+    previous epoch's file stays to resume from; where there is none, no listing of members stays either."""
     import lossheads.seeds.checkpoints as checkpoints
     from lossheads.run.atomic import StorageError
 
@@ -228,7 +232,7 @@ def test_a_full_disk_while_the_group_file_is_written_stops_the_sweep_in_one_line
 
     def full(path: Path, payload: memoryview) -> None:
         calls.append(path)
-        if len(calls) == 2:  # epoch 2's file
+        if len(calls) == failing:  # epoch 1's or 2's file
             raise StorageError(f"cannot write {path}: the disk is full: free space")
         real(path, payload)
 
@@ -237,8 +241,10 @@ def test_a_full_disk_while_the_group_file_is_written_stops_the_sweep_in_one_line
     stopped = sweep(folder, "seed=1,2", "trainer.max_epochs=4")
     assert stopped.returncode == 2, stopped.stderr[-3000:]
     assert stopped.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {folder}/.seeds/group-")
-    assert "Traceback" not in stopped.stdout + stopped.stderr and len(calls) == 2
+    assert "Traceback" not in stopped.stdout + stopped.stderr and len(calls) == failing
     assert {json.loads((folder / job / "failure.json").read_text())["status"] for job in ("0", "1")} == {"failed"}
+    left = sorted(p.suffix for p in (folder / ".seeds").iterdir())
+    assert left == ([".ckpt", ".members"] if failing == 2 else [])
 
 
 @pytest.mark.slow

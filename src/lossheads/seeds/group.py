@@ -40,6 +40,7 @@ from lossheads.seeds.checkpoints import (
     GroupLast,
     MemberBest,
     list_members,
+    remove_group_file,
     resumable,
     write_member_files,
 )
@@ -146,6 +147,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
             pass  # every member diverged: each is recorded below
         except StorageError as error:  # a full disk: as a run alone, each records it, one line, the sweep stops
             end_member_logs(members, module, failed=True)
+            if not path.is_file():  # no save was written: the members' listing would name a file that is not there
+                remove_group_file(path)
             stop_for_storage(members, error)
         except BaseException as exc:
             if StopSignals.received is None and not isinstance(exc, Exception):
