@@ -145,6 +145,9 @@ def test_report_from_hand_made_job_folders(tmp_path):
     assert "| 4 | loss=focal seed=1 | failed | RuntimeError: boom |" in report
     assert [j.status for j in collect(sweep)] == ["ok", "ok", "ok", "ok", "failed"]
     assert (sweep / "data-forest.png").is_file() and not (sweep / "data-reliability.png").exists()  # no predictions
+    (sweep / "data-reliability.png").write_bytes(b"an earlier report's figure")
+    write_report(sweep)  # again: it has still nothing to show there, and the old figure goes
+    assert not (sweep / "data-reliability.png").exists() and (sweep / "data-forest.png").is_file()
 
 
 def seeded(base: float, spread: list[float]) -> list[float]:

@@ -329,6 +329,10 @@ def draw_figures(sections: list[Section], out: Path) -> list[list[str]]:
     from lossheads.report import plots
 
     calls = [plots.dataset_figures(section, out) for section in sections]
-    made = iter(plots.draw([call for dataset in calls for call in dataset]))
+    drawn = plots.draw([call for dataset in calls for call in dataset])
+    for call, path in zip([call for dataset in calls for call in dataset], drawn, strict=True):
+        if path is None:  # nothing to show this time: an earlier report's figure of it would look current
+            Path(call.args[-1]).unlink(missing_ok=True)
+    made = iter(drawn)
     found = [[p for p in (next(made) for _ in dataset) if p is not None] for dataset in calls]
     return [["### Plots", "", *(f"![{p.stem}]({p.name})" for p in paths), ""] if paths else [] for paths in found]
