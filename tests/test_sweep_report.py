@@ -145,9 +145,13 @@ def test_report_from_hand_made_job_folders(tmp_path):
     assert "| 4 | loss=focal seed=1 | failed | RuntimeError: boom |" in report
     assert [j.status for j in collect(sweep)] == ["ok", "ok", "ok", "ok", "failed"]
     assert (sweep / "data-forest.png").is_file() and not (sweep / "data-reliability.png").exists()  # no predictions
+    report = sweep / "report.md"
+    report.write_text(report.read_text() + "\n![data-reliability](data-reliability.png)\n")  # as an earlier one
     (sweep / "data-reliability.png").write_bytes(b"an earlier report's figure")
-    write_report(sweep)  # again: it has still nothing to show there, and the old figure goes
+    (sweep / "data-confusion.png").write_bytes(b"a figure of the user's own, which no report showed")
+    write_report(sweep)  # again: nothing to show there still; the earlier report's figure goes, the user's stays
     assert not (sweep / "data-reliability.png").exists() and (sweep / "data-forest.png").is_file()
+    assert (sweep / "data-confusion.png").read_bytes().startswith(b"a figure of the user's own")
 
 
 def seeded(base: float, spread: list[float]) -> list[float]:
@@ -276,3 +280,21 @@ def test_f1_at_a_threshold_and_macro_over_labels():
     assert f1_at(probs, targets, 0.3) == pytest.approx(0.8)  # TP=2 FP=1 FN=0
     labels = np.array([[0.9, 0.1], [0.2, 0.8]])
     assert f1_at(labels, np.array([[1, 0], [0, 0]]), 0.5) == pytest.approx(0.5)  # label 1: F1 0
+
+
+def test_datasets_whose_names_clean_to_one_prefix_draw_into_files_of_their_own(tmp_path):
+    from types import SimpleNamespace
+
+    from lossheads.report import plots
+
+    slugs: dict[str, int] = {}
+    paths = [
+        [
+            call.args[-1].name
+            for call in plots.dataset_figures(SimpleNamespace(dataset=name, arms={}, control=None), tmp_path, slugs)
+        ]  # fmt: skip
+        for name in ("table data.path=/d/x/a.csv", "table data.path=/d/x_a.csv")
+    ]
+    assert paths[0][0] == "table_data.path_d_x_a.csv-forest.png"
+    assert paths[1][0] == "table_data.path_d_x_a.csv-2-forest.png"
+    assert not set(paths[0]) & set(paths[1])

@@ -4,6 +4,7 @@ Hydra imports the callback on every command, so what writes the report (scipy, t
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,26 @@ def main(argv: list[str] | None = None) -> None:
                   "metrics.json\n")  # fmt: skip
         parser.exit(EXIT_BAD_INPUT, reason)
     given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
+    stopped_by = {"signal": signal.SIGINT}
+
+    def terminated(signum: int, frame: object) -> None:  # SIGTERM as Ctrl-C: the files being written are whole
+        stopped_by["signal"] = signal.SIGTERM
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, terminated)
     try:
         from lossheads.report.markdown import write  # torch and scipy: seconds, which a Ctrl-C may cut short
 
         report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))
     except KeyboardInterrupt:  # each file is whole or not written: the command again writes them all
-        parser.exit(130, f"interrupted: run `python -m lossheads.report {args.sweep_dir}` again for the whole report\n")
+        stop = stopped_by["signal"]
+        parser.exit(128 + stop, f"interrupted by {stop.name}: run `python -m lossheads.report {args.sweep_dir}` "
+                                "again for the whole report\n")  # fmt: skip
     except ConfigError as error:
         message = str(error)
         for key in given:
             message = message.replace(f"report.{key}=", f"--{key}=")
         parser.exit(EXIT_BAD_INPUT, f"error: {message}\n")
+    finally:
+        signal.signal(signal.SIGTERM, before)
     print("\n".join([*summary, f"report: {report}"]))

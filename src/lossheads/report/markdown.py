@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,9 +314,21 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
         "",
     ]
     report = sweep_dir / "report.md"
+    earlier = linked_figures(report)
     with atomic_text(report) as handle:
         handle.write("\n".join(lines))
+    for stale in earlier - linked_figures(report):  # an earlier report's figure that this one does not show
+        (sweep_dir / stale).unlink(missing_ok=True)
     return report, summary_lines
+
+
+def linked_figures(report: Path) -> set[str]:
+    """The PNG files a report.md shows (`![name](name.png)`, beside it): those it drew."""
+    try:
+        text = report.read_text(errors="replace")
+    except OSError:
+        return set()
+    return {name for name in re.findall(r"^!\[[^\]]*\]\(([^()/\\]+\.png)\)$", text, re.MULTILINE)}
 
 
 def draw_figures(sections: list[Section], out: Path) -> list[list[str]]:
@@ -328,11 +341,8 @@ def draw_figures(sections: list[Section], out: Path) -> list[list[str]]:
         return [["matplotlib is not installed: `pip install lossheads[report]` for the plots.", ""]] * len(sections)
     from lossheads.report import plots
 
-    calls = [plots.dataset_figures(section, out) for section in sections]
-    drawn = plots.draw([call for dataset in calls for call in dataset])
-    for call, path in zip([call for dataset in calls for call in dataset], drawn, strict=True):
-        if path is None:  # nothing to show this time: an earlier report's figure of it would look current
-            Path(call.args[-1]).unlink(missing_ok=True)
-    made = iter(drawn)
+    slugs: dict[str, int] = {}
+    calls = [plots.dataset_figures(section, out, slugs) for section in sections]
+    made = iter(plots.draw([call for dataset in calls for call in dataset]))
     found = [[p for p in (next(made) for _ in dataset) if p is not None] for dataset in calls]
     return [["### Plots", "", *(f"![{p.stem}]({p.name})" for p in paths), ""] if paths else [] for paths in found]

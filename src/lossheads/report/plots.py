@@ -33,9 +33,13 @@ CURVE_TAGS = (("val/nll", "val/brier"), ("val/acc",))  # first of each group tha
 Configs = dict[str, list["Run"]]
 
 
-def dataset_figures(section: Section, out: Path) -> list[Callable[[], Path | None]]:
-    """The dataset's figures to draw, each a call that draws and saves one (None: nothing to show)."""
+def dataset_figures(section: Section, out: Path, slugs: dict[str, int]) -> list[Callable[[], Path | None]]:
+    """The dataset's figures to draw, each a call that draws and saves one (None: nothing to show).
+    `slugs`: the file-name prefixes of the datasets before it, so that two whose names clean to the
+    same prefix (`x/a.csv`, `x_a.csv`) draw into files of their own."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", section.dataset)
+    slugs[slug] = slugs.get(slug, 0) + 1
+    slug = slug if slugs[slug] == 1 else f"{slug}-{slugs[slug]}"
     order = sorted(section.arms, key=lambda arm: arm != section.control)  # the control first
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(order)}
     makers = (
@@ -48,6 +52,10 @@ def dataset_figures(section: Section, out: Path) -> list[Callable[[], Path | Non
     calls += [functools.partial(maker, section.dataset, section.arms, order, colours, out / f"{slug}-{name}.png")
               for name, maker in makers]  # fmt: skip
     return calls
+
+
+def _stop_child(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
@@ -67,7 +75,7 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
         code = 1
         try:
             for stop in (signal.SIGINT, signal.SIGTERM):  # a stop ends it quietly: the parent says what stopped
-                signal.signal(stop, signal.SIG_DFL)
+                signal.signal(stop, _stop_child)  # raised, so that the file being written removes its temporary
             os.close(read)
             made = [call() for call in theirs]
             os.write(write, json.dumps([str(p) if p else None for p in made]).encode())
