@@ -282,10 +282,11 @@ runpy.run_path("train.py", run_name="__main__")
 
 
 @pytest.mark.slow
-def test_without_hydra_files_a_member_writes_its_config_as_its_run_alone(tmp_path: Path) -> None:
-    """hydra.output_subdir=null: Hydra writes no .hydra/, the run writes its config.yaml itself,
-    unresolved (`${seed}`, `${paths.output_dir}`), under either launcher."""
-    overrides = ("seed=1,2", "trainer.max_epochs=1", "hydra.output_subdir=null")
+@pytest.mark.parametrize("subdir", ["null", "cfg"])
+def test_without_hydra_files_a_member_writes_its_config_as_its_run_alone(tmp_path: Path, subdir: str) -> None:
+    """hydra.output_subdir=null or another name: Hydra writes no .hydra/, the run writes its
+    .hydra/config.yaml itself, unresolved (`${seed}`, `${paths.output_dir}`), under either launcher."""
+    overrides = ("seed=1,2", "trainer.max_epochs=1", f"hydra.output_subdir={subdir}")
     for name, seeds in (("together", True), ("alone", False)):
         result = sweep(tmp_path / name, *overrides, seeds=seeds)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -331,6 +332,8 @@ def test_jobs_that_cannot_be_stacked_run_alone_and_say_why(tmp_path: Path) -> No
     assert "#2 trains alone: it is alone in its group: hydra.launcher.max_members=2 split the 3 jobs" in log
     assert "#3 trains alone: early stopping ends each seed at its own epoch" in log
     assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok"] * 6
+    for job in ("0", "2", "3"):  # grouped, alone after the group's first, alone as the first: the Trainer's lines once
+        assert (tmp_path / "sweep" / job / "train.log").read_text().count("GPU available: ") == 1, job
 
 
 @pytest.mark.slow

@@ -118,6 +118,8 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
     StopSignals.trainer = trainer
     failure: BaseException | None = None
     with group_logging(members):
+        for name, level, message in first.trainer_lines:  # in each member's log, as its run alone's Trainer logs them
+            logging.getLogger(name).log(level, message)
         log.info("%s train as one vectorized model", seeds)
         if any(isinstance(m, DROPOUT) and m.p > 0 for m in first.module.net.modules()):
             log.info("dropout draws from the group's random stream: each seed's numbers are those of this "

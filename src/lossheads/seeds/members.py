@@ -52,6 +52,8 @@ class Member:
     config: dict[str, Any]  # `resolved(cfg)`: what each of its checkpoints carries
     # its job log's files, as Hydra's logging set them up for its job: (path, encoding, format, level)
     log_files: list[tuple[str, str | None, logging.Formatter | None, int]] = field(default_factory=list)
+    # what Lightning logs as the group's Trainer is built (devices found), as its run alone's log has it
+    trainer_lines: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -127,7 +129,7 @@ TRAINER_LINES = "<the Trainer's log lines>"  # in `prepare`'s `loaded`, beside t
 
 @contextlib.contextmanager
 def lightning_lines() -> Iterator[list[tuple[str, int, str]]]:
-    """The lines Lightning logs meanwhile (logger name, level, text), as they reach its loggers."""
+    """The lines Lightning logs meanwhile (logger name, level, text), kept instead of written."""
     lines: list[tuple[str, int, str]] = []
 
     class Keep(logging.Handler):
@@ -136,10 +138,12 @@ def lightning_lines() -> Iterator[list[tuple[str, int, str]]]:
 
     keep, logger = Keep(), logging.getLogger("lightning.pytorch")
     logger.addHandler(keep)
+    logger.propagate = False
     try:
         yield lines
     finally:
         logger.removeHandler(keep)
+        logger.propagate = True  # as `console.quiet_lightning` leaves it
 
 
 class Stopped:
@@ -171,19 +175,18 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
 
     quiet_lightning()
     register_resolvers()
-    # with hydra.output_subdir=null the run writes its config.yaml itself, unresolved, as its run alone does
-    unresolved = copy.deepcopy(cfg) if HydraConfig.get().output_subdir is None else None
+    # Hydra's files elsewhere (hydra.output_subdir=null, or another name): the run writes .hydra/config.yaml
+    # itself, unresolved, as its run alone does
+    subdir = HydraConfig.get().output_subdir
+    unresolved = copy.deepcopy(cfg) if subdir is None or Path(str(subdir)) != Path(".hydra") else None
     try:
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
         datamodule, module = build(cfg, plan, loaded, metrics=False)
         if not folders:  # the group's first: Lightning checks the Trainer's arguments (the others share them)
-            with lightning_lines() as lines:
+            with lightning_lines() as lines:  # kept for the group's start; a job that trains alone logs its own
                 build_trainer(cfg, plan)
             loaded[TRAINER_LINES] = lines
-        else:  # what the Trainer's construction logs (devices found), in each member's log as in its run alone's
-            for name, level, message in loaded.get(TRAINER_LINES, []):
-                logging.getLogger(name).log(level, message)
         loggers = build_loggers(cfg) or []
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -192,6 +195,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
     member.log_files = [(h.baseFilename, h.encoding, h.formatter, h.level) for h in logging.getLogger().handlers
                         if isinstance(h, logging.FileHandler)]  # fmt: skip
+    member.trainer_lines = loaded.get(TRAINER_LINES, [])
     folder = member.folder.resolve()
     if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
         restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
