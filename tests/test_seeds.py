@@ -247,6 +247,25 @@ def test_a_full_disk_while_the_group_file_is_written_stops_the_sweep_in_one_line
     assert left == ([".ckpt", ".members"] if failing == 2 else [])
 
 
+def test_a_full_disk_as_the_group_opens_its_logs_stops_the_sweep_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """The members' loggers write their first files as the group starts; a full disk there is the
+    error line of a run alone (exit 2, each member `failed`), not a traceback."""
+    import errno
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    def full(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TensorBoardLogger, "save", full)
+    folder = tmp_path / "sweep"
+    stopped = sweep(folder, "seed=1,2", "trainer.max_epochs=1")
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {folder}/0: the disk is full")
+    assert "Traceback" not in stopped.stdout + stopped.stderr
+    assert {json.loads((folder / job / "failure.json").read_text())["status"] for job in ("0", "1")} == {"failed"}
+
+
 @pytest.mark.slow
 def test_a_full_disk_while_the_group_trains_stops_the_sweep_in_one_line_and_loses_nothing(tmp_path: Path) -> None:
     """As under the basic launcher: each member a `failed` record, the error in one line, exit 2; the
@@ -309,6 +328,32 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     assert not list((tmp_path / "sweep" / "1" / "checkpoints").glob("*.ckpt"))  # as its run alone: none saved
     assert list((tmp_path / "sweep" / "1" / "tensorboard").rglob("hparams.yaml"))  # as its run alone's folder
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9
+
+
+@pytest.mark.slow
+def test_members_whose_outputs_blow_up_are_recorded_diverged_as_their_runs_alone(tmp_path: Path) -> None:
+    """bce saturates (its log is clamped), so the training loss can stay finite while the weights blow
+    up: NaN outputs at the test. Each member is then `diverged`, as its run alone, not a crash of the
+    group; and its best checkpoint is kept as ModelCheckpoint keeps a NaN score (its first)."""
+    overrides = ("data=synthetic_multiclass", "head=ovr", "loss=bce", "seed=1,2", "optimizer=sgd",
+                 "optimizer.lr=1e15", "trainer.max_epochs=2")  # fmt: skip
+    for name, seeds in (("together", True), ("alone", False)):
+        result = sweep(tmp_path / name, *overrides, seeds=seeds, report=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Traceback" not in result.stdout + result.stderr
+        assert (tmp_path / name / "report.md").is_file()
+    ours, theirs = records(tmp_path / "together"), records(tmp_path / "alone")
+    assert [r["status"] for r in ours.values()] == ["diverged", "diverged"]
+    assert ours == theirs
+    assert "outputs are not finite (NaN or inf) after 2 epochs" in ours["0"]["reason"]
+    for job in ("0", "1"):
+        files = [sorted(p.name for p in (tmp_path / run / job / "checkpoints").iterdir())
+                 for run in ("together", "alone")]  # fmt: skip
+        assert files[0] == files[1] == ["best-epoch000.ckpt", "last.ckpt"]
+    binary = sweep(tmp_path / "binary", "loss=bce", "seed=1,2", "optimizer=sgd", "optimizer.lr=1e15",
+                   "trainer.max_epochs=2")  # fmt: skip
+    assert binary.returncode == 0, binary.stderr[-3000:]
+    assert [r["status"] for r in records(tmp_path / "binary").values()] == ["diverged", "diverged"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ and threshold=auto: each against a hand computation or sklearn on the same proba
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -57,6 +58,18 @@ def test_top_label_ece_equals_torchmetrics_multiclass_on_every_task():
 def _score(metric, probs, targets):
     metric.update(probs, targets)
     return metric.compute().item()
+
+
+def test_nll_of_a_nan_probability_is_nan_not_a_crash():
+    """BCELoss refuses a NaN probability; the run's NLL must come out NaN instead (its record then says
+    that the network's outputs are not finite), for the binary and multi-label forms."""
+    p, y = torch.rand(200, generator=GEN), torch.randint(0, 2, (200,), generator=GEN)
+    finite = _score(NegativeLogLikelihood("binary"), p, y)
+    assert finite == pytest.approx(log_loss(y, p.double()), rel=1e-5)
+    broken = p.clone()
+    broken[7] = float("nan")
+    assert math.isnan(_score(NegativeLogLikelihood("binary"), broken, y))
+    assert math.isnan(_score(NegativeLogLikelihood("multilabel"), broken.reshape(100, 2), y.reshape(100, 2)))
 
 
 def test_nll_and_brier_equal_sklearn():

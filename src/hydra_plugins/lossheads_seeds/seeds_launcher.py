@@ -137,6 +137,8 @@ class SeedsLauncher(Launcher):
 
     def _launch_prepared(self, jobs: list[tuple[int, Sequence[str]]], of: int) -> dict[int, JobReturn]:
         """`jobs`: a group of the `of` jobs of one configuration (more: hydra.launcher.max_members split them)."""
+        from lossheads.config.validators import EXIT_BAD_INPUT
+        from lossheads.run.atomic import StorageError
         from lossheads.run.stops import StopSignals
         from lossheads.seeds.group import run_members
         from lossheads.seeds.members import Member, Stopped, differences, partition, prepare, stacked
@@ -150,6 +152,10 @@ class SeedsLauncher(Launcher):
             try:
                 task = functools.partial(prepare, folders=folders, loaded=loaded)
                 result = run_prepared_job(self.hydra_context, task, config)
+            except StorageError as error:  # its `.hydra/` files: one line and exit 2, as its run alone stops
+                self._sweep_logging()
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
             finally:
                 self._sweep_logging()
             if isinstance(result._return_value, Stopped):

@@ -9,6 +9,7 @@ takes, not the seconds those imports take). A refused run leaves no run folder b
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 from lossheads.cli.collector import collect_less
 from lossheads.cli.help import composition_error, config_dir, help_page
 from lossheads.config.validators import EXIT_BAD_INPUT
+from lossheads.run.atomic import quiet_disk_errors_in_threads
 from lossheads.run.guards import restore_hydra_files
 from lossheads.run.lock import HELD, LOCK_NAME
 
@@ -31,6 +33,10 @@ def train() -> None:
         print(help_page(config_dir()))
         return
     collect_less()
+    # a log line that cannot be written (a full disk) is not a traceback each time: the file that failed says
+    # it in one line (`run.atomic.StorageError`)
+    logging.raiseExceptions = False
+    quiet_disk_errors_in_threads()
     import hydra
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 

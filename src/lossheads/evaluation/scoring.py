@@ -68,7 +68,9 @@ class NegativeLogLikelihood(_MeanOverSamples):
     def per_sample(self, probabilities: Tensor, target: Tensor) -> Tensor:
         if self.task == "multiclass":
             return -_clipped(probabilities).gather(1, target.long().unsqueeze(1)).log().squeeze(1)
-        return F.binary_cross_entropy(_clipped(probabilities), target.to(probabilities.dtype), reduction="none")
+        finite = _clipped(probabilities).nan_to_num(0.5)  # BCELoss refuses NaN: a NaN probability gives NaN here
+        loss = F.binary_cross_entropy(finite, target.to(probabilities.dtype), reduction="none")
+        return loss + (probabilities - probabilities)  # 0, or NaN where the probability is
 
 
 class BrierScore(_MeanOverSamples):

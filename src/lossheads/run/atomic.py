@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -21,6 +22,22 @@ from lossheads.config.validators import ConfigError
 DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied",
                errno.EPERM: "permission denied"}  # fmt: skip
+
+
+def quiet_disk_errors_in_threads() -> None:
+    """A library's writer thread (TensorBoard's event writer) that meets a full disk or a read-only
+    folder prints its traceback as it ends; the command says in one line which file it could not write
+    (`StorageError`), so such a thread ends quietly. Other errors in threads print as Python prints them."""
+    if getattr(threading.excepthook, "quiet_disk_errors", False):
+        return
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_ERRORS):
+            default(args)
+
+    hook.quiet_disk_errors = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class StorageError(ConfigError):

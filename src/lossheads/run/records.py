@@ -22,7 +22,7 @@ from lossheads.run.atomic import write_bytes, write_text
 from lossheads.run.checkpoints import read_checkpoint
 from lossheads.run.folder import evaluation_names, fingerprint
 from lossheads.run.loggers import log_run_hparams
-from lossheads.training.module import ClassifierModule
+from lossheads.training.module import ClassifierModule, Diverged
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,12 @@ def write_record(
     """metrics.json, predictions.npz and per_class.json of a tested run, and its hyperparameters in
     its loggers (`writes` false: another process writes them); returns the record."""
     output_dir = Path(cfg.paths.output_dir)
+    not_finite = [stage for stage, (p, _) in tested.predictions.items() if not bool(torch.isfinite(p).all())]
+    if not_finite and trained is not None:  # a loss that saturates (bce) can stay finite while the weights blow up
+        lr = OmegaConf.select(cfg, "optimizer.lr")
+        raise Diverged(f"training diverged: the network's {' and '.join(not_finite)} outputs are not finite (NaN or "
+                       f"inf) after {trained.epochs} epochs: lower optimizer.lr"
+                       f"{f'={lr:g}' if isinstance(lr, (int, float)) else ''} or check the inputs")  # fmt: skip
     metrics = tested.metrics
     record = {
         "status": "ok",

@@ -332,11 +332,13 @@ class MemberBest(Checkpoint):
         self.improved = []
         for k, member in enumerate(self.members):
             best = member.best
-            if best is None or not module.member_healthy(k) or best.monitor not in module.member_values[k]:
+            if best is None or k in module.diverged or best.monitor not in module.member_values[k]:
                 continue
             score = torch.tensor(module.member_values[k][best.monitor])
             if not best.check_monitor_top_k(trainer, score):
                 continue
+            if torch.isnan(score):  # kept as the worst score, as ModelCheckpoint keeps a NaN (its first is saved)
+                score = torch.tensor(float("inf" if best.mode == "min" else "-inf"))
             candidates = {"epoch": torch.tensor(trainer.current_epoch), "step": torch.tensor(trainer.global_step),
                           best.monitor: score}  # fmt: skip
             path = best.format_checkpoint_name(candidates)

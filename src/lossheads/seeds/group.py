@@ -29,7 +29,7 @@ from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from lossheads.config.validators import ConfigError
-from lossheads.run.atomic import StorageError
+from lossheads.run.atomic import StorageError, storage_error
 from lossheads.run.checkpoints import GROUP_FOLDER
 from lossheads.run.folder import fingerprint
 from lossheads.run.records import Trained
@@ -100,10 +100,13 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         for m in members
     ]
     for member in members:  # what Lightning does for a run's loggers as its fit starts (a diverged run has them)
-        for logger in member.loggers:
-            logger.log_hyperparams(member.module.hparams_initial)
-            logger.log_graph(member.module)
-            logger.save()
+        try:
+            for logger in member.loggers:
+                logger.log_hyperparams(member.module.hparams_initial)
+                logger.log_graph(member.module)
+                logger.save()
+        except OSError as exc:  # a full disk: as a run alone, each records it, one line, the sweep stops
+            stop_for_storage(members, storage_error(member.folder, exc))
     path = group_file(members)
     list_members(path, [folder for folder, _, _ in module.identity])
     best = MemberBest(members, module)
@@ -280,7 +283,8 @@ def group_logging(members: list[Member]) -> Iterator[None]:
     finally:
         for handler in copies:
             root.removeHandler(handler)
-            handler.close()
+            with contextlib.suppress(OSError):  # a full disk: said in one line where a run's file failed
+                handler.close()
 
 
 def run_members(members: list[Member], module: SeedsModule) -> list[dict[str, Any] | None]:

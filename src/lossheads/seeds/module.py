@@ -13,7 +13,6 @@ columns, so a stacked bias's column factor would be shared by every member), tra
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import torch
@@ -245,6 +244,3 @@ class SeedsModule(ClassifierModule):
         super().on_train_epoch_end()
         for k in self.diverged:  # nothing couples the members; a diverged one just stops counting
             self.member_values[k] = {}
-
-    def member_healthy(self, k: int) -> bool:
-        return k not in self.diverged and all(math.isfinite(v) for v in self.member_values[k].values())

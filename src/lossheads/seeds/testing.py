@@ -18,12 +18,15 @@ from torch import Tensor
 
 from lossheads.evaluation.metrics import HeadMetrics
 from lossheads.evaluation.threshold import tune_threshold
+from lossheads.run.atomic import StorageError
 from lossheads.run.checkpoints import read_checkpoint
+from lossheads.run.outcomes import record_status
 from lossheads.run.records import Tested, Trained, write_record
 from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedBatches, StackedData
 from lossheads.seeds.members import Member, current_job
 from lossheads.seeds.module import SeedsModule
+from lossheads.training.module import Diverged
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +131,24 @@ def test_members(
     records = {}
     for k, path in tested.items():
         member = members[k]
-        metrics, test_predictions = member_numbers(member, test, k, test_metrics)
-        # none: training ran no validation, and its run alone records no val/* numbers either
-        val_metrics, val_predictions = val_numbers.get(k, ({}, None))
-        predictions = ({"val": val_predictions} if val_predictions else {}) | {"test": test_predictions}
-        for logger in member.loggers:  # the test's row, at the steps its weights took, as its run logs it
-            logger.log_metrics(metrics, step=trained.steps)
-            logger.finalize("success")
-        outcome = Tested({**val_metrics, **metrics}, predictions, member.module.per_class)
         with current_job(member):
-            records[k] = write_record(member.cfg, member.module, member.datamodule, outcome, path, trained,
-                                      config=member.config, loggers=member.loggers)  # fmt: skip
+            try:
+                metrics, test_predictions = member_numbers(member, test, k, test_metrics)
+                # none: training ran no validation, and its run alone records no val/* numbers either
+                val_metrics, val_predictions = val_numbers.get(k, ({}, None))
+                predictions = ({"val": val_predictions} if val_predictions else {}) | {"test": test_predictions}
+                for logger in member.loggers:  # the test's row, at the steps its weights took, as its run logs it
+                    logger.log_metrics(metrics, step=trained.steps)
+                    logger.finalize("success")
+                outcome = Tested({**val_metrics, **metrics}, predictions, member.module.per_class)
+                records[k] = write_record(member.cfg, member.module, member.datamodule, outcome, path, trained,
+                                          config=member.config, loggers=member.loggers)  # fmt: skip
+            except Diverged as error:  # as its run alone records it (`run.execute.main`); the others go on
+                record_status(member.cfg, "diverged", str(error), "metrics.json")
+                log.warning("diverged job: %s", error)
+            except StorageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- as its run alone's job: recorded, the sweep goes on
+                record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
+                log.exception("job failed; the sweep goes on")
     return records
