@@ -197,3 +197,18 @@ def test_stability_probe_finds_the_clamp_the_vanishing_gradient_and_the_fp16_nan
     assert "| never | |z| >= 8.41395 |" in rows["naive bce", "fp16"]  # sigmoid rounds to 0 or 1: NaN gradients
     assert "| 1000 | never | never |" in rows["ce (two-way softmax)", "bf16"]
     assert (tmp_path / "stability.png").stat().st_size > 10_000 and (tmp_path / "stability.csv").is_file()
+
+
+def test_a_new_record_clears_what_an_earlier_attempt_left_beside_it(tmp_path):
+    """A diverged record after a resumed result leaves no predictions or per-class numbers of that
+    result beside it; a result after a failed attempt (a full disk, then a resume) no failure.json."""
+    from omegaconf import OmegaConf
+
+    from lossheads.run.outcomes import record_status
+
+    cfg = OmegaConf.create({"seed": 1, "paths": {"output_dir": str(tmp_path)}})
+    for name in ("predictions.npz", "per_class.json", "split.json"):
+        (tmp_path / name).write_text("an earlier result's")
+    record_status(cfg, "diverged", "training diverged: ...", "metrics.json")
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "split.json"]

@@ -298,6 +298,7 @@ runpy.run_path("train.py", run_name="__main__")
                            cwd=ROOT)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in records(folder).values()] == ["ok", "ok", "ok"]
+    assert not list(folder.glob("*/failure.json"))  # the full disk's records went with the results
 
 
 @pytest.mark.slow
@@ -346,6 +347,8 @@ def test_members_whose_outputs_blow_up_are_recorded_diverged_as_their_runs_alone
     assert [r["status"] for r in ours.values()] == ["diverged", "diverged"]
     assert ours == theirs
     assert "outputs are not finite (NaN or inf) after 2 epochs" in ours["0"]["reason"]
+    for run in ("together", "alone"):  # the run's own warning line, named as under the basic launcher
+        assert "[lossheads.run.execute][WARNING] - diverged job: " in (tmp_path / run / "0" / "train.log").read_text()
     for job in ("0", "1"):
         files = [sorted(p.name for p in (tmp_path / run / job / "checkpoints").iterdir())
                  for run in ("together", "alone")]  # fmt: skip

@@ -287,14 +287,26 @@ def test_datasets_whose_names_clean_to_one_prefix_draw_into_files_of_their_own(t
 
     from lossheads.report import plots
 
-    slugs: dict[str, int] = {}
-    paths = [
-        [
-            call.args[-1].name
-            for call in plots.dataset_figures(SimpleNamespace(dataset=name, arms={}, control=None), tmp_path, slugs)
-        ]  # fmt: skip
-        for name in ("table data.path=/d/x/a.csv", "table data.path=/d/x_a.csv")
-    ]
-    assert paths[0][0] == "table_data.path_d_x_a.csv-forest.png"
-    assert paths[1][0] == "table_data.path_d_x_a.csv-2-forest.png"
-    assert not set(paths[0]) & set(paths[1])
+    slugs: set[str] = set()
+    names = ("sub_a-2", "sub/a", "sub_a", "table data.path=/d/x/a.csv", "table data.path=/d/x_a.csv")
+    sections = [SimpleNamespace(dataset=name, arms={}, control=None) for name in names]
+    paths = [[call.args[-1].name for call in plots.dataset_figures(section, tmp_path, slugs)] for section in sections]
+    firsts = ["sub_a-2-forest.png", "sub_a-forest.png", "sub_a-3-forest.png", "table_data.path_d_x_a.csv-forest.png",
+              "table_data.path_d_x_a.csv-2-forest.png"]  # fmt: skip
+    assert [p[0] for p in paths] == firsts
+    assert len({name for p in paths for name in p}) == sum(len(p) for p in paths)  # no file drawn twice
+
+
+def test_a_run_without_a_result_is_on_the_dataset_of_the_others_when_data_is_not_swept(tmp_path):
+    """A diverged record has no `data`; with `data` not swept it belongs to the one dataset the other
+    runs name (results.csv), not to a dataset called "data"."""
+    from lossheads.report.arms import label
+
+    sweep = tmp_path / "sweep"
+    for i, seed in enumerate((1, 2)):
+        make_job(sweep, str(i), [f"seed={seed}"], {"head": "x", "loss": "ce", "seed": seed, "task": "binary",
+                                                     "data": "breast_cancer", "test/auroc": 0.9})  # fmt: skip
+    make_job(sweep, "2", ["seed=3"], {"status": "diverged", "reason": "training diverged: ...", "seed": 3})
+    runs = collect(sweep)
+    label(runs)
+    assert [r.dataset for r in runs] == ["breast_cancer"] * 3

@@ -50,8 +50,11 @@ def label(runs: list[Run]) -> list[str]:
     """Set each run's dataset and arm; returns the arm keys."""
     keys = arm_keys(runs)
     path_swept = len({r.overrides.get("data.path") for r in runs}) > 1
+    # data not swept: a run without a result (no `data` in its record) is on the others' one dataset
+    known = {str(r.metrics["data"]) for r in runs if not r.overrides.get("data") and r.metrics.get("data")}
+    fallback = next(iter(known)) if len(known) == 1 else "data"
     for run in runs:
-        name = str(run.overrides.get("data") or run.metrics.get("data") or "data")  # the name typed
+        name = str(run.overrides.get("data") or run.metrics.get("data") or fallback)  # the name typed
         path = run.overrides.get("data.path") if path_swept else None
         run.dataset = f"{name} data.path={path}" if path else name
         run.config = arm_label(run.overrides, keys, run.part)

@@ -73,20 +73,20 @@ def main(argv: list[str] | None = None) -> None:
                   "metrics.json\n")  # fmt: skip
         parser.exit(EXIT_BAD_INPUT, reason)
     given = {k: v for k in ("metric", "baseline", "metrics", "margin") if (v := getattr(args, k)) is not None}
-    stopped_by = {"signal": signal.SIGINT}
+    stopped_by: list[signal.Signals] = []
 
-    def terminated(signum: int, frame: object) -> None:  # SIGTERM as Ctrl-C: the files being written are whole
-        stopped_by["signal"] = signal.SIGTERM
+    def stop(signum: int, frame: object) -> None:  # Ctrl-C or SIGTERM: the files being written are whole
+        stopped_by.append(signal.Signals(signum))
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, terminated)
+    before = {stop_signal: signal.signal(stop_signal, stop) for stop_signal in (signal.SIGINT, signal.SIGTERM)}
     try:
         from lossheads.report.markdown import write  # torch and scipy: seconds, which a Ctrl-C may cut short
 
         report, summary = write(args.sweep_dir, settings(**{**of_sweep(args.sweep_dir), **given}))
     except KeyboardInterrupt:  # each file is whole or not written: the command again writes them all
-        stop = stopped_by["signal"]
-        parser.exit(128 + stop, f"interrupted by {stop.name}: run `python -m lossheads.report {args.sweep_dir}` "
+        name = (stopped_by or [signal.SIGINT])[0]
+        parser.exit(128 + name, f"interrupted by {name.name}: run `python -m lossheads.report {args.sweep_dir}` "
                                 "again for the whole report\n")  # fmt: skip
     except ConfigError as error:
         message = str(error)
@@ -94,5 +94,9 @@ def main(argv: list[str] | None = None) -> None:
             message = message.replace(f"report.{key}=", f"--{key}=")
         parser.exit(EXIT_BAD_INPUT, f"error: {message}\n")
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for stop_signal, handler in before.items():
+            signal.signal(stop_signal, handler)
     print("\n".join([*summary, f"report: {report}"]))
+    if stopped_by:  # the stop landed where Python ignores an exception (a finalizer): the report ran to its end
+        parser.exit(128 + stopped_by[0], f"interrupted by {stopped_by[0].name} as the report ended: it is written "
+                                         "whole\n")  # fmt: skip

@@ -341,7 +341,7 @@ def draw_figures(sections: list[Section], out: Path) -> list[list[str]]:
         return [["matplotlib is not installed: `pip install lossheads[report]` for the plots.", ""]] * len(sections)
     from lossheads.report import plots
 
-    slugs: dict[str, int] = {}
+    slugs: set[str] = set()
     calls = [plots.dataset_figures(section, out, slugs) for section in sections]
     made = iter(plots.draw([call for dataset in calls for call in dataset]))
     found = [[p for p in (next(made) for _ in dataset) if p is not None] for dataset in calls]

@@ -33,13 +33,16 @@ CURVE_TAGS = (("val/nll", "val/brier"), ("val/acc",))  # first of each group tha
 Configs = dict[str, list["Run"]]
 
 
-def dataset_figures(section: Section, out: Path, slugs: dict[str, int]) -> list[Callable[[], Path | None]]:
+def dataset_figures(section: Section, out: Path, slugs: set[str]) -> list[Callable[[], Path | None]]:
     """The dataset's figures to draw, each a call that draws and saves one (None: nothing to show).
-    `slugs`: the file-name prefixes of the datasets before it, so that two whose names clean to the
-    same prefix (`x/a.csv`, `x_a.csv`) draw into files of their own."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", section.dataset)
-    slugs[slug] = slugs.get(slug, 0) + 1
-    slug = slug if slugs[slug] == 1 else f"{slug}-{slugs[slug]}"
+    `slugs`: the file-name prefixes taken by the datasets before it, so that two whose names clean to
+    the same prefix (`x/a.csv`, `x_a.csv`) draw into files of their own."""
+    base = slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", section.dataset)
+    number = 1
+    while slug in slugs:
+        number += 1
+        slug = f"{base}-{number}"
+    slugs.add(slug)
     order = sorted(section.arms, key=lambda arm: arm != section.control)  # the control first
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(order)}
     makers = (

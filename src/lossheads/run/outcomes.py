@@ -42,6 +42,9 @@ def record_status(cfg: DictConfig, status: str, reason: str, filename: str = "fa
     with contextlib.suppress(Exception):  # a config that does not even resolve has no fingerprint
         record.setdefault("fingerprint", fingerprint(resolved(cfg)))  # whose record: a rerun knows its own
     write_metrics(output_dir / filename, record)
+    if status == "diverged":  # an earlier result's files (a resumed run) would sit beside a record that has none
+        for stale in ("predictions.npz", "per_class.json"):
+            (output_dir / stale).unlink(missing_ok=True)
 
 
 def record_stop(cfg: DictConfig, then_exit: bool = True) -> None:

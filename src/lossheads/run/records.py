@@ -167,6 +167,8 @@ def write_record(
         metrics_file, predictions_file = evaluation_names(output_dir)  # beside the training run's own record
         per_class_file = metrics_file.with_name(f"per_class-{metrics_file.name}")  # per_class-eval-<time>.json
         record["record"] = metrics_file.name
+    if not beside:  # a failure of an earlier attempt (a full disk, then a resume) is no longer the run's state
+        (output_dir / "failure.json").unlink(missing_ok=True)
     save_predictions(tested.predictions, predictions_file)
     if tested.per_class:
         write_metrics(per_class_file, tested.per_class)

@@ -28,7 +28,7 @@ from lossheads.seeds.members import Member, current_job
 from lossheads.seeds.module import SeedsModule
 from lossheads.training.module import Diverged
 
-log = logging.getLogger(__name__)
+RUN_LOG = logging.getLogger("lossheads.run.execute")  # a member's own lines, named as its run alone's are
 
 
 @dataclass
@@ -145,10 +145,10 @@ def test_members(
                                           config=member.config, loggers=member.loggers)  # fmt: skip
             except Diverged as error:  # as its run alone records it (`run.execute.main`); the others go on
                 record_status(member.cfg, "diverged", str(error), "metrics.json")
-                log.warning("diverged job: %s", error)
+                RUN_LOG.warning("diverged job: %s", error)
             except StorageError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- as its run alone's job: recorded, the sweep goes on
                 record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
-                log.exception("job failed; the sweep goes on")
+                RUN_LOG.exception("job failed; the sweep goes on")
     return records
