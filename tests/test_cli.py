@@ -11,7 +11,7 @@ import venv
 
 import pytest
 
-from conftest import ROOT, run_train_py
+from conftest import ROOT, run_train_py, train_py_in_process
 from lossheads.cli.help import config_dir, help_page
 
 
@@ -71,3 +71,15 @@ def test_a_joblib_sweep_runs_jobs_in_parallel_processes_named_by_their_overrides
     assert {p.parent.name for p in sweep.glob("*/metrics.json")} == {"0", "1"}
     assert (sweep / "0" / "tensorboard" / "loss=bce_logits,trainer.max_epochs=1").is_dir()
     assert (sweep / "report.md").is_file()
+
+
+def test_the_multirun_flag_may_come_after_the_overrides(tmp_path):
+    """Hydra's parser takes -m only before the overrides and prints its usage otherwise."""
+    from lossheads.cli.train import flags_first
+
+    assert flags_first(["train.py", "loss=ce,focal", "-m", "seed=1"]) == ["train.py", "-m", "loss=ce,focal", "seed=1"]
+    assert flags_first(["train.py", "loss=ce"]) == ["train.py", "loss=ce"]
+    result = train_py_in_process("trainer.max_epochs=1", "-m", "seed=1,2",
+                                 f"hydra.sweep.dir={tmp_path / 'sweep'}", "~hydra.callbacks.report")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "1"]

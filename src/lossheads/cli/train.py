@@ -32,6 +32,7 @@ def train() -> None:
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         print(help_page(config_dir()))
         return
+    sys.argv = flags_first(sys.argv)
     collect_less()
     # a log line that cannot be written (a full disk) is not a traceback each time: the file that failed says
     # it in one line (`run.atomic.StorageError`)
@@ -52,6 +53,16 @@ def train() -> None:
         if exit_.code == EXIT_BAD_INPUT:
             NewRunFolder.remove_if_refused()
         raise
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """`python train.py loss=ce,focal -m` as `python train.py -m loss=ce,focal`: Hydra's parser takes
+    `-m` only before the overrides, and prints its usage otherwise."""
+    flags = [arg for arg in argv[1:] if arg in MULTIRUN_FLAGS]
+    return [argv[0], *flags[:1], *(arg for arg in argv[1:] if arg not in MULTIRUN_FLAGS)] if flags else argv
 
 
 def checked_run(cfg: DictConfig) -> float | None:
