@@ -310,3 +310,25 @@ def test_a_run_without_a_result_is_on_the_dataset_of_the_others_when_data_is_not
     runs = collect(sweep)
     label(runs)
     assert [r.dataset for r in runs] == ["breast_cancer"] * 3
+
+
+def test_a_full_disk_under_the_report_command_is_one_line_without_run_folder_advice(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lossheads.report.markdown as markdown
+    from lossheads.run.atomic import storage_error
+
+    sweep = tmp_path / "sweep"
+    for i, seed in enumerate((1, 2)):
+        make_job(sweep, str(i), [f"seed={seed}"], {"head": "x", "loss": "ce", "seed": seed, "task": "binary",
+                                                     "test/auroc": 0.9})  # fmt: skip
+
+    def full(_, path: Path) -> None:
+        raise storage_error(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(markdown, "write_results_csv", full)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(sweep)])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line == f"error: cannot write {sweep}/results.csv: the disk is full: free space or make the folder writable"

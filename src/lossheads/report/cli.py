@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(128 + name, f"interrupted by {name.name}: run `python -m lossheads.report {args.sweep_dir}` "
                                 "again for the whole report\n")  # fmt: skip
     except ConfigError as error:
-        message = str(error)
+        message = getattr(error, "short", None) or str(error)  # a full disk: no run folder to choose here
         for key in given:
             message = message.replace(f"report.{key}=", f"--{key}=")
         parser.exit(EXIT_BAD_INPUT, f"error: {message}\n")

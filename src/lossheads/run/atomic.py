@@ -43,13 +43,17 @@ def quiet_disk_errors_in_threads() -> None:
 class StorageError(ConfigError):
     """A file of the run could not be written (full disk, read-only folder): shown as one line, exit 2."""
 
+    short: str | None = None  # the line without the advice about run folders, for commands that make none
+
 
 def storage_error(path: Path, exc: OSError) -> StorageError:
     why = DISK_ERRORS.get(exc.errno or 0, exc.strerror or type(exc).__name__)
-    return StorageError(
+    error = StorageError(
         f"cannot write {path}: {why}: free space or make the folder writable, or choose another "
         "folder with hydra.run.dir=... (paths.log_dir=... for new runs)"
     )
+    error.short = f"cannot write {path}: {why}: free space or make the folder writable"  # a command without runs
+    return error
 
 
 TEMPORARY = ".tmp"  # a write's temporary file: `.<name>.<random>.tmp` beside its target
