@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,10 @@ def test_resume_to_fewer_epochs_is_refused_and_a_resume_records_where_it_started
         train(tmp_path / "run", "trainer.max_epochs=1", "ckpt_path=last")
     with pytest.raises(ConfigError, match=r"optimizer.lr=100.0 \(the checkpoint's run: 0.001\)"):
         train(tmp_path / "run", "trainer.max_epochs=3", "ckpt_path=last", "optimizer.lr=100.0")
-    resumed = train(tmp_path / "run", "trainer.max_epochs=3", "ckpt_path=last")
+    with warnings.catch_warnings(record=True) as said:  # `python train.py ...`, in-process
+        main(compose_config([*QUIET, "trainer.max_epochs=3", "ckpt_path=last"], tmp_path / "run"))
+    assert not [w for w in said if "exists and is not empty" in str(w.message)]  # its own checkpoints: no warning
+    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert resumed["resumed_from"] == {"checkpoint": str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
                                        "epochs": 2, "step": 12}  # fmt: skip
     assert resumed["steps"] == 18 and resumed["status"] == "ok"

@@ -45,6 +45,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen KD teacher
+    # a resumed run's own checkpoints/ (another run's folder is refused before: `run.folder.claim`)
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     # torchmetrics on a network's NaN outputs: the run is recorded as diverged, saying so in one line
     warnings.filterwarnings("ignore", message=".*Encountered nan values in tensor.*")
     # DDP: the logged values come from torchmetrics' compute(), which has already synced the ranks
