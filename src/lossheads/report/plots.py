@@ -57,10 +57,6 @@ def dataset_figures(section: Section, out: Path, slugs: set[str]) -> list[Callab
     return calls
 
 
-def _stop_child(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
     """Each call's figure. matplotlib draws in one thread, and a sweep's report spends most of its
     time there (~4 s for two datasets on 2 cores); on Linux with two cores or more, a forked copy of
@@ -77,8 +73,10 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
     if pid == 0:  # the child: its figures, their paths on the pipe, and out without any cleanup of the parent's
         code = 1
         try:
-            for stop in (signal.SIGINT, signal.SIGTERM):  # a stop ends it quietly: the parent says what stopped
-                signal.signal(stop, _stop_child)  # raised, so that the file being written removes its temporary
+            # a stop ends it quietly (the parent says what stopped), as a KeyboardInterrupt: the file being
+            # written removes its temporary
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(stop, signal.default_int_handler)
             os.close(read)
             made = [call() for call in theirs]
             os.write(write, json.dumps([str(p) if p else None for p in made]).encode())

@@ -103,6 +103,18 @@ def last_val_metrics(trainer: Trainer) -> dict[str, float]:
     return {}
 
 
+def record_diverged_job(cfg: DictConfig, error: Diverged) -> None:
+    """A sweep's diverged job: its `diverged` record and its warning line; the sweep goes on."""
+    record_status(cfg, "diverged", str(error), "metrics.json")
+    logging.getLogger(__name__).warning("diverged job: %s", error)
+
+
+def record_failed_job(cfg: DictConfig, exc: Exception) -> None:
+    """A sweep's crashed job (called where it is caught): its `failed` record and its traceback in the log."""
+    record_status(cfg, "failed", f"{type(exc).__name__}: {exc}")
+    logging.getLogger(__name__).exception("job failed; the sweep goes on")
+
+
 def main(cfg: DictConfig) -> float | None:
     """Entry point behind `python train.py`. A bad input is one line on stderr and exit code 2; a
     divergence one line and exit 1; Ctrl-C or SIGTERM saves a checkpoint, says how to resume, and
@@ -175,17 +187,16 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except Diverged as error:
-        record_status(cfg, "diverged", str(error), "metrics.json")
         if sweeping:
-            logging.getLogger(__name__).warning("diverged job: %s", error)
+            record_diverged_job(cfg, error)
             return None
+        record_status(cfg, "diverged", str(error), "metrics.json")
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
     except Exception as exc:  # noqa: BLE001 -- in a sweep one job's crash must not end the others
         if not sweeping:
             raise
-        record_status(cfg, "failed", f"{type(exc).__name__}: {exc}")
-        logging.getLogger(__name__).exception("job failed; the sweep goes on")
+        record_failed_job(cfg, exc)
         return None
     if not sweeping and rank_zero_only.rank == 0:
         print_results(record, cfg.paths.output_dir)

@@ -7,7 +7,6 @@ row and hyperparameters) are written by `records.write_record`, as a run's are."
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,13 @@ from lossheads.evaluation.metrics import HeadMetrics
 from lossheads.evaluation.threshold import tune_threshold
 from lossheads.run.atomic import StorageError
 from lossheads.run.checkpoints import read_checkpoint
-from lossheads.run.outcomes import record_status
+from lossheads.run.execute import record_diverged_job, record_failed_job
 from lossheads.run.records import Tested, Trained, write_record
 from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedBatches, StackedData
 from lossheads.seeds.members import Member, current_job
 from lossheads.seeds.module import SeedsModule
 from lossheads.training.module import Diverged
-
-RUN_LOG = logging.getLogger("lossheads.run.execute")  # a member's own lines, named as its run alone's are
 
 
 @dataclass
@@ -143,12 +140,10 @@ def test_members(
                 outcome = Tested({**val_metrics, **metrics}, predictions, member.module.per_class)
                 records[k] = write_record(member.cfg, member.module, member.datamodule, outcome, path, trained,
                                           config=member.config, loggers=member.loggers)  # fmt: skip
-            except Diverged as error:  # as its run alone records it (`run.execute.main`); the others go on
-                record_status(member.cfg, "diverged", str(error), "metrics.json")
-                RUN_LOG.warning("diverged job: %s", error)
+            except Diverged as error:  # as its run alone's job records it; the others go on
+                record_diverged_job(member.cfg, error)
             except StorageError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- as its run alone's job: recorded, the sweep goes on
-                record_status(member.cfg, "failed", f"{type(exc).__name__}: {exc}")
-                RUN_LOG.exception("job failed; the sweep goes on")
+                record_failed_job(member.cfg, exc)
     return records
