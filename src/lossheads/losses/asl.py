@@ -20,6 +20,7 @@ class AsymmetricLoss(Loss):
     term as in `bce_logits`; `mean` averages over elements as `bce_logits` does (the paper's code sums)."""
 
     name = "asl"
+    elementwise = True
     forms = ("per_logit",)
     takes = ("gamma_pos", "gamma_neg", "clip", "weight", "pos_weight", "reduction")
 

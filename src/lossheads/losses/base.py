@@ -37,6 +37,11 @@ class Loss(nn.Module):
     forms: ClassVar[tuple[Form, ...]] = ()
     takes: ClassVar[tuple[str, ...]] = ("reduction",)
     needs_teacher: ClassVar[bool] = False  # `teacher_logits` must be given (loss=kd)
+    # each element's loss from its own logit, target and buffers (which broadcast), reduced only by
+    # `reduce`, `finish` and `torch_reduction`: a seeds group computes many members' losses in one
+    # call over a leading member axis (`member_axis`) instead of one per member
+    elementwise: ClassVar[bool] = False
+    member_axis = False  # set on a seeds group's copy: dim 0 is the member, reduced per member
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,13 +68,25 @@ class Loss(nn.Module):
         """The loss on targets already in the head's loss form."""
         raise NotImplementedError
 
+    @property
+    def torch_reduction(self) -> str:
+        """The `reduction` to hand a PyTorch loss: `none` over a member axis, reduced after by `finish`."""
+        return "none" if self.member_axis else self.reduction
+
     def reduce(self, per_element: Tensor) -> Tensor:
+        if self.member_axis:  # (K, N, ...): each member's elements by the rule below, (K,)
+            per_sample = per_element.reshape(per_element.shape[0], per_element.shape[1], -1)
+            if self.reduction == "mean":
+                return per_sample.mean(dim=(1, 2))
+            return per_sample.sum(dim=(1, 2)) if self.reduction == "sum" else per_sample.sum(dim=2).mean(dim=1)
         if self.reduction == "mean":
             return per_element.mean()
         return per_element.sum() if self.reduction == "sum" else reduce_none(per_element)
 
     def finish(self, reduced_by_torch: Tensor) -> Tensor:
-        """After a PyTorch loss called with this reduction: `none` still needs our rule."""
+        """After a PyTorch loss called with `torch_reduction`: `none` still needs our rule."""
+        if self.member_axis:
+            return self.reduce(reduced_by_torch)
         return reduce_none(reduced_by_torch) if self.reduction == "none" else reduced_by_torch
 
 

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossheads.losses.base import reduce_none
 from lossheads.losses.binary import BinaryCrossEntropyBase
 
 
@@ -22,16 +21,18 @@ class BCEOnProbabilities(BinaryCrossEntropyBase):
     """
 
     name = "bce"
+    elementwise = True
 
     def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
             probs = torch.sigmoid(logits.float())
-            diverged = probs.detach().sum() * 0  # NaN where any probability is; 0 otherwise (no gradient)
+            # NaN where any probability is (a member's own, over a member axis); 0 otherwise (no gradient)
+            diverged = (probs.detach().flatten(1).sum(dim=1) if self.member_axis else probs.detach().sum()) * 0
             probs = probs.nan_to_num(nan=0.5)  # what BCELoss accepts; the loss is NaN all the same
             targets = self.smooth(targets, torch.float32)
             if self.pos_weight is None:
-                loss = F.binary_cross_entropy(probs, targets, self.weight, reduction=self.reduction) + diverged
-                return reduce_none(loss) if self.reduction == "none" else loss
+                loss = F.binary_cross_entropy(probs, targets, self.weight, reduction=self.torch_reduction)
+                return self.finish(loss) + diverged
             # BCELoss has no pos_weight: weigh its two clamped log terms as BCEWithLogitsLoss does.
             log_p = F.binary_cross_entropy(probs, torch.ones_like(probs), reduction="none")
             log_not_p = F.binary_cross_entropy(probs, torch.zeros_like(probs), reduction="none")

@@ -13,6 +13,7 @@ class BCEWithLogits(BinaryCrossEntropyBase):
     fused with the log-sum-exp trick, so stable for any logit. `mean` is a plain mean of w*l."""
 
     name = "bce_logits"
+    elementwise = True
 
     def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
         loss = F.binary_cross_entropy_with_logits(
@@ -20,6 +21,6 @@ class BCEWithLogits(BinaryCrossEntropyBase):
             self.smooth(targets, logits.dtype),
             weight=self.weight,
             pos_weight=self.pos_weight,
-            reduction=self.reduction,
+            reduction=self.torch_reduction,
         )
         return self.finish(loss)

@@ -24,6 +24,7 @@ class Focal(Loss):
     """
 
     name = "focal"
+    elementwise = True
     forms = ("per_logit", "categorical")
     takes = ("gamma", "alpha", "weight", "reduction")
 

@@ -186,7 +186,7 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
             }  # fmt: skip
             for i, per_param in optimizer["state"].items()
         }
-        optimizers.append({"state": sliced, "param_groups": optimizer["param_groups"]})
+        optimizers.append({"state": sliced, "param_groups": module.member_param_groups(optimizer["param_groups"])})
     callbacks = {}
     for callback in member.callbacks:
         own = callback.state_dict()
@@ -240,13 +240,18 @@ def unpack(packed: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 def _strip(value: Any, path: list[str], leaves: dict[str, torch.Tensor]) -> Any:
+    """`value` with its tensors replaced by TENSOR (each put in `leaves` by its path). A part without
+    tensors is `value`'s own object: the members' checkpoints taken from one dump share its loops'
+    and schedulers' records (~300 objects), which torch.save then pickles once, not once a member."""
     if isinstance(value, torch.Tensor):
         leaves[json.dumps(path)] = value
         return TENSOR
     if isinstance(value, dict):
-        return {key: _strip(v, [*path, repr(key)], leaves) for key, v in value.items()}
+        found = {key: _strip(v, [*path, repr(key)], leaves) for key, v in value.items()}
+        return value if all(found[key] is v for key, v in value.items()) else found
     if isinstance(value, (list, tuple)):
-        return [_strip(v, [*path, str(i)], leaves) for i, v in enumerate(value)]
+        items = [_strip(v, [*path, str(i)], leaves) for i, v in enumerate(value)]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 
