@@ -479,7 +479,8 @@ PER_LOGIT_HEADS = ["sigmoid", "multilabel"]
     ("loss_name", "head_name", "weight"),
     [(loss, head, None) for loss in ("bce_logits", "bce", "asl") for head in PER_LOGIT_HEADS]
     + [("focal", head, None) for head in [*PER_LOGIT_HEADS, "softmax"]]
-    + [("bce_logits", "multilabel", [[1.0, 2.0, 0.5]])],  # weight rows, as BCELoss takes them
+    + [("bce_logits", "multilabel", [[1.0, 2.0, 0.5]])]  # weight rows, as BCELoss takes them
+    + [("ce", "softmax", None), ("ce", "softmax4", None), ("ce", "softmax_probabilities", None)],
 )
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_an_elementwise_loss_over_the_member_axis_equals_each_members_own_call(
@@ -493,23 +494,26 @@ def test_an_elementwise_loss_over_the_member_axis_equals_each_members_own_call(
     from lossheads.losses import LOSSES
     from lossheads.seeds.module import member_axis_loss
 
-    task = "multilabel" if head_name == "multilabel" else "binary"
-    head = build_head(head_name, 3 if task == "multilabel" else 2, task)
+    task = {"multilabel": "multilabel", "softmax4": "multiclass"}.get(head_name, "binary")
+    head = build_head(head_name.removesuffix("4").removesuffix("_probabilities"),
+                      {"multilabel": 3, "softmax4": 4}.get(head_name, 2), task)  # fmt: skip
     torch.manual_seed(0)
     members, n, logits_per = 4, 16, head.num_logits
-    splits = [
-        torch.randint(0, 2, (50, 3)) if task == "multilabel" else torch.randint(0, 2, (50,)) for _ in range(members)
-    ]
+    shape, classes = (50, 3) if task == "multilabel" else (50,), 4 if task == "multiclass" else 2
+    splits = [torch.randint(0, classes, shape) for _ in range(members)]
     options = {"reduction": reduction}
     takes = LOSSES[loss_name].takes
-    options |= {"pos_weight": "auto"} if "pos_weight" in takes and head.form == "per_logit" else {}
+    options |= {"pos_weight": "auto"} if "pos_weight" in takes and task == "binary" else {}
     options |= {"weight": "auto"} if "weight" in takes and logits_per > 1 else {}
     options |= {"weight": weight} if weight is not None else {}
     losses = [build_loss(options | {"name": loss_name}, head, split) for split in splits]
-    if "pos_weight" in options:  # each member's own, from its own split
-        assert not torch.equal(losses[0].pos_weight, losses[1].pos_weight)
+    if "auto" in options.values():  # each member's own buffers, counted on its own split
+        ours, theirs = dict(losses[0].named_buffers()), dict(losses[1].named_buffers())
+        assert any(not torch.equal(ours[name], theirs[name]) for name in ours)
     logits = head.logits(torch.randn(members, n, logits_per)).requires_grad_()
     targets = torch.stack([head.loss_target(s[:n]) for s in splits])
+    if head_name.endswith("_probabilities"):  # soft targets (N, C), as distillation or mixup give them
+        targets = torch.softmax(torch.randn(members, n, logits_per), dim=-1)
     together = member_axis_loss(losses)
     assert together is not None
     ours = together(logits, targets)
@@ -526,15 +530,16 @@ def test_an_elementwise_loss_over_the_member_axis_equals_each_members_own_call(
 
 
 def test_losses_that_are_not_elementwise_are_vmapped_not_called_over_the_member_axis() -> None:
-    """A loss reduced otherwise (CE's weighted mean), or a subclass that does not declare itself
-    elementwise, goes through vmap."""
+    """A loss reduced otherwise (CE's label smoothing, logit adjustment), or a subclass that does not
+    declare itself elementwise, goes through vmap."""
     from lossheads.heads import build_head
     from lossheads.losses import LOSSES
     from lossheads.seeds.module import member_axis_loss
 
     head = build_head("softmax", 2, "binary")
     targets = torch.randint(0, 2, (50,))
-    assert member_axis_loss([LOSSES["ce"](head, targets)]) is None
+    assert member_axis_loss([LOSSES["ce"](head, targets, label_smoothing=0.1)]) is None
+    assert member_axis_loss([LOSSES["logit_adjusted"](head, targets)]) is None
 
     class MyBCE(LOSSES["bce_logits"]):  # a user's loss with its own reduction
         name = ""

@@ -37,9 +37,9 @@ class Loss(nn.Module):
     forms: ClassVar[tuple[Form, ...]] = ()
     takes: ClassVar[tuple[str, ...]] = ("reduction",)
     needs_teacher: ClassVar[bool] = False  # `teacher_logits` must be given (loss=kd)
-    # each element's loss from its own logit, target and buffers (which broadcast), reduced only by
-    # `reduce`, `finish` and `torch_reduction`: a seeds group computes many members' losses in one
-    # call over a leading member axis (`member_axis`) instead of one per member
+    # each sample's loss from its own logits, target and buffers (which broadcast), reduced only by
+    # `reduce`, `finish` and `torch_reduction` (or its own `member_axis` branch): a seeds group
+    # computes many members' losses in one call over a leading member axis instead of one per member
     elementwise: ClassVar[bool] = False
     member_axis = False  # set on a seeds group's copy: dim 0 is the member, reduced per member
 

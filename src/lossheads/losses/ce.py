@@ -51,7 +51,14 @@ class CrossEntropy(Loss):
             self.weight = base * torch.cat([torch.ones(1), pos])
         self.label_smoothing = require_smoothing(label_smoothing)
 
+    @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        """Over a member axis without label smoothing (`over_members`); smoothing's weighted term is vmapped."""
+        return self.label_smoothing == 0
+
     def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.member_axis:
+            return self.over_members(logits, targets)
         if self.plain_mean and self.reduction == "mean":
             per_sample = F.cross_entropy(logits, targets, weight=self.weight, reduction="none",
                                          label_smoothing=self.label_smoothing)  # fmt: skip
@@ -60,3 +67,18 @@ class CrossEntropy(Loss):
             logits, targets, weight=self.weight, reduction=self.reduction, label_smoothing=self.label_smoothing
         )
         return self.finish(loss)
+
+    def over_members(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """(K, N, C) logits, each member's weight (K, 1, C): the per-sample terms of `F.cross_entropy`
+        (no label smoothing), reduced per member by the same rules: (K,)."""
+        log_probs = torch.log_softmax(logits, dim=-1)
+        if targets.is_floating_point():  # class probabilities: -sum_c w_c q_c log p_c, a plain mean
+            weighted = targets if self.weight is None else targets * self.weight
+            return self.reduce(-(weighted * log_probs).sum(dim=-1))
+        per_sample = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if self.weight is None:
+            return self.reduce(per_sample)
+        w_y = self.weight.expand_as(logits).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if self.reduction == "mean" and not self.plain_mean:  # PyTorch's weighted mean
+            return (w_y * per_sample).sum(dim=1) / w_y.sum(dim=1)
+        return self.reduce(w_y * per_sample)

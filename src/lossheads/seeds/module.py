@@ -99,7 +99,8 @@ def member_axis_loss(losses: list[nn.Module]) -> Callable[[Tensor, Tensor], Tens
     cores, forward and backward."""
     first = losses[0]
     names = [name for name, _ in first.named_buffers(recurse=False)]
-    if not type(first).__dict__.get("elementwise", False) or len(names) != len(list(first.buffers())):
+    declared = "elementwise" in type(first).__dict__ and first.elementwise  # by the loss's own class
+    if not declared or len(names) != len(list(first.buffers())):
         return None  # not elementwise, or buffers in submodules this does not stack
     stacked = {name: torch.stack([loss.get_buffer(name) for loss in losses]) for name in names}
     prepared: dict[tuple[torch.device, int], nn.Module] = {}  # by the logits' device and dimensions
