@@ -85,6 +85,35 @@ def test_the_console_holds_lossheads_lines_and_train_log_keeps_lightnings(defaul
     assert "`Trainer.fit` stopped: `max_epochs=2` reached." in log
 
 
+@pytest.mark.slow
+def test_an_evaluation_elsewhere_prints_its_numbers_only_and_of_diverged_weights_one_line(default_train_py, tmp_path):
+    """`train=false` on another folder's checkpoint: no Lightning note about that folder's best
+    records; weights that blew up: the one refusal line, exit 2, no torchmetrics warning."""
+    import shutil
+
+    from lossheads.run.checkpoints import META, RunCheckpointIO, read_checkpoint
+
+    _, folder = default_train_py
+    result = run_train_py("train=false", f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}", "hydra.run.dir=eval",
+                          "print_config=false", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "test metrics (last weights" in result.stdout
+    blown = tmp_path / "blown.ckpt"
+    shutil.copy(folder / "checkpoints" / "last.ckpt", blown)
+    checkpoint = read_checkpoint("ckpt_path", blown)
+    for weight in (w for name, w in checkpoint["state_dict"].items() if name.startswith("net.")):
+        weight.fill_(float("nan"))
+    RunCheckpointIO(checkpoint[META]["config"], checkpoint[META].get("inputs")).save_checkpoint(checkpoint, blown)
+    result = run_train_py(
+        "train=false", f"ckpt_path={blown}", "hydra.run.dir=eval2", "print_config=false", cwd=tmp_path
+    )
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"error: ckpt_path={blown} is not valid: the network's test outputs are not finite (NaN or inf), so its "
+        "weights diverged; evaluate a checkpoint from before they did (e.g. its run's best-epochNNN.ckpt)"
+    ]
+    assert not (tmp_path / "eval2" / "metrics.json").exists()
+
+
 def test_each_stage_of_the_distill_recipe_is_announced(tmp_path, capsys):
     """The recipe's three trainings, each with its line before its epoch lines."""
     from lossheads.run.distill import run_distillation

@@ -48,7 +48,9 @@ def quiet_lightning() -> None:
     # a resumed run's own checkpoints/ (another run's folder is refused before: `run.folder.claim`)
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     # torchmetrics on a network's NaN outputs: the run is recorded as diverged, saying so in one line
-    warnings.filterwarnings("ignore", message=".*Encountered nan values in tensor.*")
+    warnings.filterwarnings("ignore", message=".*Encountered `?nan`? values in tensor.*")
+    # a checkpoint evaluated or continued in another folder: that folder's best records are its run's own
+    warnings.filterwarnings("ignore", message="The dirpath has changed from .* won't be reloaded")
     # DDP: the logged values come from torchmetrics' compute(), which has already synced the ranks
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 

@@ -16,6 +16,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from lossheads.config.validators import ConfigError
 from lossheads.data import ArrayDataModule
 from lossheads.evaluation.threshold import tune_threshold
 from lossheads.run.atomic import write_bytes, write_text
@@ -138,7 +139,11 @@ def write_record(
     its loggers (`writes` false: another process writes them); returns the record."""
     output_dir = Path(cfg.paths.output_dir)
     not_finite = [stage for stage, (p, _) in tested.predictions.items() if not bool(torch.isfinite(p).all())]
-    if not_finite and trained is not None:  # a loss that saturates (bce) can stay finite while the weights blow up
+    if not_finite and trained is None:  # an evaluation of weights that blew up: no result to record
+        raise ConfigError(f"ckpt_path={ckpt_path} is not valid: the network's {' and '.join(not_finite)} outputs "
+                          "are not finite (NaN or inf), so its weights diverged; evaluate a checkpoint from before "
+                          "they did (e.g. its run's best-epochNNN.ckpt)")  # fmt: skip
+    if not_finite:  # a loss that saturates (bce) can stay finite while the weights blow up
         lr = OmegaConf.select(cfg, "optimizer.lr")
         raise Diverged(f"training diverged: the network's {' and '.join(not_finite)} outputs are not finite (NaN or "
                        f"inf) after {trained.epochs} epochs: lower optimizer.lr"
