@@ -1,14 +1,8 @@
-"""Benchmark: the two ways a seeds group's step can take its losses and its optimizer update, on K
-stacked default MLPs (30 -> 64 -> 64 -> 1, `bce_logits`, batch 64 per member).
-
-- the loss: one call over the member axis (`seeds.module.member_axis_loss`, what an elementwise loss
-  gets) against `torch.func.vmap` of each member's own call (`seeds.module.vmapped_loss`, what any
-  other loss gets), timed as forward + loss + backward;
-- the update: AdamW with PyTorch's fused kernel (`fused=True`, what the group uses) against its
-  default on a CPU (one tensor at a time).
-
-Each pair is timed alternately, call by call. Prints the median milliseconds of each and the load
-average.
+"""Benchmark: the two ways a seeds group's step can take its members' losses, on K stacked default
+MLPs (30 -> 64 -> 64 -> 1, `bce_logits`, batch 64 per member): one call over the member axis
+(`seeds.module.member_axis_loss`, what an elementwise loss gets) against `torch.func.vmap` of each
+member's own call (`seeds.module.vmapped_loss`, what any other loss gets), timed as forward + loss +
+backward, alternately, call by call. Prints the median milliseconds of each and the load average.
 
     python scripts/bench_stack_step.py                    # K = 10 and 40, 500 calls each
     python scripts/bench_stack_step.py --members 3 10 20 --calls 200
@@ -68,12 +62,6 @@ def main() -> None:
             ours(), theirs()
         axis, vmap = alternating(ours, theirs, args.calls)
         print(f"K={members}: forward + loss + backward {axis:.3f} ms over the member axis, {vmap:.3f} ms vmapped")
-        default = torch.optim.AdamW(stacked.parameters(), lr=1e-3)
-        fused = torch.optim.AdamW(stacked.parameters(), lr=1e-3, fused=True)
-        for _ in range(20):
-            default.step(), fused.step()
-        ours, theirs = alternating(fused.step, default.step, args.calls)
-        print(f"K={members}: AdamW step {ours:.3f} ms fused, {theirs:.3f} ms PyTorch's default on this device")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,20 @@ def test_bad_loss_options_are_refused_with_the_key_and_the_fix(config, overrides
         build_loss(cfg.loss, head, Y)
 
 
+@pytest.mark.parametrize("loss", ["bce", "bce_logits", "asl", "focal"])
+def test_rows_of_weights_on_one_logit_per_sample_are_refused_in_one_line(config, loss):
+    """With head=sigmoid a sample's logit is a number: a weight row would broadcast the batch into a
+    matrix (BCE's functions then fail with a traceback; asl and focal averaged the wrong numbers)."""
+    cfg = config(f"loss={loss}", "loss.weight=[[2.0]]")
+    with pytest.raises(ConfigError) as refused:
+        build_loss(cfg.loss, build_head("sigmoid", 2), torch.tensor([0.0, 1.0, 1.0]))
+    assert str(refused.value) == (
+        "loss.weight=[[2.0]] is not valid: head=sigmoid gives each sample one logit, so its weight is one number "
+        "(rows of weights are for heads with a logit per label)"
+    )
+    build_loss(config(f"loss={loss}", "loss.weight=[[2.0,1.0,1.0]]").loss, build_head("multilabel", 3), Y)
+
+
 def test_multilabel_soft_margin_is_bce_logits_averaged_over_labels(config):
     logits = torch.randn(16, 3, generator=torch.Generator().manual_seed(2)) * 3
     targets = (torch.rand(16, 3, generator=torch.Generator().manual_seed(3)) > 0.5).float()

@@ -152,7 +152,12 @@ def class_weight(head: Head, train_targets: Tensor, value: Weight, *, per_elemen
     """`loss.weight` as a tensor: numbers as given, or `auto` resolved on the training split."""
     if value == "auto":
         value = balanced_weights(head, train_targets)
-    return as_weight_tensor("loss.weight", value, head.num_logits, per_element=per_element)
+    weight = as_weight_tensor("loss.weight", value, head.num_logits, per_element=per_element)
+    one_logit = head.logits(torch.zeros(1, head.num_logits)).ndim == 1  # a sample's logit is a number
+    require(weight is None or weight.ndim < 2 or not one_logit, "loss.weight", value,
+            f"head={head.name} gives each sample one logit, so its weight is one number (rows of weights are "
+            "for heads with a logit per label)")  # fmt: skip
+    return weight
 
 
 def one_hot(labels: Tensor, logits: Tensor) -> Tensor:

@@ -186,7 +186,7 @@ def member_checkpoint(group: dict[str, Any], k: int, member: Member, module: See
             }  # fmt: skip
             for i, per_param in optimizer["state"].items()
         }
-        optimizers.append({"state": sliced, "param_groups": module.member_param_groups(optimizer["param_groups"])})
+        optimizers.append({"state": sliced, "param_groups": optimizer["param_groups"]})
     callbacks = {}
     for callback in member.callbacks:
         own = callback.state_dict()

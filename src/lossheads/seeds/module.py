@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from lightning.pytorch.loggers import Logger
@@ -28,9 +27,6 @@ from lossheads.seeds.stack import StackedNet
 from lossheads.training.module import STAGES, ClassifierModule, Diverged
 
 ELEMENTWISE_OPTIMIZERS = (AdamW, Adam, SGD, RMSprop, NAdam, RAdam, Adamax, Adagrad, Adadelta)
-# those with PyTorch's fused kernel on CPU and CUDA: one kernel per tensor for the whole update
-FUSED_OPTIMIZERS = (AdamW, Adam, SGD, Adagrad)
-KERNEL_OPTIONS = ("fused", "foreach", "differentiable")  # an optimizer's options that choose its implementation
 
 
 def why_not_elementwise(make_optimizer: Callable) -> str | None:
@@ -43,28 +39,6 @@ def why_not_elementwise(make_optimizer: Callable) -> str | None:
     name = getattr(optimizer, "__name__", type(optimizer).__name__)
     names = ", ".join(o.__name__ for o in ELEMENTWISE_OPTIMIZERS)
     return f"optimizer {name} is not among those that update each element on its own ({names}; not their subclasses)"
-
-
-def with_fused_kernel(make_optimizer: Callable, scaled: bool) -> Callable:
-    """`make_optimizer` with `fused=True` where PyTorch has that kernel and the user chose no
-    implementation: the stack's few large tensors then take one kernel each per step, not a dozen
-    (a 10-member Adam step on 2 CPU cores: 0.08 ms against 0.27 ms). The same update, rounded
-    differently in the last bits. Not under a gradient scaler (`precision=16-mixed`): a fused
-    optimizer unscales inside its step, after clipping would have seen the scaled gradients."""
-    partial = make_optimizer if isinstance(make_optimizer, functools.partial) else None
-    if scaled or partial is None or partial.func not in FUSED_OPTIMIZERS:
-        return make_optimizer
-    if any(partial.keywords.get(option) is not None for option in KERNEL_OPTIONS):
-        return make_optimizer
-
-    def make(params: Any) -> Optimizer:
-        params = list(params)
-        try:
-            return make_optimizer(params, fused=True)
-        except (RuntimeError, ValueError):  # a device or dtype the kernel does not take: PyTorch's default
-            return make_optimizer(params)
-
-    return make
 
 
 def same_threshold(head: nn.Module, other: nn.Module) -> bool:
@@ -103,16 +77,20 @@ def member_axis_loss(losses: list[nn.Module]) -> Callable[[Tensor, Tensor], Tens
     if not declared or len(names) != len(list(first.buffers())):
         return None  # not elementwise, or buffers in submodules this does not stack
     stacked = {name: torch.stack([loss.get_buffer(name) for loss in losses]) for name in names}
-    prepared: dict[tuple[torch.device, int], nn.Module] = {}  # by the logits' device and dimensions
+    prepared: dict[tuple[torch.device, int], Callable[..., Tensor]] = {}  # by the logits' device and dimensions
 
     def call(logits: Tensor, targets: Tensor) -> Tensor:
         key = (logits.device, logits.ndim)
+        if key not in prepared and any(b.ndim > logits.ndim for b in stacked.values()):
+            # a buffer with more dimensions than a member's logits broadcasts them (its run alone's
+            # loss does so too): one member's numbers would meet the others'
+            vmapped = vmapped_loss(losses)
+            prepared[key] = lambda logits, targets, _: vmapped(logits, targets)
         if key not in prepared:
             module = copy.deepcopy(first)
             module.member_axis = True
             for name, b in stacked.items():  # (K, 1, ..., own shape): each member's buffer meets its own logits
-                ones = [1] * max(0, logits.ndim - b.ndim)  # none: a buffer its run alone's call refuses too
-                module.register_buffer(name, b.reshape(len(losses), *ones, *b.shape[1:]))
+                module.register_buffer(name, b.reshape(len(losses), *[1] * (logits.ndim - b.ndim), *b.shape[1:]))
             prepared[key] = module.to(logits.device)
         return prepared[key](logits, targets, None)
 
@@ -164,8 +142,6 @@ class SeedsModule(ClassifierModule):
         self.identity: list[list[str]] = []
         self.validated: dict[str, Tensor] | None = None  # the stacked weights of the last validation
         self.validated_step: int | None = None  # the optimizer step they were taken at
-        self.kernel_options: dict[str, Any] = {}  # set by configure_optimizers
-        self.param_groups_seen: tuple[list, list] | None = None  # member_param_groups' last (group's, members')
         self.member_heads = [m.head for m in members]  # each its own threshold (arms may differ in it)
         self.one_threshold = all(same_threshold(m.head, first.head) for m in members)
         self.member_loss_modules = nn.ModuleList([m.loss for m in members])
@@ -277,29 +253,6 @@ class SeedsModule(ClassifierModule):
                 self.diverged[k] = str(error)
         if len(self.diverged) == self.size:
             raise Diverged(next(iter(self.diverged.values())))
-
-    def configure_optimizers(self) -> Any:
-        """ClassifierModule's, with PyTorch's fused kernel where it applies (`with_fused_kernel`);
-        `kernel_options` is what each member's own optimizer has instead (its checkpoints say so)."""
-        plain = self.make_optimizer
-        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        self.make_optimizer = with_fused_kernel(plain, scaled)
-        try:
-            found = super().configure_optimizers()
-        finally:
-            self.make_optimizer = plain
-        optimizer = found if isinstance(found, Optimizer) else found[0][0]
-        self.kernel_options = {"fused": None} if optimizer.defaults.get("fused") else {}
-        return found
-
-    def member_param_groups(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The group optimizer's saved `param_groups` as each member's own optimizer has them
-        (`kernel_options`): one list for all the members sliced from one dump, pickled once."""
-        if not self.kernel_options:
-            return groups
-        if self.param_groups_seen is None or self.param_groups_seen[0] is not groups:
-            self.param_groups_seen = (groups, [{**group, **self.kernel_options} for group in groups])
-        return self.param_groups_seen[1]
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Always through `clip_gradients` below: the single run's faster paths clip by one global norm."""
