@@ -471,7 +471,7 @@ def test_optimizers_stacked_only_where_each_element_is_updated_on_its_own() -> N
     assert why_not_elementwise(factory).startswith("optimizer Adafactor is not among those that update each element")
 
 
-PER_LOGIT_HEADS = ["sigmoid", "multilabel"]
+PER_LOGIT_HEADS = ["sigmoid", "multilabel", "ovr"]
 
 
 @pytest.mark.parametrize(
@@ -493,9 +493,9 @@ def test_an_elementwise_loss_over_the_member_axis_equals_each_members_own_call(
     from lossheads.losses import LOSSES
     from lossheads.seeds.module import member_axis_loss
 
-    task = {"multilabel": "multilabel", "softmax4": "multiclass"}.get(head_name, "binary")
+    task = {"multilabel": "multilabel", "softmax4": "multiclass", "ovr": "multiclass"}.get(head_name, "binary")
     head = build_head(head_name.removesuffix("4").removesuffix("_probabilities"),
-                      {"multilabel": 3, "softmax4": 4}.get(head_name, 2), task)  # fmt: skip
+                      {"multilabel": 3, "softmax4": 4, "ovr": 4}.get(head_name, 2), task)  # fmt: skip
     torch.manual_seed(0)
     members, n, logits_per = 4, 16, head.num_logits
     shape, classes = (50, 3) if task == "multilabel" else (50,), 4 if task == "multiclass" else 2

@@ -21,7 +21,8 @@ class OneVsRestHead(Head):
     tasks = ("binary", "multiclass")
 
     def loss_target(self, targets: Tensor) -> Tensor:
-        if targets.is_floating_point() and targets.ndim == 2:  # one-hot already, or class probabilities
+        # one-hot already, or class probabilities: (N, C), or (K, N, C) over a seeds group's member axis
+        if targets.is_floating_point() and targets.ndim >= 2:
             return targets
         return F.one_hot(targets.long(), self.num_logits).float()
 
