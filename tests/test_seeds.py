@@ -896,7 +896,8 @@ def test_members_checkpoints_packed_into_the_group_file_come_back_whole() -> Non
 @pytest.mark.slow
 def test_a_table_loaded_once_for_the_group_gives_each_member_its_run(tmp_path: Path) -> None:
     """data=csv: the group reads the file once; what reading it sets (its columns, the label names)
-    reaches every member, whose numbers and per-class labels are its run's."""
+    reaches every member, whose numbers, per-class labels, standardization and split are its run's
+    (a member standardizing the shared arrays in place gave the next ones already standardized data)."""
     points = [(math.sin(i), math.cos(3 * i)) for i in range(300)]  # distinct values: no tied scores to rank
     rows = [f"{a:.4f},{b:.4f},{'yes' if a + 0.5 * b > 0.1 else 'no'}" for a, b in points]
     (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
@@ -911,6 +912,10 @@ def test_a_table_loaded_once_for_the_group_gives_each_member_its_run(tmp_path: P
     for job in ("0", "3"):
         ours, theirs = (json.loads((tmp_path / r / job / "per_class.json").read_text()) for r in ("together", "alone"))
         assert ours["labels"] == theirs["labels"] == ["no", "yes"]
+    for job in ("0", "1", "2", "3"):  # what predict and a resume read: the raw table's statistics, its rows
+        for name in ("preprocessing.json", "split.json"):
+            ours, theirs = ((tmp_path / r / job / name).read_text() for r in ("together", "alone"))
+            assert ours == theirs, (job, name)
 
 
 def test_a_member_without_checkpoints_of_a_killed_group_points_to_the_sweep(tmp_path: Path) -> None:

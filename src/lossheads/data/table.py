@@ -374,7 +374,10 @@ class TableData(ArrayDataModule):
         return labels.astype(np.int64), task, num_classes
 
     def prepare_features(self, features: np.ndarray, train: np.ndarray) -> Tensor:
-        """Impute (with data.missing) and standardize in place, with the training split's statistics."""
+        """Impute (with data.missing) and standardize in place, with the training split's statistics;
+        on a copy where the runs of a seeds group share the loaded arrays (`keep_loaded`)."""
+        if getattr(self, "keep_loaded", False):
+            features = features.copy()
         fill, mean, std = impute_and_standardize(features, train, self.missing)
         self.fill, self.standardization = fill, (mean, std)
         return torch.from_numpy(features)
