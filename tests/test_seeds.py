@@ -326,6 +326,8 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
     found = records(tmp_path / "sweep")
     assert [found[j]["status"] for j in ("0", "1", "2")] == ["ok", "diverged", "ok"]
     assert "before any update" in found["1"]["reason"]
+    diverged = [line for line in (result.stdout + result.stderr).splitlines() if "diverged job:" in line]
+    assert len(diverged) == 1 and found["1"]["reason"] in diverged[0]  # its line, as its job's under the basic launcher
     assert not list((tmp_path / "sweep" / "1" / "checkpoints").glob("*.ckpt"))  # as its run alone: none saved
     assert list((tmp_path / "sweep" / "1" / "tensorboard").rglob("hparams.yaml"))  # as its run alone's folder
     assert found["0"]["test/auroc"] > 0.9 and found["2"]["test/auroc"] > 0.9

@@ -31,6 +31,7 @@ from torch import nn
 from lossheads.config.validators import ConfigError
 from lossheads.run.atomic import StorageError, storage_error
 from lossheads.run.checkpoints import GROUP_FOLDER
+from lossheads.run.execute import record_diverged_job
 from lossheads.run.folder import fingerprint
 from lossheads.run.records import Trained
 from lossheads.run.resume import check_length, run_inputs
@@ -214,8 +215,8 @@ def record_members(
     tested: dict[int, str | None] = {}
     for k, member in enumerate(members):
         with current_job(member):
-            if k in module.diverged:
-                record_status(member.cfg, "diverged", module.diverged[k], "metrics.json")
+            if k in module.diverged:  # its record and its line, as its run alone's job in a sweep
+                record_diverged_job(member.cfg, Diverged(module.diverged[k]))
                 continue
             try:
                 tested[k] = weights_to_test(member.cfg, member.callbacks)
