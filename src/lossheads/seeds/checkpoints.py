@@ -210,10 +210,11 @@ def pack(checkpoints: dict[int, Any], stripped: Stripped | None = None) -> dict[
     `stripped`: the walks of earlier packs, reused for the checkpoints that have not changed since."""
     members = sorted(checkpoints)
     stripped = {} if stripped is None else stripped
+    plain: set[int] = set()  # for this call only: the checkpoints hold every container it names
     for k in members:
         if k not in stripped or stripped[k][0] is not checkpoints[k]:
             found: dict[str, torch.Tensor] = {}
-            stripped[k] = (checkpoints[k], _strip(checkpoints[k], [], found), found)
+            stripped[k] = (checkpoints[k], _strip(checkpoints[k], [], found, plain), found)
     leaves = {k: stripped[k][2] for k in members}
     skeletons = {k: stripped[k][1] for k in members}
     first = leaves[members[0]] if members else {}
@@ -239,20 +240,25 @@ def unpack(packed: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return found
 
 
-def _strip(value: Any, path: list[str], leaves: dict[str, torch.Tensor]) -> Any:
+def _strip(value: Any, path: list[str], leaves: dict[str, torch.Tensor], plain: set[int] | None = None) -> Any:
     """`value` with its tensors replaced by TENSOR (each put in `leaves` by its path). A part without
     tensors is `value`'s own object: the members' checkpoints taken from one dump share its loops'
-    and schedulers' records (~300 objects), which torch.save then pickles once, not once a member."""
+    and schedulers' records (~300 objects), which torch.save then pickles once, not once a member.
+    `plain`: the ids of containers already found without tensors (shared ones are walked once)."""
     if isinstance(value, torch.Tensor):
         leaves[json.dumps(path)] = value
         return TENSOR
+    if not isinstance(value, (dict, list, tuple)) or (plain is not None and id(value) in plain):
+        return value
     if isinstance(value, dict):
-        found = {key: _strip(v, [*path, repr(key)], leaves) for key, v in value.items()}
-        return value if all(found[key] is v for key, v in value.items()) else found
-    if isinstance(value, (list, tuple)):
-        items = [_strip(v, [*path, str(i)], leaves) for i, v in enumerate(value)]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
-    return value
+        found: Any = {key: _strip(v, [*path, repr(key)], leaves, plain) for key, v in value.items()}
+        same = all(found[key] is v for key, v in value.items())
+    else:
+        found = [_strip(v, [*path, str(i)], leaves, plain) for i, v in enumerate(value)]
+        same = all(a is b for a, b in zip(found, value, strict=True))
+    if same and plain is not None:
+        plain.add(id(value))
+    return value if same else found
 
 
 def _fill(value: Any, path: list[str], tensors: dict[str, torch.Tensor]) -> Any:

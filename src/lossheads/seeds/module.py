@@ -194,13 +194,14 @@ class SeedsModule(ClassifierModule):
         computed = self.member_metrics[stage].compute()
         self.loss_sums[stage].clear()
         self.member_metrics[stage].reset()
+        if stage == "train":  # the members' one learning rate, as `self.log` logs it (float32)
+            lr = float(torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"], dtype=torch.float32))
         for k in range(self.size):
             if k in self.diverged:
                 continue
             values = {f"{stage}/loss": losses[k], **computed[k]}
             if stage == "train":
-                lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-                values["train/lr"] = float(torch.tensor(lr, dtype=torch.float32))  # as `self.log` logs it
+                values["train/lr"] = lr
             self.member_values[k].update(values)
             if not self.trainer.sanity_checking:
                 for logger in self.member_loggers[k]:
