@@ -69,8 +69,7 @@ def member_axis_loss(losses: list[nn.Module]) -> Callable[[Tensor, Tensor], Tens
     """One call of an elementwise loss (`Loss.elementwise`, declared by its own class) over the
     stacked members' logits and targets, each member's buffers (pos_weight, class weights) broadcast
     along the member axis, reduced per member: (K,). None for any other loss. The same elements and
-    rule as each member's own call; a vmapped call costs ~0.5 ms more a step at 10 members on 2 CPU
-    cores, forward and backward."""
+    rule as each member's own call, in less time than a vmapped one (scripts/bench_stack_step.py)."""
     first = losses[0]
     names = [name for name, _ in first.named_buffers(recurse=False)]
     declared = "elementwise" in type(first).__dict__ and first.elementwise  # by the loss's own class
