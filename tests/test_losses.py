@@ -185,6 +185,10 @@ def test_rows_of_weights_on_one_logit_per_sample_are_refused_in_one_line(config,
         "(rows of weights are for heads with a logit per label)"
     )
     build_loss(config(f"loss={loss}", "loss.weight=[[2.0,1.0,1.0]]").loss, build_head("multilabel", 3), Y)
+    with pytest.raises(
+        ConfigError, match=re.escape("give one number, a list of 3 (one per label), rows of 3 ([[...]])")
+    ):
+        build_loss(config(f"loss={loss}", "loss.weight=[[2.0]]").loss, build_head("multilabel", 3), Y)
 
 
 def test_multilabel_soft_margin_is_bce_logits_averaged_over_labels(config):

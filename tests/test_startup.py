@@ -88,7 +88,7 @@ def test_the_console_holds_lossheads_lines_and_train_log_keeps_lightnings(defaul
 @pytest.mark.slow
 def test_an_evaluation_elsewhere_prints_its_numbers_only_and_of_diverged_weights_one_line(default_train_py, tmp_path):
     """`train=false` on another folder's checkpoint: no Lightning note about that folder's best
-    records; weights that blew up: the one refusal line, exit 2, no torchmetrics warning."""
+    records; weights that blew up: the one refusal line, exit 2, and no folder."""
     import shutil
 
     from lossheads.run.checkpoints import META, RunCheckpointIO, read_checkpoint
@@ -108,10 +108,15 @@ def test_an_evaluation_elsewhere_prints_its_numbers_only_and_of_diverged_weights
         "train=false", f"ckpt_path={blown}", "hydra.run.dir=eval2", "print_config=false", cwd=tmp_path
     )
     assert result.returncode == 2 and result.stderr.splitlines() == [
-        f"error: ckpt_path={blown} is not valid: the network's test outputs are not finite (NaN or inf), so its "
-        "weights diverged; evaluate a checkpoint from before they did (e.g. its run's best-epochNNN.ckpt)"
+        f"error: ckpt_path='{blown}' is not valid: its weights are not finite (NaN or inf in net.0.weight), so its "
+        "run diverged; evaluate a checkpoint from before it did (e.g. its run's best-epochNNN.ckpt)"
     ]
-    assert not (tmp_path / "eval2" / "metrics.json").exists()
+    assert not (tmp_path / "eval2").exists()  # refused before anything was written: no folder left either
+    shutil.copytree(folder, tmp_path / "run")  # beside a run, in its folder: the folder as it was
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*"))
+    result = run_train_py("train=false", f"ckpt_path={blown}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*")) == before
 
 
 def test_each_stage_of_the_distill_recipe_is_announced(tmp_path, capsys):

@@ -95,6 +95,7 @@ class NewRunFolder(Callback):
     created: ClassVar[Path | None] = None  # the outermost folder this invocation creates
     folder: ClassVar[Path | None] = None  # the run folder itself
     log_name: ClassVar[str] = "train.log"  # Hydra's job log, named after the job
+    evaluations: ClassVar[set[str]] = set()  # the folder's `.hydra-eval-*` from before this invocation
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.note(Path(str(config.hydra.run.dir)), config)
@@ -112,16 +113,21 @@ class NewRunFolder(Callback):
                 break
             created = part
         NewRunFolder.folder, NewRunFolder.created = folder, created
+        NewRunFolder.evaluations = {p.name for p in folder.glob(".hydra-eval-*")} if created is None else set()
         NewRunFolder.log_name = f"{config.hydra.job.name}.log"
 
     @classmethod
     def remove_if_refused(cls) -> None:
         """Remove the run folder this invocation created while it holds only Hydra's files, and the
         empty folders above it this invocation created (`outputs/DATE/`). A folder that was there
-        before gets its owner's `.hydra/` files back, which Hydra overwrote before the refusal."""
+        before gets its owner's `.hydra/` files back, which Hydra overwrote before the refusal, and
+        loses the `.hydra-eval-*` files of a refused evaluation beside its run."""
         folder, created = cls.folder, cls.created
         if folder is not None and created is None and folder.is_dir():
             restore_hydra_files(folder)
+            for own in folder.glob(".hydra-eval-*"):  # a refused evaluation's Hydra files beside the run
+                if own.name not in cls.evaluations:
+                    shutil.rmtree(own, ignore_errors=True)
         if folder is None or created is None or not folder.is_dir():
             return
         hydra_files = {Path(".hydra") / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}

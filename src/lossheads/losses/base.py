@@ -110,7 +110,8 @@ def as_weight_tensor(key: str, value: Weight, length: int, *, per_element: bool)
     if value is None:
         return None
     shape = "one number, a list of" if per_element else "a list of"
-    fix = f"give {shape} {length} (one per {'label' if per_element else 'class'}), or auto"
+    rows = f", rows of {length} ([[...]])" if per_element and length > 1 and key == "loss.weight" else ""
+    fix = f"give {shape} {length} (one per {'label' if per_element else 'class'}){rows}, or auto"
     try:
         weight = torch.tensor(value, dtype=torch.float32)
     except (TypeError, ValueError):

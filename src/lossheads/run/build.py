@@ -151,6 +151,11 @@ def checked_checkpoint(
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     require(ours == theirs, "ckpt_path", str(path),
             "it was saved by a run with another model, head, loss or dataset: give that run's overrides")  # fmt: skip
+    if not cfg.train:  # weights that blew up give no result: refused before anything is written
+        blown = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()]
+        require(not blown, "ckpt_path", str(path),
+                f"its weights are not finite (NaN or inf in {blown[0] if blown else ''}), so its run diverged; "
+                "evaluate a checkpoint from before it did (e.g. its run's best-epochNNN.ckpt)")  # fmt: skip
     if cfg.train:
         check_resume(str(path), checkpoint, config)
         check_schedule_length(str(path), checkpoint, config, module.schedule)
