@@ -20,6 +20,26 @@ def test_csv_logger_records_metrics_and_hyperparameters(train, tmp_path):
     assert "head: sigmoid" in hparams and "loss: bce_logits" in hparams
 
 
+def test_a_resumed_run_keeps_its_csv_rows_and_logs_its_new_steps_once(train, tmp_path, recwarn):
+    """Lightning's CSV writer deletes the metrics.csv it finds; a resume here keeps the earlier epochs'
+    rows, and a row of a step the resumed run logs again (written after its checkpoint, before a kill)
+    gives way to the new one."""
+
+    def rows(folder: str) -> list[dict[str, str]]:
+        with (tmp_path / folder / "csv" / "metrics.csv").open(newline="") as handle:
+            return [row for row in csv.DictReader(handle) if row.get("val/loss")]
+
+    train("logger=csv", "trainer.max_epochs=4", *QUIET, quick=False, folder="whole")
+    train("logger=csv", "trainer.max_epochs=2", *QUIET, quick=False, folder="part")
+    whole, part = rows("whole"), rows("part")
+    assert len(whole) == 4 and part == whole[:2]
+    with (tmp_path / "part" / "csv" / "metrics.csv").open("a", newline="") as handle:  # epoch 3 as a kill left it
+        csv.DictWriter(handle, fieldnames=list(whole[2])).writerow({**whole[2], "val/loss": "123.0"})
+    train("logger=csv", "trainer.max_epochs=4", "ckpt_path=last", *QUIET, quick=False, folder="part")
+    assert rows("part") == whole
+    assert not [w for w in recwarn if "Experiment logs directory" in str(w.message)]  # no note of a deletion
+
+
 def test_tensorboard_has_no_epoch_or_single_point_charts_and_steps_count_optimizer_steps(train, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 import datetime as dt
 import hashlib
 import inspect
+import io
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
 from lossheads.config.validators import ConfigError, first_line, instantiate_checked
+from lossheads.run.atomic import write_text
 from lossheads.run.folder import owns_training_record
 
 # the package each optional logger needs, and the extra that installs it
@@ -68,6 +74,41 @@ LAYOUT = {
         "learning rate": ["Multiline", [r"^train/lr$"]],
     }
 }
+
+
+class KeptRowsWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes a `metrics.csv` it finds (with a warning on the console); this
+    one keeps it, so that a resumed run's file goes on from its earlier epochs. Rows of the steps the
+    resumed run logs again (those after its checkpoint, written before a kill) give way to the new."""
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's private hook (tests/test_loggers.py holds it)
+        self.found_rows = os.path.isfile(self.metrics_file_path)
+
+    def save(self) -> None:
+        if getattr(self, "found_rows", False) and self.metrics:
+            first_new = min(int(m["step"]) for m in self.metrics)
+            with open(self.metrics_file_path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                header, rows = list(reader.fieldnames or []), [r for r in reader if int(float(r["step"])) < first_new]
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+            write_text(Path(self.metrics_file_path), text.getvalue())
+            self.metrics_keys, self.found_rows = header, False
+        super().save()
+
+
+class CSV(CSVLogger):
+    """`logger=csv`: Lightning's CSV logger with `KeptRowsWriter` (a resume keeps the run's rows)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:  # Lightning's own property, with the writer above
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = KeptRowsWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class TensorBoard(TensorBoardLogger):
