@@ -708,7 +708,7 @@ def test_a_sigkill_mid_epoch_loses_no_finished_epoch_and_the_sweep_run_again_equ
     from lossheads.seeds.checkpoints import read_group_file
 
     overrides = ["model=custom", "model._target_=seeded_nets.SlowToTrain", "seed=1,2,3", "trainer.max_epochs=6",
-                 "~hydra.callbacks.report"]  # fmt: skip
+                 "~hydra.callbacks.report", "logger=csv"]  # fmt: skip
     folder = tmp_path / "killed"
     command = [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds",
                f"hydra.sweep.dir={folder}", *overrides]  # fmt: skip
@@ -750,6 +750,13 @@ def test_a_sigkill_mid_epoch_loses_no_finished_epoch_and_the_sweep_run_again_equ
         assert sorted(p.name for p in (folder / job / "checkpoints").iterdir()) == sorted(
             p.name for p in (tmp_path / "unbroken" / job / "checkpoints").iterdir()
         )
+    for job in ("0", "1", "2"):  # and its logged rows: those from before the kill, each step once
+        ours, theirs = (list(csv.DictReader((r / job / "csv" / "metrics.csv").open(newline="")))
+                        for r in (folder, tmp_path / "unbroken"))  # fmt: skip
+        assert [row["step"] for row in ours] == [row["step"] for row in theirs] and len(ours) >= 12
+        for mine, its in zip(ours, theirs, strict=True):
+            for key in [k for k in its if "/" in k and its[k]]:
+                assert float(mine[key]) == pytest.approx(float(its[key]), abs=TOLERANCE), (job, key)
 
 
 @pytest.mark.slow
