@@ -26,8 +26,8 @@ class BCEOnProbabilities(BinaryCrossEntropyBase):
     def compute(self, logits: Tensor, targets: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
             probs = torch.sigmoid(logits.float())
-            # NaN where any probability is (a member's own, over a member axis); 0 otherwise (no gradient)
-            diverged = (probs.detach().flatten(1).sum(dim=1) if self.member_axis else probs.detach().sum()) * 0
+            # NaN where any probability is (each member's own, over a member axis); 0 otherwise (no gradient)
+            diverged = self.reduce(probs.detach() * 0)
             probs = probs.nan_to_num(nan=0.5)  # what BCELoss accepts; the loss is NaN all the same
             targets = self.smooth(targets, torch.float32)
             if self.pos_weight is None:
