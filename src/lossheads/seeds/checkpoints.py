@@ -285,8 +285,10 @@ class GroupLast(LastCheckpoint):
             newest = {n: v for n, v in self.module.member_values[k].items() if n.startswith("val/")}
             if member.last is not None and k not in self.module.diverged:
                 member.last.val_metrics = newest or member.last.val_metrics
-            for logger in member.loggers:  # its rows so far on disk (a run's are saved at each log call),
-                logger.save()  # so that the group resumed from this file has them: a CSV logger holds them till then
+            # its logged rows on disk (a run's loggers are saved at each log call), so that the group resumed
+            # from this file finds them: a CSV logger holds them in memory until then
+            for logger in member.loggers:
+                logger.save()
         super()._save(trainer)
 
 

@@ -76,22 +76,25 @@ def member_axis_loss(losses: list[nn.Module]) -> Callable[[Tensor, Tensor], Tens
     if not declared or len(names) != len(list(first.buffers())):
         return None  # not elementwise, or buffers in submodules this does not stack
     stacked = {name: torch.stack([loss.get_buffer(name) for loss in losses]) for name in names}
-    prepared: dict[tuple[torch.device, int], Callable[..., Tensor]] = {}  # by the logits' device and dimensions
+    prepared: dict[tuple[torch.device, int], Callable[[Tensor, Tensor], Tensor]] = {}  # by device and dimensions
+
+    def prepare(logits: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        if any(b.ndim > logits.ndim for b in stacked.values()):
+            # a buffer with more dimensions than a member's logits broadcasts them (its run alone's
+            # loss does so too): one member's numbers would meet the others'
+            return vmapped_loss(losses)
+        module = copy.deepcopy(first)
+        module.member_axis = True
+        for name, b in stacked.items():  # (K, 1, ..., own shape): each member's buffer meets its own logits
+            module.register_buffer(name, b.reshape(len(losses), *[1] * (logits.ndim - b.ndim), *b.shape[1:]))
+        module.to(logits.device)
+        return lambda logits, targets: module(logits, targets, None)
 
     def call(logits: Tensor, targets: Tensor) -> Tensor:
         key = (logits.device, logits.ndim)
-        if key not in prepared and any(b.ndim > logits.ndim for b in stacked.values()):
-            # a buffer with more dimensions than a member's logits broadcasts them (its run alone's
-            # loss does so too): one member's numbers would meet the others'
-            vmapped = vmapped_loss(losses)
-            prepared[key] = lambda logits, targets, _: vmapped(logits, targets)
         if key not in prepared:
-            module = copy.deepcopy(first)
-            module.member_axis = True
-            for name, b in stacked.items():  # (K, 1, ..., own shape): each member's buffer meets its own logits
-                module.register_buffer(name, b.reshape(len(losses), *[1] * (logits.ndim - b.ndim), *b.shape[1:]))
-            prepared[key] = module.to(logits.device)
-        return prepared[key](logits, targets, None)
+            prepared[key] = prepare(logits)
+        return prepared[key](logits, targets)
 
     return call
 
