@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_seeds import job_statuses, timed_sweep
+from bench_seeds import compile_project, job_statuses, timed_sweep
 
 LAUNCHERS = {"basic": [], "vectorized": ["hydra/launcher=seeds"]}
 FULL = ["seed=range(1,11)"]
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"argument --repeats: {args.repeats} is not a whole number >= 1")
     overrides = [*(QUICK if args.quick else FULL), *args.overrides]
     print(f"experiment=compare_binary {' '.join(overrides)} device={args.device} repeats={args.repeats}", flush=True)
+    compile_project()
     sweeps: dict[str, list[Sweep]] = {launcher: [] for launcher in LAUNCHERS}
     warnings: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -925,6 +925,20 @@ def test_a_table_loaded_once_for_the_group_gives_each_member_its_run(tmp_path: P
         for name in ("preprocessing.json", "split.json"):
             ours, theirs = ((tmp_path / r / job / name).read_text() for r in ("together", "alone"))
             assert ours == theirs, (job, name)
+    # both sweeps run again: each job is found finished before its data is read or its Trainer built, so
+    # its files and its job log stay as they were and the console has neither the label line nor Lightning's
+    before = {(r, p.relative_to(tmp_path / r)): p.read_bytes() for r in ("together", "alone")
+              for p in (tmp_path / r).glob("*/*") if p.is_file()}  # fmt: skip
+    for name, seeds in (("together", True), ("alone", False)):
+        again = sweep(tmp_path / name, *overrides, seeds=seeds)
+        assert again.returncode == 0, again.stderr[-3000:]
+        log = again.stdout + again.stderr
+        assert "data.label_columns=label" not in log and "GPU available" not in log
+        if seeds:
+            assert log.count("finished already: its run is kept as it is") == 4
+    after = {(r, p.relative_to(tmp_path / r)): p.read_bytes() for r in ("together", "alone")
+             for p in (tmp_path / r).glob("*/*") if p.is_file()}  # fmt: skip
+    assert after == before
 
 
 def test_a_member_without_checkpoints_of_a_killed_group_points_to_the_sweep(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ class SeedsLauncher(Launcher):
         from lossheads.run.atomic import StorageError
         from lossheads.run.stops import StopSignals
         from lossheads.seeds.group import run_members
-        from lossheads.seeds.members import Member, Stopped, differences, partition, prepare, stacked
+        from lossheads.seeds.members import Finished, Member, Stopped, differences, partition, prepare, stacked
 
         started = time.perf_counter()
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
@@ -188,7 +188,9 @@ class SeedsLauncher(Launcher):
                          f"#{number[id(stacks[0][0])]}'s in {differences(stack[0], stacks[0][0])}")  # fmt: skip
             groups.append((stack, module))
         for idx, _, _, why in prepared:
-            if not isinstance(why, Member):
+            if isinstance(why, Finished):
+                log.info(f"\t#{idx} finished already: its run is kept as it is")
+            elif not isinstance(why, Member):
                 failed = f" ({type(why).__name__}: {str(why).splitlines()[0] if str(why) else ''})" if why else ""
                 because = why if isinstance(why, str) else f"its job failed while it was prepared{failed}"
                 log.info(f"\t#{idx} trains alone: {because}")

@@ -51,15 +51,16 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     recipe step run again): a finished run in the folder is returned as it is, a stopped one resumed."""
     output_dir = Path(cfg.paths.output_dir)
     plan = plan_run(cfg)
-    datamodule, module = build(cfg, plan)
-    inputs = run_inputs(datamodule.split_record, getattr(module.teacher, "checksum", None))
-    trainer = build_trainer(cfg, plan, inputs)  # Lightning checks its arguments before anything is written
     found = None
     if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
+        # before the data and the Trainer: a finished job of a sweep run again loads, builds and logs nothing
         folder = claim(output_dir, plan.config, continue_own=continue_own)
         if folder.action == "done":
             return folder.record  # type: ignore[return-value]
         found = folder.checkpoint
+    datamodule, module = build(cfg, plan)
+    inputs = run_inputs(datamodule.split_record, getattr(module.teacher, "checksum", None))
+    trainer = build_trainer(cfg, plan, inputs)  # Lightning checks its arguments before anything is written
     start = checked_checkpoint(cfg, module, plan.config, found, inputs)
     ckpt_path = start and start["checkpoint"]
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder

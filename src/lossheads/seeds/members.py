@@ -150,7 +150,12 @@ class Stopped:
     """What `prepare` returns when Ctrl-C or SIGTERM came while it ran: the job's stop is recorded."""
 
 
-def prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -> Member | str | Stopped:
+class Finished:
+    """What `prepare` returns for a job whose folder holds its finished run (a sweep run again): its
+    own job returns that run's record, as under the basic launcher, and trains nothing."""
+
+
+def prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -> Member | str | Stopped | Finished:
     """Inside the member's Hydra job: build and check it as `run` would, or say why it trains alone
     (then its own job runs it through `train.main`, which reports any bad input as usual).
     `folders`: the run folders of the jobs prepared before it in this group, with their numbers;
@@ -166,7 +171,7 @@ def prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -
         return Stopped()
 
 
-def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -> Member | str:
+def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) -> Member | str | Finished:
     from lossheads.run.build import build, build_trainer, plan_run
     from lossheads.run.console import quiet_lightning
     from lossheads.run.execute import write_run_files
@@ -182,33 +187,39 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     try:
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
+    except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
+    folder = Path(cfg.paths.output_dir).resolve()
+    if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
+        restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
+        return f"its run folder is job #{folders[folder]}'s too ({folder})"
+    folders[folder] = int(job.hydra.job.num)
+    try:  # before the data and the network: a finished job of a sweep run again loads and logs nothing
+        action = claim(folder, plan.config, continue_own=True).action
+        if action == "done":
+            return Finished()
+        if action == "resume":
+            return "its folder holds this run, stopped: it resumes alone"
+    except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
+        return str(exc).splitlines()[0]
+    try:
         datamodule, module = build(cfg, plan, loaded, metrics=False)
-        if not folders:  # the group's first: Lightning checks the Trainer's arguments (the others share them)
+        if TRAINER_LINES not in loaded:  # the group's first built: Lightning checks the Trainer's arguments
             with lightning_lines() as lines:  # kept for the group's start; a job that trains alone logs its own
                 build_trainer(cfg, plan)
             loaded[TRAINER_LINES] = lines
         loggers = build_loggers(cfg) or []
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
     best = checkpoint_callback(plan.callbacks)
     member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
     member.log_files = [(h.baseFilename, h.encoding, h.formatter, h.level) for h in logging.getLogger().handlers
                         if isinstance(h, logging.FileHandler)]  # fmt: skip
     member.trainer_lines = loaded.get(TRAINER_LINES, [])
-    folder = member.folder.resolve()
-    if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
-        restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
-        return f"its run folder is job #{folders[folder]}'s too ({folder})"
-    folders[folder] = int(job.hydra.job.num)
     reason = why_not_vectorized(cfg, member)
     if reason:
         return reason
-    try:
-        if claim(member.folder, member.config, continue_own=True).action != "fresh":
-            return "its folder holds this run already (finished, or to resume)"
-    except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
-        return str(exc).splitlines()[0]
     try:
         if unresolved is not None:
             save_config(unresolved, member.folder)
