@@ -141,7 +141,7 @@ class SeedsLauncher(Launcher):
         from lossheads.run.atomic import StorageError
         from lossheads.run.stops import StopSignals
         from lossheads.seeds.group import run_members
-        from lossheads.seeds.members import Finished, Member, Stopped, differences, partition, prepare, stacked
+        from lossheads.seeds.members import Finished, Member, Stopped, differences, failure, partition, prepare, stacked
 
         started = time.perf_counter()
         prepared: list[tuple[int, DictConfig, JobReturn, Any]] = []
@@ -191,7 +191,7 @@ class SeedsLauncher(Launcher):
             if isinstance(why, Finished):
                 log.info(f"\t#{idx} finished already: its run is kept as it is")
             elif not isinstance(why, Member):
-                failed = f" ({type(why).__name__}: {str(why).splitlines()[0] if str(why) else ''})" if why else ""
+                failed = f" ({failure(why)})" if why else ""
                 because = why if isinstance(why, str) else f"its job failed while it was prepared{failed}"
                 log.info(f"\t#{idx} trains alone: {because}")
         returns: dict[int, JobReturn] = {}

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressB
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from lossheads.config.validators import first_line
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
 from lossheads.run.atomic import StorageError
 from lossheads.run.folder import claim
@@ -150,6 +151,11 @@ class Stopped:
     """What `prepare` returns when Ctrl-C or SIGTERM came while it ran: the job's stop is recorded."""
 
 
+def failure(exc: BaseException) -> str:
+    """`Type: first line` of what a job raised while it was prepared, for the launcher's log line."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
 class Finished:
     """What `prepare` returns for a job whose folder holds its finished run (a sweep run again): its
     own job returns that run's record, as under the basic launcher, and trains nothing."""
@@ -188,7 +194,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
         OmegaConf.resolve(cfg)
         plan = plan_run(cfg)
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return failure(exc)
     job = HydraConfig.instance().cfg  # a copy Hydra made for this job; it puts the sweep's back, never changes it
     folder = Path(cfg.paths.output_dir).resolve()
     if folder in folders:  # e.g. a hydra.sweep.subdir without the seed: its own run, after, is refused
@@ -211,7 +217,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
             loaded[TRAINER_LINES] = lines
         loggers = build_loggers(cfg) or []
     except Exception as exc:  # noqa: BLE001 -- the job's own run says what was wrong, in its own words
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return failure(exc)
     best = checkpoint_callback(plan.callbacks)
     member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
     member.log_files = [(h.baseFilename, h.encoding, h.formatter, h.level) for h in logging.getLogger().handlers
