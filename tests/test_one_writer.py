@@ -355,3 +355,49 @@ def test_a_stop_during_a_deferred_block_is_raised_when_the_block_ends():
         steps.append("lock taken")
     assert steps == ["lock taken"] and StopSignals.received == signal.SIGTERM and not StopSignals.deferring
     StopSignals.received = None
+
+
+# ---- a sweep run again --------------------------------------------------------------------------------
+
+
+def job_files(sweep: Path) -> dict[Path, bytes]:
+    """Every file of the sweep's job folders but Hydra's job log, which each command appends to."""
+    return {p: data for p, data in files(sweep).items() if p.parent != sweep and p.name != "train.log"}
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=seeds"]], ids=["basic", "seeds"])
+def test_a_sweep_run_again_leaves_its_finished_runs_as_they_were(tmp_path: Path, launcher: list[str]) -> None:
+    """Run again with other logging (a key a resume may change), its finished jobs keep their `.hydra/`,
+    which Hydra rewrote; with fewer epochs, each job is refused in one line and keeps its record, no
+    failure.json beside it; a damaged last.ckpt of a finished job is no reason to touch it."""
+    from conftest import train_py_in_process
+
+    sweep = tmp_path / "sweep"
+    command = ["-m", *QUIET, *launcher, "~hydra.callbacks.report", f"hydra.sweep.dir={sweep}", "seed=1,2",
+               "trainer.max_epochs=2"]  # fmt: skip
+    first = train_py_in_process(*command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    with open(sweep / "1" / "checkpoints" / "last.ckpt", "r+b") as damaged:
+        damaged.truncate(100)
+    before = job_files(sweep)
+    other_logging = train_py_in_process(*command, "logger=csv")
+    assert other_logging.returncode == 0, other_logging.stderr[-3000:]
+    assert job_files(sweep) == before
+    shorter = train_py_in_process(*command, "trainer.max_epochs=1")
+    assert shorter.returncode == 0, shorter.stderr[-3000:]
+    log = shorter.stdout + shorter.stderr
+    assert log.count("refused job: trainer.max_epochs=1 is not valid") == 1, log[-3000:]  # job 1 is finished
+    assert job_files(sweep) == before
+
+
+def test_a_run_stopped_by_max_steps_trains_on_when_its_sweep_runs_again_without_it(tmp_path: Path) -> None:
+    from conftest import train_py_in_process
+
+    command = ["-m", *QUIET, "~hydra.callbacks.report", f"hydra.sweep.dir={tmp_path}", "seed=1",
+               "trainer.max_epochs=3"]  # fmt: skip
+    assert train_py_in_process(*command, "trainer.max_steps=5").returncode == 0
+    assert json.loads((tmp_path / "0" / "metrics.json").read_text())["steps"] == 5
+    again = train_py_in_process(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    assert record["epochs"] == 3 and record["steps"] > 5 and record["resumed_from"]["step"] == 5

@@ -51,6 +51,19 @@ def test_a_job_whose_folder_holds_another_run_is_listed_as_refused(tmp_path):
     assert "| refused | refused: its folder holds another run (data=digits, seed=7)" in report
 
 
+def test_a_sweep_run_again_with_other_logging_or_epochs_still_reads_its_jobs_runs(tmp_path):
+    """A finished job run again keeps its own `.hydra/`: overrides that only change logging, display or
+    length (logger=csv, trainer.max_epochs) do not make its run another's."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    task = ["loss=bce_logits,ce", "seed=1,2,3", "logger=csv", "trainer.max_epochs=1"]
+    grid = {**GRID, "hydra": {**GRID["hydra"], "overrides": {"task": task}}}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(grid))
+    for number, (loss, seed) in enumerate((loss, seed) for loss in ("bce_logits", "ce") for seed in (1, 2, 3)):
+        job(sweep, str(number), [f"loss={loss}", f"seed={seed}", "trainer.max_epochs=3"], 0.9)
+    assert [r.status for r in collect(sweep)] == ["ok"] * 6
+
+
 def test_a_damaged_step_record_of_a_distillation_is_one_line_in_the_report(tmp_path):
     folder = tmp_path / "0"
     (folder / ".hydra").mkdir(parents=True)

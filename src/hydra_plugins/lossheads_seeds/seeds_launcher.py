@@ -167,6 +167,7 @@ class SeedsLauncher(Launcher):
         number = {id(p[3]): p[0] for p in ready}
         stacks = partition([p[3] for p in ready])
         groups: list[tuple[list[Member], Any]] = []
+        alone: dict[int, str] = {}  # each job that does not train in a group: why, logged in job order
         for stack in stacks:
             reason = None
             if len(stack) == 1 and len(jobs) > 1:
@@ -179,8 +180,7 @@ class SeedsLauncher(Launcher):
             if isinstance(module, str):
                 reason = module
             if reason:
-                for member in stack:
-                    log.info(f"\t#{number[id(member)]} trains alone: {reason}")
+                alone.update((number[id(member)], f"trains alone: {reason}") for member in stack)
                 continue
             if stack is not stacks[0]:
                 jobs_named = ", ".join(f"#{number[id(m)]}" for m in stack)
@@ -189,11 +189,13 @@ class SeedsLauncher(Launcher):
             groups.append((stack, module))
         for idx, _, _, why in prepared:
             if isinstance(why, Finished):
-                log.info(f"\t#{idx} finished already: its run is kept as it is")
+                alone[idx] = "finished already: its run is kept as it is"
             elif not isinstance(why, Member):
                 failed = f" ({failure(why)})" if why else ""
                 because = why if isinstance(why, str) else f"its job failed while it was prepared{failed}"
-                log.info(f"\t#{idx} trains alone: {because}")
+                alone[idx] = f"trains alone: {because}"
+        for idx in sorted(alone):
+            log.info(f"\t#{idx} {alone[idx]}")
         returns: dict[int, JobReturn] = {}
         by_member = {id(p[3]): p for p in ready}
         for stack, module in groups:

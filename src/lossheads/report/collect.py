@@ -131,7 +131,7 @@ def collect(sweep_dir: Path) -> list[Run]:
     for folder in sorted(folders, key=lambda p: (len(p.name), p.name)):
         own = expected.get(folder.name)
         found = read_overrides(folder)
-        if own is not None and found != own:  # the job was refused: its folder holds another run
+        if own is not None and meaning(found) != meaning(own):  # the job was refused: its folder holds another run
             reason = (f"refused: its folder holds another run ({', '.join(f'{k}={v}' for k, v in found.items())}), "
                       "which is not this job's")  # fmt: skip
             runs.append(Run(folder, folder.name, own, "refused", reason=reason))
@@ -140,6 +140,14 @@ def collect(sweep_dir: Path) -> list[Run]:
     runs += never_ran(sweep_dir, {f.name for f in folders})
     label(runs)
     return runs
+
+
+def meaning(overrides: dict[str, str]) -> dict[str, str]:
+    """The overrides that give a run its meaning: a sweep run again with other logging, or more epochs,
+    still finds its jobs' runs (a finished job keeps its own `.hydra/`)."""
+    from lossheads.run.resume import may_change
+
+    return {key: value for key, value in overrides.items() if not may_change(key)}
 
 
 def parsed_overrides(overrides: list[str]) -> dict[str, str]:

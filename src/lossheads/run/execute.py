@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from lossheads.run.atomic import StorageError, require_writable
 from lossheads.run.build import build, build_trainer, checked_checkpoint, plan_run
 from lossheads.run.console import print_results, quiet_lightning, show_config
 from lossheads.run.distill import run_distillation
-from lossheads.run.folder import ForeignFolder, claim, owns_training_record, resumes_in_place
+from lossheads.run.folder import RefusedFolder, claim, owns_training_record, resumes_in_place
 from lossheads.run.guards import keep_hydra_files, restore_hydra_files
 from lossheads.run.lock import FolderBusy, FolderLock, acquire, held_in
 from lossheads.run.loggers import register_resolvers
@@ -54,14 +55,17 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
     found = None
     if cfg.train and rank_zero_only.rank == 0 and not resumes_in_place(cfg, output_dir):
         # before the data and the Trainer: a finished job of a sweep run again loads, builds and logs nothing
-        folder = claim(output_dir, plan.config, continue_own=continue_own)
+        with kept_if_refused(cfg, output_dir):  # e.g. its run's checkpoint unreadable
+            folder = claim(output_dir, plan.config, continue_own=continue_own)
         if folder.action == "done":
+            restore_hydra_files(output_dir)  # Hydra wrote this command's `.hydra/` (other logging, say) over the run's
             return folder.record  # type: ignore[return-value]
         found = folder.checkpoint
     datamodule, module = build(cfg, plan)
     inputs = run_inputs(datamodule.split_record, getattr(module.teacher, "checksum", None))
     trainer = build_trainer(cfg, plan, inputs)  # Lightning checks its arguments before anything is written
-    start = checked_checkpoint(cfg, module, plan.config, found, inputs)
+    with kept_if_refused(cfg, output_dir):  # e.g. fewer epochs than the run trained, or other data
+        start = checked_checkpoint(cfg, module, plan.config, found, inputs)
     ckpt_path = start and start["checkpoint"]
     beside = not cfg.train and owns_training_record(output_dir)  # an evaluation in a run's folder
     if rank_zero_only.rank == 0:
@@ -80,6 +84,21 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         ckpt_path = weights_to_test(cfg, trainer.callbacks)  # None: the weights training ended with
     trained = Trained(trainer.current_epoch, trainer.global_step, start) if cfg.train else None
     return test_and_record(cfg, trainer, module, datamodule, metrics, ckpt_path, trained, beside, config=plan.config)
+
+
+@contextlib.contextmanager
+def kept_if_refused(cfg: DictConfig, output_dir: Path) -> Iterator[None]:
+    """A training command refused over the run its folder holds (a checkpoint it cannot read, fewer
+    epochs than the run trained) is a `RefusedFolder`: the run keeps its record, with no failure.json
+    beside it, and its `.hydra/`. Only before the command writes anything: the folder's is the run's."""
+    try:
+        yield
+    except RefusedFolder:
+        raise
+    except ConfigError as error:
+        if cfg.train and owns_training_record(output_dir):
+            raise RefusedFolder(str(error)) from None
+        raise
 
 
 def write_run_files(cfg: DictConfig, datamodule: ArrayDataModule, beside: bool) -> None:
@@ -168,7 +187,7 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
         else:
             record = run(cfg, continue_own=sweeping)
-    except ForeignFolder as error:  # nothing is written into another run's folder; its .hydra/ is put back
+    except RefusedFolder as error:  # nothing is written into a run's folder it may not write; its .hydra/ is put back
         restore_hydra_files(Path(cfg.paths.output_dir))
         if sweeping:
             logging.getLogger(__name__).warning("refused job: %s", error)

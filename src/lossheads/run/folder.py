@@ -26,8 +26,10 @@ from lossheads.run.resume import flatten, may_change
 RECORDS = ("metrics.json", "failure.json")
 
 
-class ForeignFolder(ConfigError):
-    """The run folder holds another run: refused, and nothing is written into it."""
+class RefusedFolder(ConfigError):
+    """The folder holds a run this command may not write into: another run, or this one where the
+    command cannot continue it (fewer epochs than it trained, other data). Refused; nothing is written
+    into the folder, and its `.hydra/` is put back."""
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -57,11 +59,13 @@ class Plan:
 def claim(folder: Path, config: dict[str, Any], *, continue_own: bool) -> Plan:
     """Refuse a folder that holds another run; with `continue_own` (a sweep job or a recipe step
     run again), a finished record of this very run is `done` and its checkpoints are resumed."""
-    checkpoint = newest_checkpoint(folder / "checkpoints")
     record = read_record(folder)
+    ours = fingerprint(config)
+    if continue_own and record is not None and record.get("fingerprint") == ours and finished(record, config):
+        return Plan("done", record=record)  # its checkpoints are not read: a damaged one is no reason to train again
+    checkpoint = newest_checkpoint(folder / "checkpoints")
     if checkpoint is None and record is None:
         return Plan("fresh")
-    ours = fingerprint(config)
     owner = None
     if checkpoint is not None:
         owner_config = checkpoint_config(read_checkpoint("ckpt_path", checkpoint, mmap=True))
@@ -69,27 +73,32 @@ def claim(folder: Path, config: dict[str, Any], *, continue_own: bool) -> Plan:
     elif record is not None:
         owner = record.get("fingerprint")
     if owner != ours:
-        raise ForeignFolder(
+        raise RefusedFolder(
             f"hydra.run.dir={str(folder)!r} is not valid: it holds another run ({_evidence(folder, checkpoint)}); "
             "a new run never overwrites one: choose a new folder, or resume that run with its own overrides "
             "and ckpt_path=last"
         )
-    finished = record is not None and record.get("status") == "ok" and record.get("max_epochs") == _max_epochs(config)
-    if continue_own and finished:
-        return Plan("done", record=record)
     if continue_own and checkpoint is not None:
         return Plan("resume", checkpoint=checkpoint)
     if checkpoint is None and (record is None or record.get("status") != "ok"):
         return Plan("fresh")  # the same run again, after it stopped before saving anything
-    raise ForeignFolder(
+    raise RefusedFolder(
         f"hydra.run.dir={str(folder)!r} is not valid: it holds this configuration's run already "
         f"({_evidence(folder, checkpoint)}): continue it with ckpt_path=last (a higher trainer.max_epochs "
         "trains on), evaluate it with train=false, or choose a new folder"
     )
 
 
-def _max_epochs(config: dict[str, Any]) -> Any:
-    return (config.get("trainer") or {}).get("max_epochs")
+LENGTH_KEYS = {"max_epochs": None, "max_steps": -1}  # what a record keeps of its run's length; Lightning's defaults
+
+
+def finished(record: dict[str, Any], config: dict[str, Any]) -> bool:
+    """The record is of a run that trained as long as `config` asks: a longer `trainer.max_epochs` or
+    `max_steps` trains on. A record written before `max_steps` was kept is taken as run without it."""
+    trainer = config.get("trainer") or {}
+    return record.get("status") == "ok" and all(
+        record.get(key, default) == trainer.get(key, default) for key, default in LENGTH_KEYS.items()
+    )
 
 
 def _evidence(folder: Path, checkpoint: Path | None) -> str:

@@ -51,7 +51,8 @@ HYDRA_COPY = ".hydra-run"  # the owning run's copy of Hydra's .hydra/ files
 def keep_hydra_files(folder: Path) -> None:
     """Copy the run's `.hydra/*.yaml` aside: Hydra rewrites `.hydra/` before any code of ours runs,
     so a command refused for this folder would otherwise leave its config in place of the owner's.
-    A copy for this command's lifetime: written atomically, not fsynced."""
+    Kept in the folder (written atomically, not fsynced): every later command refused for it, and a
+    finished sweep job run again, puts the owner's files back from it."""
     for file in sorted((folder / ".hydra").glob("*.yaml")):
         write_bytes(folder / HYDRA_COPY / file.name, file.read_bytes(), durable=False)
 

@@ -161,6 +161,7 @@ def write_record(
         "threshold": None if datamodule.task == "multiclass" else threshold_value(module.head.threshold),
         **({"resumed_from": trained.resumed_from} if trained and trained.resumed_from else {}),
         "max_epochs": cfg.trainer.max_epochs,
+        "max_steps": cfg.trainer.get("max_steps", -1),
         "fingerprint": fingerprint(config),
         **metrics,
     }

@@ -204,6 +204,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     try:  # before the data and the network: a finished job of a sweep run again loads and logs nothing
         action = claim(folder, plan.config, continue_own=True).action
         if action == "done":
+            restore_hydra_files(folder)  # Hydra has just written this job's `.hydra/` over the run's
             return Finished()
         if action == "resume":
             return "its folder holds this run, stopped: it resumes alone"
