@@ -64,6 +64,24 @@ def test_a_sweep_run_again_with_other_logging_or_epochs_still_reads_its_jobs_run
     assert [r.status for r in collect(sweep)] == ["ok"] * 6
 
 
+def test_runs_of_one_arm_on_different_data_are_said_first_in_the_summary(tmp_path, capsys):
+    """A table edited before its sweep was run again: the finished jobs kept the old data, the others
+    read the new; split.json's fingerprint tells them apart, and the summary says so before any verdict."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(GRID))
+    for number, (loss, seed) in enumerate((loss, seed) for loss in ("bce_logits", "ce") for seed in (1, 2, 3)):
+        job(sweep, str(number), [f"loss={loss}", f"seed={seed}"], 0.9)
+        fingerprint = "b" * 32 if number == 5 else "a" * 32
+        (sweep / str(number) / "split.json").write_text(json.dumps({"data": "t", "fingerprint": fingerprint}))
+    main([str(sweep)])
+    warning = ("- **the data changed during this sweep**: the runs of `loss=ce` trained on 2 different datasets "
+               "(`aaaaaaaa` in jobs 3, 4; `bbbbbbbb` in job 5), by split.json's fingerprints")  # fmt: skip
+    summary = (sweep / "report.md").read_text().split("## Summary")[1].split("\n\n")[1]
+    assert summary.splitlines()[1].startswith(warning), summary
+    assert warning in capsys.readouterr().out
+
+
 def test_a_damaged_step_record_of_a_distillation_is_one_line_in_the_report(tmp_path):
     folder = tmp_path / "0"
     (folder / ".hydra").mkdir(parents=True)

@@ -2,12 +2,13 @@
 
 A job folder holds one run, or three for `experiment=distill` (teacher, KD student, hard-label
 student, each in its own subfolder with its metrics also prefixed in the job's metrics.json).
-Reads only files: metrics.json or failure.json, .hydra/overrides.yaml, and predictions.npz to tell
-the task of runs that predate the `task` key.
+Reads only files: metrics.json or failure.json, .hydra/overrides.yaml, split.json (the data's
+fingerprint), and predictions.npz to tell the task of runs that predate the `task` key.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -50,6 +51,15 @@ class Run:
     @property
     def seed_label(self) -> str:
         return "/".join(r for r in self.replicate if r)
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str | None:
+        """The fingerprint of the data it trained on (its split.json: the samples, whatever their order
+        or split); None where the folder has none (a run of an older version)."""
+        try:
+            return str(json.loads((self.folder / "split.json").read_text())["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     @property
     def task(self) -> str:

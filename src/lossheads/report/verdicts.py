@@ -147,7 +147,36 @@ def arm_sentence(comparisons: list[Comparison]) -> str | None:
 
 
 def summary(section: Section) -> list[str]:
-    """The dataset's sentences: one per arm that differs from the control (or is equivalent to it)."""
+    """The dataset's sentences: one per arm that differs from the control (or is equivalent to it),
+    after a warning where runs of one arm trained on different data."""
+    lines = judged(section)
+    warning = mixed_data(section)
+    return [lines[0], f"- {warning}", *lines[1:]] if warning else lines
+
+
+def mixed_data(section: Section) -> str | None:
+    """Runs of one arm differ only in seed (and split), so they read the same data; where their
+    split.json fingerprints differ, the data changed while the sweep ran (a table edited before the
+    sweep was run again: finished jobs are kept, the others read the new file), and the comparisons
+    pair runs on different data."""
+    mixed = []
+    for arm, runs in section.arms.items():
+        jobs: dict[str, list[str]] = {}
+        for run in runs:
+            if run.data_fingerprint is not None:
+                jobs.setdefault(run.data_fingerprint, []).append(run.job)
+        if len(jobs) > 1:
+            found = "; ".join(f"`{fingerprint[:8]}` in job{'s' if len(j) > 1 else ''} {', '.join(j)}"
+                              for fingerprint, j in jobs.items())  # fmt: skip
+            mixed.append(f"the runs of `{arm}` trained on {len(jobs)} different datasets ({found})")
+    if not mixed:
+        return None
+    return (f"**the data changed during this sweep**: {'; '.join(mixed)}, by split.json's fingerprints, so "
+            "comparisons pair runs on different data; run the sweep again into a new folder.")  # fmt: skip
+
+
+def judged(section: Section) -> list[str]:
+    """The dataset's verdict sentences, or why nothing is judged."""
     name = f"**{section.dataset}** ({section.task})"
     if section.control not in section.arms:
         return [
