@@ -401,3 +401,46 @@ def test_a_run_stopped_by_max_steps_trains_on_when_its_sweep_runs_again_without_
     assert again.returncode == 0, again.stderr[-3000:]
     record = json.loads((tmp_path / "0" / "metrics.json").read_text())
     assert record["epochs"] == 3 and record["steps"] > 5 and record["resumed_from"]["step"] == 5
+
+
+def test_a_distillation_sweep_run_again_keeps_its_finished_recipes(tmp_path: Path) -> None:
+    """Its steps are found finished (as a recipe's `ckpt_path=last` finds them): none is refused or
+    trained again, and every step's files stay as they were. Run again longer, it is refused before its
+    teacher trains on under the KD student distilled from it."""
+    from conftest import train_py_in_process
+
+    command = ["-m", *QUIET, "~hydra.callbacks.report", f"hydra.sweep.dir={tmp_path}", "experiment=distill",
+               "seed=1", "trainer.max_epochs=1"]  # fmt: skip
+    first = train_py_in_process(*command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    hydra = {".hydra", ".hydra-run"}  # the recipe's: the latest command's that finished it
+    steps = {p: data for p, data in job_files(tmp_path).items() if not hydra & set(p.parts)}
+    assert {p.relative_to(tmp_path).parts[1] for p in steps} >= {"teacher", "kd", "hard", "metrics.json"}
+    again = train_py_in_process(*command, "logger=csv")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "refused job" not in again.stdout + again.stderr
+    assert {p: data for p, data in job_files(tmp_path).items() if not hydra & set(p.parts)} == steps
+    before = job_files(tmp_path)
+    longer = train_py_in_process(*command, "trainer.max_epochs=2")  # its teacher would change under its student
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "refused job: trainer.max_epochs=2 is not valid: this recipe's teacher finished 1 epoch and" in longer.stdout
+    assert job_files(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("record", "trainer", "done"),
+    [
+        ({"max_epochs": 5, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 5}, True),  # stopped early
+        ({"max_epochs": 5, "epochs": 5, "steps": 30}, {"max_epochs": 5, "max_steps": -1}, True),  # before max_steps
+        ({"max_epochs": 3, "max_steps": 30, "epochs": 3, "steps": 18}, {"max_epochs": 3, "max_steps": -1}, True),
+        ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 5}, False),  # trains on
+        ({"max_epochs": 3, "max_steps": 8, "epochs": 2, "steps": 8}, {"max_epochs": 3, "max_steps": -1}, False),
+        ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 1}, False),  # refused later
+        ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 3, "max_steps": 10}, False),
+    ],
+)
+def test_a_run_is_finished_when_its_resume_would_train_nothing(record: dict, trainer: dict, done: bool) -> None:
+    from lossheads.run.folder import finished
+
+    assert finished({"status": "ok", **record}, {"trainer": trainer}) is done
+    assert not finished({"status": "interrupted", **record}, {"trainer": trainer})

@@ -51,17 +51,22 @@ def test_a_job_whose_folder_holds_another_run_is_listed_as_refused(tmp_path):
     assert "| refused | refused: its folder holds another run (data=digits, seed=7)" in report
 
 
-def test_a_sweep_run_again_with_other_logging_or_epochs_still_reads_its_jobs_runs(tmp_path):
-    """A finished job run again keeps its own `.hydra/`: overrides that only change logging, display or
-    length (logger=csv, trainer.max_epochs) do not make its run another's."""
+def test_a_sweep_run_again_with_other_logging_reads_its_jobs_runs_and_not_those_of_another_length(tmp_path):
+    """A finished job run again keeps its own `.hydra/`: overrides that only change logging or display
+    (logger=csv) do not make its run another's, and it is named as the sweep names it; a run of another
+    length than the sweep asks (3 epochs where it asks 1: refused, as a resume to fewer epochs) is not
+    this sweep's."""
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    task = ["loss=bce_logits,ce", "seed=1,2,3", "logger=csv", "trainer.max_epochs=1"]
-    grid = {**GRID, "hydra": {**GRID["hydra"], "overrides": {"task": task}}}
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(grid))
     for number, (loss, seed) in enumerate((loss, seed) for loss in ("bce_logits", "ce") for seed in (1, 2, 3)):
         job(sweep, str(number), [f"loss={loss}", f"seed={seed}", "trainer.max_epochs=3"], 0.9)
-    assert [r.status for r in collect(sweep)] == ["ok"] * 6
+    for length, statuses in (("3", ["ok"] * 6), ("1", ["refused"] * 6)):
+        task = ["loss=bce_logits,ce", "seed=1,2,3", "logger=csv", f"trainer.max_epochs={length}"]
+        grid = {**GRID, "hydra": {**GRID["hydra"], "overrides": {"task": task}}}
+        (sweep / "multirun.yaml").write_text(yaml.safe_dump(grid))
+        runs = collect(sweep)
+        assert [r.status for r in runs] == statuses
+        assert runs[0].overrides == {"loss": "bce_logits", "seed": "1", "logger": "csv", "trainer.max_epochs": length}
 
 
 def test_runs_of_one_arm_on_different_data_are_said_first_in_the_summary(tmp_path, capsys):

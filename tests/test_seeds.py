@@ -682,6 +682,43 @@ def test_a_users_hydra_callback_sees_each_job_start_and_end_once_as_under_the_ba
     )
 
 
+class HydraFilesAtGroupStart(Callback):
+    """Each job folder's `.hydra/overrides.yaml` as the first job starts: a group's start, with the jobs
+    that do not train in it prepared already."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        if not self.path.exists():
+            sweep = Path(config.hydra.runtime.output_dir).parent
+            found = {p.parent.parent.name: p.read_text() for p in sweep.glob("*/.hydra/overrides.yaml")}
+            self.path.write_text(json.dumps(found))
+
+
+def test_jobs_whose_folders_hold_other_runs_have_their_hydra_files_back_before_the_group_trains(
+    tmp_path: Path,
+) -> None:
+    """An arm added to a sweep run again renumbers its jobs: the folders that hold other runs are
+    refused, and their `.hydra/`, which Hydra wrote as each job was prepared, is the run's again before
+    the group trains (a Ctrl-C then left the new command's overrides beside another run's record, and
+    the report took that run for the new job's)."""
+    folder = tmp_path / "sweep"
+    first = sweep(folder, "seed=1,2,3", "loss=bce_logits,bce", "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p.parent.parent.name: p.read_text() for p in folder.glob("*/.hydra/overrides.yaml")}
+    seen = tmp_path / "seen.json"
+    callback = [
+        "+hydra.callbacks.files._target_=test_seeds.HydraFilesAtGroupStart",
+        f"+hydra.callbacks.files.path={seen}",
+    ]
+    again = sweep(folder, "seed=1,2,3", "loss=bce_logits,bce,focal", "trainer.max_epochs=1", *callback)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train as one vectorized model" in again.stdout + again.stderr  # the new jobs, as one group
+    at_start = json.loads(seen.read_text())
+    assert {job: at_start[job] for job in before} == before
+
+
 def test_removing_a_group_file_takes_the_temporary_files_a_kill_left(tmp_path: Path) -> None:
     """A kill while the group file is written leaves `.<name>.<random>.tmp`; the group's end removes it."""
     from lossheads.seeds.checkpoints import remove_group_file

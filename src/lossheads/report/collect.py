@@ -92,9 +92,10 @@ def parts_of(metrics: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def read_job(folder: Path) -> list[Run]:
-    """The runs of one job folder: one, or one per distillation step."""
-    overrides = read_overrides(folder)
+def read_job(folder: Path, overrides: dict[str, str] | None = None) -> list[Run]:
+    """The runs of one job folder: one, or one per distillation step; `overrides`: the job's as its
+    sweep names it (else its `.hydra/overrides.yaml`)."""
+    overrides = read_overrides(folder) if overrides is None else overrides
     for name in ("metrics.json", "failure.json"):
         if (folder / name).is_file():
             try:
@@ -145,19 +146,21 @@ def collect(sweep_dir: Path) -> list[Run]:
             reason = (f"refused: its folder holds another run ({', '.join(f'{k}={v}' for k, v in found.items())}), "
                       "which is not this job's")  # fmt: skip
             runs.append(Run(folder, folder.name, own, "refused", reason=reason))
-        else:
-            runs += read_job(folder)
+        else:  # named as this sweep names the job (the logging it typed now, say), as its arm is
+            runs += read_job(folder, own)
     runs += never_ran(sweep_dir, {f.name for f in folders})
     label(runs)
     return runs
 
 
 def meaning(overrides: dict[str, str]) -> dict[str, str]:
-    """The overrides that give a run its meaning: a sweep run again with other logging, or more epochs,
-    still finds its jobs' runs (a finished job keeps its own `.hydra/`)."""
-    from lossheads.run.resume import may_change
+    """The overrides that make a run this job's: all but those a resume may change, its length kept.
+    A sweep run again with other logging still finds its jobs' finished runs (each keeps its own
+    `.hydra/`); a job whose run trained another length than the sweep asks (refused: fewer epochs
+    than it trained) is not this sweep's."""
+    from lossheads.run.resume import LENGTH, may_change
 
-    return {key: value for key, value in overrides.items() if not may_change(key)}
+    return {key: value for key, value in overrides.items() if key in LENGTH or not may_change(key)}
 
 
 def parsed_overrides(overrides: list[str]) -> dict[str, str]:

@@ -23,7 +23,8 @@ from lossheads.data import ArrayDataModule
 from lossheads.heads import Head
 from lossheads.models import build_net
 from lossheads.run.checkpoints import checkpoint_config, checksum, read_checkpoint, resolve_checkpoint
-from lossheads.run.folder import require_data_only
+from lossheads.run.folder import RefusedFolder, finished, owns_training_record, read_record, require_data_only
+from lossheads.run.guards import keep_hydra_files
 from lossheads.run.splits import check_teacher_split
 
 KEY = "teacher.ckpt_path"
@@ -118,16 +119,18 @@ def _folder_config(path: Path) -> Any:
     return OmegaConf.load(config_file)
 
 
-def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
+def run_distillation(cfg: DictConfig, run, continue_own: bool = False) -> dict[str, Any]:
     """`experiment=distill`: train a teacher (unless `teacher.ckpt_path` is given), then a KD student
     and a hard-label student with the same seed (same initialization and data order), each in a
     subfolder of this run; this run's metrics.json puts their test metrics side by side.
-    `ckpt_path=last` continues a stopped recipe: finished steps are kept, stopped ones resumed."""
+    `ckpt_path=last`, or `continue_own` (a sweep job run again), continues a stopped recipe: finished
+    steps are kept, stopped ones resumed. Once every step is done, the recipe's `.hydra/` is kept aside,
+    as a run's is, for a later command refused for this folder to put back."""
     require_finite_numbers(cfg)  # the recipe builds its data before any of its runs checks the config
     out = Path(cfg.paths.output_dir)
     require(cfg.get("ckpt_path") in (None, "last"), "ckpt_path", cfg.get("ckpt_path"),
             "experiment=distill continues in its own folder: use ckpt_path=last with hydra.run.dir=RUN")  # fmt: skip
-    again = cfg.get("ckpt_path") == "last"
+    again = continue_own or cfg.get("ckpt_path") == "last"
     datamodule: ArrayDataModule = instantiate_checked(cfg.data, "data")
     datamodule.setup()
     head = build_head_for(cfg.head, cfg.loss, datamodule.task, datamodule.num_classes)
@@ -139,6 +142,8 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
         teacher_cfg = _variant(cfg, out / "teacher", head={"name": head.name}, loss=hard_loss)
         with open_dict(teacher_cfg):
             teacher_cfg.model = OmegaConf.merge(teacher_cfg.model, cfg.distill.teacher_model)
+        if again:
+            refuse_retraining_a_teacher(out, teacher_cfg)
         announce(stages, "teacher", f"{head.name} head, loss={head.hard_loss}", teacher_cfg)
         results["teacher"] = run(teacher_cfg, continue_own=again)
         teacher_ckpt = str(out / "teacher" / "checkpoints" / "last.ckpt")
@@ -153,7 +158,24 @@ def run_distillation(cfg: DictConfig, run) -> dict[str, Any]:
     record = {"status": "ok", **record}
     for name, metrics in results.items():
         record.update({f"{name}/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))})
+    keep_hydra_files(out)
     return record
+
+
+def refuse_retraining_a_teacher(out: Path, teacher_cfg: DictConfig) -> None:
+    """A recipe run again longer would train its finished teacher on under a KD student distilled from
+    it, whose resume is then refused (another teacher), and the folder could not be finished again:
+    refused before anything trains."""
+    teacher = read_record(out / "teacher")
+    if teacher is None or teacher.get("status") != "ok" or not owns_training_record(out / "kd"):
+        return
+    if not finished(teacher, {"trainer": teacher_cfg.trainer}):
+        epochs = teacher.get("epochs")
+        raise RefusedFolder(
+            f"trainer.max_epochs={teacher_cfg.trainer.max_epochs} is not valid: this recipe's teacher finished "
+            f"{epochs} epoch{'' if epochs == 1 else 's'} and its KD student learned from it; training the teacher "
+            "on would leave that student distilled from another teacher: run the longer recipe into a new folder"
+        )
 
 
 def announce(stages: list[str], stage: str, what: str, variant: DictConfig) -> None:

@@ -183,7 +183,7 @@ def _main(cfg: DictConfig, sweeping: bool) -> float | None:
         if not sweeping and rank_zero_only.rank == 0:
             show_config(cfg)
         if cfg.get("distill"):
-            record = run_distillation(cfg, run)
+            record = run_distillation(cfg, run, continue_own=sweeping)
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", record)
         else:
             record = run(cfg, continue_own=sweeping)

@@ -21,7 +21,7 @@ from hydra.utils import get_class
 
 from lossheads.config.validators import ConfigError
 from lossheads.run.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
-from lossheads.run.resume import flatten, may_change
+from lossheads.run.resume import LENGTH, flatten, may_change
 
 RECORDS = ("metrics.json", "failure.json")
 
@@ -89,15 +89,22 @@ def claim(folder: Path, config: dict[str, Any], *, continue_own: bool) -> Plan:
     )
 
 
-LENGTH_KEYS = {"max_epochs": None, "max_steps": -1}  # what a record keeps of its run's length; Lightning's defaults
-
-
 def finished(record: dict[str, Any], config: dict[str, Any]) -> bool:
-    """The record is of a run that trained as long as `config` asks: a longer `trainer.max_epochs` or
-    `max_steps` trains on. A record written before `max_steps` was kept is taken as run without it."""
+    """The record is of a run that trained as long as `config` asks: with the same limits (an early
+    stop included), or stopped exactly at a limit `config` sets and within the others, so that a resume
+    would train nothing. A longer `trainer.max_epochs` or `max_steps` trains on; a shorter one is refused
+    by the resume. A record written before `max_steps` was kept is taken as run without it."""
+    if record.get("status") != "ok":
+        return False
     trainer = config.get("trainer") or {}
-    return record.get("status") == "ok" and all(
-        record.get(key, default) == trainer.get(key, default) for key, default in LENGTH_KEYS.items()
+    keys = {key.removeprefix("trainer."): default for key, default in LENGTH.items()}
+    if all(record.get(key, default) == trainer.get(key, default) for key, default in keys.items()):
+        return True
+    done = {"max_epochs": record.get("epochs"), "max_steps": record.get("steps")}
+    limits = {key: trainer.get(key, default) for key, default in keys.items()}
+    limits = {key: limit for key, limit in limits.items() if isinstance(limit, int) and limit != -1}
+    return all(isinstance(done[key], int) and done[key] <= limit for key, limit in limits.items()) and any(
+        done[key] == limit for key, limit in limits.items()
     )
 
 

@@ -34,6 +34,10 @@ MAY_CHANGE = (
 )  # fmt: skip
 
 
+# how long a run trains (a resume may train on longer), with Lightning's defaults; metrics.json keeps both
+LENGTH = {"trainer.max_epochs": None, "trainer.max_steps": -1}
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain data, interpolations resolved, Hydra's own node left out: what a
     checkpoint stores."""

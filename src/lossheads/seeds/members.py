@@ -81,12 +81,20 @@ def current_job(member: Member) -> Iterator[None]:
         HydraConfig.instance().cfg = before
 
 
-def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
-    """None when this run can train as a member of a group; else why it trains alone."""
+def alone_by_config(cfg: DictConfig) -> str | None:
+    """Why the job trains alone whatever it would build: asked before its folder is read (a recipe's
+    folder holds its steps' runs; an evaluation or a given checkpoint has its own rules there)."""
     if cfg.get("distill"):
         return "experiment=distill trains three runs in a row"
     if not cfg.train or cfg.get("ckpt_path") is not None:
         return "it evaluates or resumes a checkpoint"
+    return None
+
+
+def why_not_vectorized(cfg: DictConfig, member: Member) -> str | None:
+    """None when this run can train as a member of a group; else why it trains alone."""
+    if reason := alone_by_config(cfg):
+        return reason
     if member.module.teacher is not None:
         return "loss=kd runs a teacher"
     if member.module.stepping.steps_per_call == 1:
@@ -201,15 +209,23 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
         restore_hydra_files(folder)  # Hydra has just written this job's .hydra/ over the first's
         return f"its run folder is job #{folders[folder]}'s too ({folder})"
     folders[folder] = int(job.hydra.job.num)
+    if reason := alone_by_config(cfg):
+        return reason
+    refused = None
     try:  # before the data and the network: a finished job of a sweep run again loads and logs nothing
         action = claim(folder, plan.config, continue_own=True).action
-        if action == "done":
-            restore_hydra_files(folder)  # Hydra has just written this job's `.hydra/` over the run's
-            return Finished()
-        if action == "resume":
-            return "its folder holds this run, stopped: it resumes alone"
     except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
-        return str(exc).splitlines()[0]
+        action, refused = "refused", first_line(exc)
+    if action != "fresh":
+        # the folder holds a run: until this job's own run resumes it (Hydra writes its files again
+        # then), or refuses it, the folder keeps the run's `.hydra/`, which Hydra has just written over
+        restore_hydra_files(folder)
+    if action == "done":
+        return Finished()
+    if refused is not None:
+        return refused
+    if action == "resume":
+        return "its folder holds this run, stopped or shorter: it resumes alone"
     try:
         datamodule, module = build(cfg, plan, loaded, metrics=False)
         if TRAINER_LINES not in loaded:  # the group's first built: Lightning checks the Trainer's arguments
