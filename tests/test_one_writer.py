@@ -437,9 +437,11 @@ def test_a_distillation_sweep_run_again_keeps_its_finished_recipes(tmp_path: Pat
         ({"max_epochs": 3, "max_steps": 8, "epochs": 2, "steps": 8}, {"max_epochs": 3, "max_steps": -1}, False),
         ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 1}, False),  # refused later
         ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 3, "max_steps": 10}, False),
+        ({"max_epochs": 30, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 40}, True),  # stopped early
+        ({"max_epochs": 30, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 1}, False),
     ],
 )
-def test_a_run_is_finished_when_its_resume_would_train_nothing(record: dict, trainer: dict, done: bool) -> None:
+def test_a_run_is_finished_when_a_resume_would_train_nothing(record: dict, trainer: dict, done: bool) -> None:
     from lossheads.run.folder import finished
 
     assert finished({"status": "ok", **record}, {"trainer": trainer}) is done

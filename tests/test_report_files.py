@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lossheads.config.validators import ConfigError
 from lossheads.report import main
 from lossheads.report.collect import collect, read_job
 
@@ -69,20 +70,26 @@ def test_a_sweep_run_again_with_other_logging_reads_its_jobs_runs_and_not_those_
         assert runs[0].overrides == {"loss": "bce_logits", "seed": "1", "logger": "csv", "trainer.max_epochs": length}
 
 
-def test_runs_of_one_arm_on_different_data_are_said_first_in_the_summary(tmp_path, capsys):
+@pytest.mark.parametrize("per_seed", [False, True], ids=["changed", "by seed"])
+def test_paired_runs_on_different_data_are_said_first_in_the_summary(tmp_path, capsys, per_seed):
     """A table edited before its sweep was run again: the finished jobs kept the old data, the others
-    read the new; split.json's fingerprint tells them apart, and the summary says so before any verdict."""
+    read the new; split.json's fingerprint tells them apart, and the summary says so before any verdict.
+    Data that differs by seed (`'data.generator_seed=${seed}'`) but is the same for both arms of a
+    seed is no warning."""
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "multirun.yaml").write_text(yaml.safe_dump(GRID))
     for number, (loss, seed) in enumerate((loss, seed) for loss in ("bce_logits", "ce") for seed in (1, 2, 3)):
         job(sweep, str(number), [f"loss={loss}", f"seed={seed}"], 0.9)
-        fingerprint = "b" * 32 if number == 5 else "a" * 32
+        fingerprint = str(seed) * 32 if per_seed else "b" * 32 if number == 5 else "a" * 32
         (sweep / str(number) / "split.json").write_text(json.dumps({"data": "t", "fingerprint": fingerprint}))
     main([str(sweep)])
-    warning = ("- **the data changed during this sweep**: the runs of `loss=ce` trained on 2 different datasets "
-               "(`aaaaaaaa` in jobs 3, 4; `bbbbbbbb` in job 5), by split.json's fingerprints")  # fmt: skip
+    warning = ("- **the data changed during this sweep**: job 5 (`loss=ce`) against job 2 (`bbbbbbbb` against "
+               "`aaaaaaaa`) trained on different data")  # fmt: skip
     summary = (sweep / "report.md").read_text().split("## Summary")[1].split("\n\n")[1]
+    if per_seed:
+        assert "the data changed" not in summary
+        return
     assert summary.splitlines()[1].startswith(warning), summary
     assert warning in capsys.readouterr().out
 
@@ -159,3 +166,31 @@ def test_figures_drawn_by_a_forked_child_come_back_in_order_and_a_dead_child_is_
 
     with pytest.raises(ValueError, match="no figure"):
         draw([lambda: drawn("g"), broken])
+
+
+def test_a_recipes_baseline_with_no_finished_run_is_no_error(tmp_path):
+    """A distillation sweep run again longer: every job refused, none finished, so its recipe's control
+    (`hard-label student`) names no arm; the report is written (nothing judged), not refused."""
+    from lossheads.report.arms import control
+    from lossheads.report.collect import Run
+
+    runs = [Run(tmp_path / str(n), str(n), {"seed": str(n)}, "refused", reason="refused") for n in (1, 2)]
+    assert control(runs, [], "hard-label student") == "hard-label student"
+    runs.append(Run(tmp_path / "3", "3", {"seed": "3"}, "ok", {"status": "ok"}, config="all"))
+    with pytest.raises(ConfigError, match="names no arm of this sweep"):
+        control(runs, [], "hard-label student")
+
+
+def test_a_swept_key_that_a_resume_may_change_is_compared(tmp_path):
+    """`callbacks.model_checkpoint.mode=min,max` run again as `max,min`: each finished job keeps its run
+    (a resume may change callbacks), but the sweep's list renumbered the jobs, so job 0's folder holds
+    the `min` run and is refused, never reported as the `max` arm."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for number, mode in enumerate(("min", "max")):
+        job(sweep, str(number), [f"callbacks.model_checkpoint.mode={mode}", "seed=1"], 0.9)
+    for order, statuses in (("min,max", ["ok", "ok"]), ("max,min", ["refused", "refused"])):
+        task = [f"callbacks.model_checkpoint.mode={order}", "seed=1"]
+        (sweep / "multirun.yaml").write_text(yaml.safe_dump({**GRID, "hydra": {**GRID["hydra"],
+                                                             "overrides": {"task": task}}}))  # fmt: skip
+        assert [r.status for r in collect(sweep)] == statuses

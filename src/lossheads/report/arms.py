@@ -92,6 +92,8 @@ def control(runs: list[Run], keys: list[str], baseline: str | None = None) -> st
     first = sorted(runs, key=launch_order)[0]  # stable: the first step of a distillation job
     if not baseline:
         return first.config
+    if not any(r.status == "ok" for r in runs):  # no run finished (all refused, say): nothing is judged
+        return baseline
     arms = list(dict.fromkeys(r.config for r in sorted(runs, key=launch_order)))
     if baseline in arms:
         return baseline

@@ -148,31 +148,35 @@ def arm_sentence(comparisons: list[Comparison]) -> str | None:
 
 def summary(section: Section) -> list[str]:
     """The dataset's sentences: one per arm that differs from the control (or is equivalent to it),
-    after a warning where runs of one arm trained on different data."""
+    after a warning where an arm's run and the control's it is paired with trained on different data."""
     lines = judged(section)
     warning = mixed_data(section)
     return [lines[0], f"- {warning}", *lines[1:]] if warning else lines
 
 
 def mixed_data(section: Section) -> str | None:
-    """Runs of one arm differ only in seed (and split), so they read the same data; where their
-    split.json fingerprints differ, the data changed while the sweep ran (a table edited before the
-    sweep was run again: finished jobs are kept, the others read the new file), and the comparisons
-    pair runs on different data."""
-    mixed = []
+    """A comparison pairs an arm's run with the control's run of the same seed, which read the same data
+    unless a `data.*` option is swept as an arm; where their split.json fingerprints differ, the data
+    changed while the sweep ran (a table edited before the sweep was run again: finished jobs are
+    kept, the others read the new file)."""
+    control = {r.replicate: r for r in section.arms.get(section.control, [])}
+    by_design = any(word.startswith("data.") for word in section.control.split())
+    pairs = []
     for arm, runs in section.arms.items():
-        jobs: dict[str, list[str]] = {}
+        if arm == section.control or by_design or any(word.startswith("data.") for word in arm.split()):
+            continue
         for run in runs:
-            if run.data_fingerprint is not None:
-                jobs.setdefault(run.data_fingerprint, []).append(run.job)
-        if len(jobs) > 1:
-            found = "; ".join(f"`{fingerprint[:8]}` in job{'s' if len(j) > 1 else ''} {', '.join(j)}"
-                              for fingerprint, j in jobs.items())  # fmt: skip
-            mixed.append(f"the runs of `{arm}` trained on {len(jobs)} different datasets ({found})")
-    if not mixed:
+            theirs = control.get(run.replicate)
+            if theirs and None not in (run.data_fingerprint, theirs.data_fingerprint) \
+                    and run.data_fingerprint != theirs.data_fingerprint:  # fmt: skip
+                pairs.append(f"job {run.job} (`{arm}`) against job {theirs.job} "
+                             f"(`{run.data_fingerprint[:8]}` against `{theirs.data_fingerprint[:8]}`)")  # fmt: skip
+    if not pairs:
         return None
-    return (f"**the data changed during this sweep**: {'; '.join(mixed)}, by split.json's fingerprints, so "
-            "comparisons pair runs on different data; run the sweep again into a new folder.")  # fmt: skip
+    shown = "; ".join(pairs[:4]) + (f"; and {len(pairs) - 4} more" if len(pairs) > 4 else "")
+    return (f"**the data changed during this sweep**: {shown} trained on different data, by split.json's "
+            "fingerprints, so their comparisons pair runs on different data; run the sweep again into a new "
+            "folder.")  # fmt: skip
 
 
 def judged(section: Section) -> list[str]:

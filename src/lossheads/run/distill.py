@@ -169,10 +169,11 @@ def refuse_retraining_a_teacher(out: Path, teacher_cfg: DictConfig) -> None:
     teacher = read_record(out / "teacher")
     if teacher is None or teacher.get("status") != "ok" or not owns_training_record(out / "kd"):
         return
-    if not finished(teacher, {"trainer": teacher_cfg.trainer}):
-        epochs = teacher.get("epochs")
+    epochs, asked = teacher.get("epochs"), teacher_cfg.trainer.max_epochs
+    shorter = isinstance(epochs, int) and isinstance(asked, int) and asked != -1 and asked < epochs
+    if not shorter and not finished(teacher, {"trainer": teacher_cfg.trainer}):  # shorter: the resume refuses it
         raise RefusedFolder(
-            f"trainer.max_epochs={teacher_cfg.trainer.max_epochs} is not valid: this recipe's teacher finished "
+            f"trainer.max_epochs={asked} is not valid: this recipe's teacher finished "
             f"{epochs} epoch{'' if epochs == 1 else 's'} and its KD student learned from it; training the teacher "
             "on would leave that student distilled from another teacher: run the longer recipe into a new folder"
         )
