@@ -431,17 +431,17 @@ def test_a_distillation_sweep_run_again_keeps_its_finished_recipes(tmp_path: Pat
     ("record", "trainer", "done"),
     [
         ({"max_epochs": 5, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 5}, True),  # stopped early
-        ({"max_epochs": 5, "epochs": 5, "steps": 30}, {"max_epochs": 5, "max_steps": -1}, True),  # before max_steps
-        ({"max_epochs": 3, "max_steps": 30, "epochs": 3, "steps": 18}, {"max_epochs": 3, "max_steps": -1}, True),
+        ({"max_epochs": 5, "epochs": 5, "steps": 30}, {"max_epochs": 5, "max_steps": -1}, True),  # an older record
         ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 5}, False),  # trains on
         ({"max_epochs": 3, "max_steps": 8, "epochs": 2, "steps": 8}, {"max_epochs": 3, "max_steps": -1}, False),
         ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 1}, False),  # refused later
-        ({"max_epochs": 3, "max_steps": -1, "epochs": 3, "steps": 18}, {"max_epochs": 3, "max_steps": 10}, False),
-        ({"max_epochs": 30, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 40}, True),  # stopped early
-        ({"max_epochs": 30, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 1}, False),
+        # other length settings: a fresh run of the command could end elsewhere, so the resume decides
+        ({"max_epochs": 30, "max_steps": -1, "epochs": 2, "steps": 12}, {"max_epochs": 40}, False),
+        ({"max_epochs": 10, "epochs": 2, "steps": 12}, {"max_epochs": 10, "min_epochs": 6}, False),
+        ({"max_epochs": 400, "max_time": "00:00:00:02", "epochs": 120}, {"max_epochs": 400}, False),
     ],
 )
-def test_a_run_is_finished_when_a_resume_would_train_nothing(record: dict, trainer: dict, done: bool) -> None:
+def test_a_run_is_finished_when_it_ran_under_the_same_length_settings(record: dict, trainer: dict, done: bool) -> None:
     from lossheads.run.folder import finished
 
     assert finished({"status": "ok", **record}, {"trainer": trainer}) is done

@@ -182,14 +182,15 @@ def test_a_recipes_baseline_with_no_finished_run_is_no_error(tmp_path):
 
 
 def test_a_swept_key_that_a_resume_may_change_is_compared(tmp_path):
-    """`callbacks.model_checkpoint.mode=min,max` run again as `max,min`: each finished job keeps its run
-    (a resume may change callbacks), but the sweep's list renumbered the jobs, so job 0's folder holds
-    the `min` run and is refused, never reported as the `max` arm."""
+    """`callbacks.model_checkpoint.mode=min,max` run again as `max,min`, or as `max` alone: each finished
+    job keeps its run (a resume may change callbacks), but the sweep renumbered the jobs, so job 0's
+    folder holds the `min` run and is refused, never reported as the `max` arm; job 1's folder is an
+    earlier sweep's where the sweep has one job."""
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     for number, mode in enumerate(("min", "max")):
         job(sweep, str(number), [f"callbacks.model_checkpoint.mode={mode}", "seed=1"], 0.9)
-    for order, statuses in (("min,max", ["ok", "ok"]), ("max,min", ["refused", "refused"])):
+    for order, statuses in (("min,max", ["ok", "ok"]), ("max,min", ["refused", "refused"]), ("max", ["refused"] * 2)):
         task = [f"callbacks.model_checkpoint.mode={order}", "seed=1"]
         (sweep / "multirun.yaml").write_text(yaml.safe_dump({**GRID, "hydra": {**GRID["hydra"],
                                                              "overrides": {"task": task}}}))  # fmt: skip

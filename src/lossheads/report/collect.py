@@ -138,13 +138,14 @@ def collect(sweep_dir: Path) -> list[Run]:
 
     folders = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
     expected = {name: parsed_overrides(job) for name, job in expected_jobs(sweep_dir) or []}
-    swept = {key for key in {k for job in expected.values() for k in job}
-             if len({job.get(key) for job in expected.values()}) > 1}  # fmt: skip
     runs = []
     for folder in sorted(folders, key=lambda p: (len(p.name), p.name)):
         own = expected.get(folder.name)
         found = read_overrides(folder)
-        if own is not None and meaning(found, swept) != meaning(own, swept):  # refused: its folder holds another run
+        if expected and own is None:  # an earlier, larger sweep's job: not one of this sweep's
+            reason = f"not a job of this sweep (its multirun.yaml has {len(expected)}): an earlier sweep's folder"
+            runs.append(Run(folder, folder.name, found, "refused", reason=reason))
+        elif own is not None and meaning(found) != meaning(own):  # refused: its folder holds another run
             reason = (f"refused: its folder holds another run ({', '.join(f'{k}={v}' for k, v in found.items())}), "
                       "which is not this job's")  # fmt: skip
             runs.append(Run(folder, folder.name, own, "refused", reason=reason))
@@ -155,15 +156,14 @@ def collect(sweep_dir: Path) -> list[Run]:
     return runs
 
 
-def meaning(overrides: dict[str, str], swept: set[str]) -> dict[str, str]:
-    """The overrides that make a run this job's: all but those a resume may change, its length and the
-    sweep's `swept` keys kept. A sweep run again with other logging still finds its jobs' finished runs
-    (each keeps its own `.hydra/`); a run of another length than the sweep asks (refused: fewer epochs
-    than it trained), or of another value of a swept key (a list typed in another order renumbers the
-    jobs), is not this job's."""
-    from lossheads.run.resume import LENGTH, may_change
+def meaning(overrides: dict[str, str]) -> dict[str, str]:
+    """The overrides that make a run this job's: all but those that change only what a run shows or
+    where it writes. A sweep run again with other logging still finds its jobs' finished runs (each
+    keeps its own `.hydra/`); a run of another length than the sweep asks, or of another value of any
+    other key (a list typed in another order renumbers the jobs), is not this job's."""
+    from lossheads.run.resume import shown_only
 
-    return {k: v for k, v in overrides.items() if k in LENGTH or k in swept or not may_change(k)}
+    return {key: value for key, value in overrides.items() if not shown_only(key)}
 
 
 def parsed_overrides(overrides: list[str]) -> dict[str, str]:

@@ -90,28 +90,15 @@ def claim(folder: Path, config: dict[str, Any], *, continue_own: bool) -> Plan:
 
 
 def finished(record: dict[str, Any], config: dict[str, Any]) -> bool:
-    """The record is of a run that a resume under `config` would not train on: it stopped by itself
-    (early stopping: before every limit it had) within `config`'s limits, or at a limit `config` sets
-    too. A longer `trainer.max_epochs` or `max_steps` trains a run that reached its own on; a shorter
-    one than it trained is refused by the resume. A record without `max_steps` (written before it was
-    kept) is taken as run without it."""
-    if record.get("status") != "ok":
-        return False
-    done = {"max_epochs": record.get("epochs"), "max_steps": record.get("steps")}
-    if not all(isinstance(n, int) for n in done.values()):
-        return False
-
-    def limits(source: dict[str, Any]) -> dict[str, int]:
-        found = {key.removeprefix("trainer."): source.get(key.removeprefix("trainer."), default)
-                 for key, default in LENGTH.items()}  # fmt: skip
-        return {key: limit for key, limit in found.items() if isinstance(limit, int) and limit != -1}
-
-    own, asked = limits(record), limits(config.get("trainer") or {})
-    if any(done[key] > limit for key, limit in asked.items()):
-        return False  # fewer than it trained: the resume refuses it in one line
-    if not any(done[key] == limit for key, limit in own.items()):
-        return True  # it stopped by itself: a longer run would stop there again
-    return any(done[key] == limit for key, limit in asked.items())
+    """The record is `ok` and of the same length settings as `config` (its epochs and steps, at most and
+    at least, and its time limit), so that a fresh run of the command ends where it ended. Any other
+    length resumes, whose own checks train it on or refuse it. A record written before a key was kept
+    is taken as run with that key's default."""
+    trainer = config.get("trainer") or {}
+    return record.get("status") == "ok" and all(
+        record.get(key.removeprefix("trainer."), default) == trainer.get(key.removeprefix("trainer."), default)
+        for key, default in LENGTH.items()
+    )
 
 
 def _evidence(folder: Path, checkpoint: Path | None) -> str:

@@ -34,8 +34,15 @@ MAY_CHANGE = (
 )  # fmt: skip
 
 
-# how long a run trains (a resume may train on longer), with Lightning's defaults; metrics.json keeps both
-LENGTH = {"trainer.max_epochs": None, "trainer.max_steps": -1}
+# how long a run trains (a resume may train on longer), with Lightning's defaults; metrics.json keeps them
+LENGTH = {"trainer.max_epochs": None, "trainer.max_steps": -1, "trainer.min_epochs": None,
+          "trainer.min_steps": None, "trainer.max_time": None}  # fmt: skip
+# of MAY_CHANGE, the keys that change only what a run shows or where it writes: runs that differ in no other are one
+SHOWN_ONLY = (
+    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.default_root_dir", "logger", "callbacks.progress_bar", "paths", "hydra", "print_config", "console",
+    "optimized_metric",
+)  # fmt: skip
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -58,6 +65,10 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def may_change(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in MAY_CHANGE)
+
+
+def shown_only(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in SHOWN_ONLY)
 
 
 ABSENT = "<absent>"
