@@ -446,3 +446,26 @@ def test_a_run_is_finished_when_it_ran_under_the_same_length_settings(record: di
 
     assert finished({"status": "ok", **record}, {"trainer": trainer}) is done
     assert not finished({"status": "interrupted", **record}, {"trainer": trainer})
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=seeds"]], ids=["basic", "seeds"])
+def test_a_sweep_that_types_out_a_default_to_add_an_arm_keeps_its_finished_runs(tmp_path: Path, launcher) -> None:
+    """`seed=1,2` (AdamW's default learning rate, 1e-3), then `optimizer.lr=0.001,0.01 seed=1,2`: jobs 0
+    and 1 are the same runs, named otherwise; they stay finished, their folders name them as the new
+    sweep does, and the report reads them as its `optimizer.lr=0.001` arm, beside the two new runs."""
+    from conftest import train_py_in_process
+    from lossheads.report.collect import collect
+
+    command = ["-m", *QUIET, *launcher, "~hydra.callbacks.report", f"hydra.sweep.dir={tmp_path}",
+               "trainer.max_epochs=1"]  # fmt: skip
+    assert train_py_in_process(*command, "seed=1,2").returncode == 0
+    before = {job: (tmp_path / job / "metrics.json").read_bytes() for job in ("0", "1")}
+    again = train_py_in_process(*command, "optimizer.lr=0.001,0.01", "seed=1,2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "refused" not in again.stdout + again.stderr
+    assert {job: (tmp_path / job / "metrics.json").read_bytes() for job in ("0", "1")} == before
+    runs = collect(tmp_path)
+    assert [(r.job, r.status, r.config) for r in runs] == [
+        ("0", "ok", "optimizer.lr=0.001"), ("1", "ok", "optimizer.lr=0.001"), ("2", "ok", "optimizer.lr=0.01"),
+        ("3", "ok", "optimizer.lr=0.01"),
+    ]  # fmt: skip

@@ -20,7 +20,7 @@ from lossheads.run.atomic import StorageError, require_writable
 from lossheads.run.build import build, build_trainer, checked_checkpoint, plan_run
 from lossheads.run.console import print_results, quiet_lightning, show_config
 from lossheads.run.distill import run_distillation
-from lossheads.run.folder import RefusedFolder, claim, owns_training_record, resumes_in_place
+from lossheads.run.folder import RefusedFolder, claim, owns_training_record, resumes_in_place, settle_hydra_files
 from lossheads.run.guards import keep_hydra_files, restore_hydra_files
 from lossheads.run.lock import FolderBusy, FolderLock, acquire, held_in
 from lossheads.run.loggers import register_resolvers
@@ -58,7 +58,7 @@ def run(cfg: DictConfig, continue_own: bool = False) -> dict[str, Any]:
         with kept_if_refused(cfg, output_dir):  # e.g. its run's checkpoint unreadable
             folder = claim(output_dir, plan.config, continue_own=continue_own)
         if folder.action == "done":
-            restore_hydra_files(output_dir)  # Hydra wrote this command's `.hydra/` (other logging, say) over the run's
+            settle_hydra_files(output_dir, folder.record or {}, plan.config)  # Hydra wrote this job's over the run's
             return folder.record  # type: ignore[return-value]
         found = folder.checkpoint
     datamodule, module = build(cfg, plan)

@@ -13,15 +13,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.utils import get_class
 
 from lossheads.config.validators import ConfigError
 from lossheads.run.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
-from lossheads.run.resume import LENGTH, flatten, may_change
+from lossheads.run.guards import HYDRA_COPY, keep_hydra_files, restore_hydra_files
+from lossheads.run.resume import LENGTH, flatten, may_change, shown_only
 
 RECORDS = ("metrics.json", "failure.json")
 
@@ -32,10 +35,40 @@ class RefusedFolder(ConfigError):
     into the folder, and its `.hydra/` is put back."""
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    """A hash of everything that gives a run its meaning (what a resume may not change)."""
-    items = sorted((k, repr(v)) for k, v in flatten(config).items() if not may_change(k))
+def fingerprint(config: dict[str, Any], kept: Callable[[str], bool] | None = None) -> str:
+    """A hash of everything that gives a run its meaning (what a resume may not change); `kept`: the
+    keys to hash instead."""
+    kept = kept or (lambda key: not may_change(key))
+    items = sorted((k, repr(v)) for k, v in flatten(config).items() if kept(k))
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def outcome(config: dict[str, Any]) -> str:
+    """A hash of every setting but those that change only what a run shows or where it writes: runs of
+    the same outcome compute the same numbers (metrics.json keeps it)."""
+    return fingerprint(config, lambda key: not shown_only(key))
+
+
+def settle_hydra_files(folder: Path, record: dict[str, Any], config: dict[str, Any]) -> None:
+    """A finished run found again by a sweep job: Hydra has written the job's `.hydra/` over the run's.
+    Where the job names the run as the run named itself but for display keys (`logger=csv`), the run's
+    files go back (they say where it logged). Where it names it otherwise (a default typed out, as
+    `loss=bce_logits` in a sweep that adds an arm) and its every other setting is the run's (the
+    record's `outcome`), the job's files stay, as the run's, so that the sweep's report finds its job.
+    Otherwise (another `callbacks.model_checkpoint.mode`, say) the run's go back, and the report
+    refuses the job."""
+
+    def named(files: str) -> list[str]:
+        try:
+            overrides = yaml.safe_load((folder / files / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):
+            return []
+        return sorted(str(o) for o in overrides if not shown_only(str(o).split("=", 1)[0].lstrip("+~")))
+
+    if named(".hydra") != named(HYDRA_COPY) and record.get("outcome") == outcome(config):
+        keep_hydra_files(folder)
+    else:
+        restore_hydra_files(folder)
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from lossheads.data import ArrayDataModule
 from lossheads.evaluation.threshold import tune_threshold
 from lossheads.run.atomic import write_bytes, write_text
 from lossheads.run.checkpoints import read_checkpoint
-from lossheads.run.folder import evaluation_names, fingerprint
+from lossheads.run.folder import evaluation_names, fingerprint, outcome
 from lossheads.run.loggers import log_run_hparams
 from lossheads.run.resume import LENGTH
 from lossheads.training.module import ClassifierModule, Diverged
@@ -166,6 +166,7 @@ def write_record(
             for key, default in LENGTH.items()
         },  # what a sweep run again compares (`folder.finished`)
         "fingerprint": fingerprint(config),
+        "outcome": outcome(config),
         **metrics,
     }
     if not writes:

@@ -68,7 +68,8 @@ def may_change(key: str) -> bool:
 
 
 def shown_only(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") for k in SHOWN_ONLY)
+    """A key of SHOWN_ONLY, or a callback's `dirpath` (where it writes: inside the run's folder)."""
+    return key.rsplit(".", 1)[-1] == "dirpath" or any(key == k or key.startswith(f"{k}.") for k in SHOWN_ONLY)
 
 
 ABSENT = "<absent>"

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossheads.config.validators import first_line
 from lossheads.data.base import ArrayDataModule, InMemoryBatches
 from lossheads.run.atomic import StorageError
-from lossheads.run.folder import claim
+from lossheads.run.folder import claim, settle_hydra_files
 from lossheads.run.guards import restore_hydra_files
 from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedData
@@ -211,17 +211,19 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     folders[folder] = int(job.hydra.job.num)
     if reason := alone_by_config(cfg):
         return reason
-    refused = None
+    refused, record = None, None
     try:  # before the data and the network: a finished job of a sweep run again loads and logs nothing
-        action = claim(folder, plan.config, continue_own=True).action
+        found = claim(folder, plan.config, continue_own=True)
+        action, record = found.action, found.record
     except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
         action, refused = "refused", first_line(exc)
+    if action == "done":
+        settle_hydra_files(folder, record or {}, plan.config)  # as its own run, next, settles them
+        return Finished()
     if action != "fresh":
         # the folder holds a run: until this job's own run resumes it (Hydra writes its files again
         # then), or refuses it, the folder keeps the run's `.hydra/`, which Hydra has just written over
         restore_hydra_files(folder)
-    if action == "done":
-        return Finished()
     if refused is not None:
         return refused
     if action == "resume":
