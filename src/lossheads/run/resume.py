@@ -63,13 +63,18 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
+def covered(key: str, keys: tuple[str, ...]) -> bool:
+    """`key` is one of `keys` or lies under one of them (a group name covers its keys)."""
+    return any(key == k or key.startswith(f"{k}.") for k in keys)
+
+
 def may_change(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") for k in MAY_CHANGE)
+    return covered(key, MAY_CHANGE)
 
 
 def shown_only(key: str) -> bool:
     """A key of SHOWN_ONLY, or a callback's `dirpath` (where it writes: inside the run's folder)."""
-    return key.rsplit(".", 1)[-1] == "dirpath" or any(key == k or key.startswith(f"{k}.") for k in SHOWN_ONLY)
+    return key.rsplit(".", 1)[-1] == "dirpath" or covered(key, SHOWN_ONLY)
 
 
 ABSENT = "<absent>"
