@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from lossheads.report.arms import label
+from lossheads.run.resume import meaning, parsed_overrides
 
 # ok; invalid (refused config); failed (crashed); diverged (non-finite loss); interrupted (Ctrl-C,
 # SIGTERM); missing (killed before it wrote anything, or still running)
@@ -154,20 +155,6 @@ def collect(sweep_dir: Path) -> list[Run]:
     runs += never_ran(sweep_dir, {f.name for f in folders})
     label(runs)
     return runs
-
-
-def meaning(overrides: dict[str, str]) -> dict[str, str]:
-    """The overrides that make a run this job's: all but those that change only what a run shows or
-    where it writes. A sweep run again with other logging still finds its jobs' finished runs (each
-    keeps its own `.hydra/`); a run of another length than the sweep asks, or of another value of any
-    other key (a list typed in another order renumbers the jobs), is not this job's."""
-    from lossheads.run.resume import shown_only
-
-    return {key: value for key, value in overrides.items() if not shown_only(key)}
-
-
-def parsed_overrides(overrides: list[str]) -> dict[str, str]:
-    return {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
 
 
 def never_ran(sweep_dir: Path, present: set[str]) -> list[Run]:

@@ -24,7 +24,7 @@ from hydra.utils import get_class
 from lossheads.config.validators import ConfigError
 from lossheads.run.checkpoints import checkpoint_config, newest_checkpoint, read_checkpoint
 from lossheads.run.guards import HYDRA_COPY, keep_hydra_files, restore_hydra_files
-from lossheads.run.resume import LENGTH, flatten, may_change, shown_only
+from lossheads.run.resume import flatten, length_of, may_change, meaning, parsed_overrides, shown_only
 
 RECORDS = ("metrics.json", "failure.json")
 
@@ -58,12 +58,12 @@ def settle_hydra_files(folder: Path, record: dict[str, Any], config: dict[str, A
     Otherwise (another `callbacks.model_checkpoint.mode`, say) the run's go back, and the report
     refuses the job."""
 
-    def named(files: str) -> list[str]:
+    def named(files: str) -> dict[str, str]:
         try:
             overrides = yaml.safe_load((folder / files / "overrides.yaml").read_text()) or []
         except (OSError, yaml.YAMLError):
-            return []
-        return sorted(str(o) for o in overrides if not shown_only(str(o).split("=", 1)[0].lstrip("+~")))
+            return {}
+        return meaning(parsed_overrides([str(o) for o in overrides]))
 
     if named(".hydra") != named(HYDRA_COPY) and record.get("outcome") == outcome(config):
         keep_hydra_files(folder)
@@ -127,11 +127,7 @@ def finished(record: dict[str, Any], config: dict[str, Any]) -> bool:
     at least, and its time limit), so that a fresh run of the command ends where it ended. Any other
     length resumes, whose own checks train it on or refuse it. A record written before a key was kept
     is taken as run with that key's default."""
-    trainer = config.get("trainer") or {}
-    return record.get("status") == "ok" and all(
-        record.get(key.removeprefix("trainer."), default) == trainer.get(key.removeprefix("trainer."), default)
-        for key, default in LENGTH.items()
-    )
+    return record.get("status") == "ok" and length_of(record) == length_of(config.get("trainer") or {})
 
 
 def _evidence(folder: Path, checkpoint: Path | None) -> str:

@@ -23,7 +23,7 @@ from lossheads.run.atomic import write_bytes, write_text
 from lossheads.run.checkpoints import read_checkpoint
 from lossheads.run.folder import evaluation_names, fingerprint, outcome
 from lossheads.run.loggers import log_run_hparams
-from lossheads.run.resume import LENGTH
+from lossheads.run.resume import length_of
 from lossheads.training.module import ClassifierModule, Diverged
 
 
@@ -161,10 +161,7 @@ def write_record(
         **tested_weights(trained.epochs if trained else 0, ckpt_path),
         "threshold": None if datamodule.task == "multiclass" else threshold_value(module.head.threshold),
         **({"resumed_from": trained.resumed_from} if trained and trained.resumed_from else {}),
-        **{
-            key.removeprefix("trainer."): (config.get("trainer") or {}).get(key.removeprefix("trainer."), default)
-            for key, default in LENGTH.items()
-        },  # what a sweep run again compares (`folder.finished`)
+        **length_of(config.get("trainer") or {}),  # what a sweep run again compares (`folder.finished`)
         "fingerprint": fingerprint(config),
         "outcome": outcome(config),
         **metrics,

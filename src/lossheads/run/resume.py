@@ -77,6 +77,26 @@ def shown_only(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == "dirpath" or covered(key, SHOWN_ONLY)
 
 
+def length_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's length settings (LENGTH, Lightning's default where unset), read from its `trainer`
+    config or from its metrics.json, which keeps them under the same names."""
+    return {key.removeprefix("trainer."): settings.get(key.removeprefix("trainer."), default)
+            for key, default in LENGTH.items()}  # fmt: skip
+
+
+def parsed_overrides(overrides: list[str]) -> dict[str, str]:
+    """Hydra overrides as typed (`+key=value`, `~key`) by key: the key without its sign, the value."""
+    return {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
+
+
+def meaning(overrides: dict[str, str]) -> dict[str, str]:
+    """The overrides that make a run a sweep job's: all but those that change only what a run shows or
+    where it writes. A sweep run again with other logging still finds its jobs' finished runs; a run of
+    another length than the sweep asks, or of another value of any other key (a list typed in another
+    order renumbers the jobs), is not this job's."""
+    return {key: value for key, value in overrides.items() if not shown_only(key)}
+
+
 ABSENT = "<absent>"
 
 
