@@ -211,22 +211,18 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     folders[folder] = int(job.hydra.job.num)
     if reason := alone_by_config(cfg):
         return reason
-    refused, record = None, None
+    # the folder holds a run: until this job's own run resumes it (Hydra writes its files again then), or
+    # refuses it, the folder keeps the run's `.hydra/`, which Hydra has just written over
     try:  # before the data and the network: a finished job of a sweep run again loads and logs nothing
         found = claim(folder, plan.config, continue_own=True)
-        action, record = found.action, found.record
     except Exception as exc:  # noqa: BLE001 -- another run's folder: its own job refuses it
-        action, refused = "refused", first_line(exc)
-    if action == "done":
-        settle_hydra_files(folder, record or {}, plan.config)  # as its own run, next, settles them
-        return Finished()
-    if action != "fresh":
-        # the folder holds a run: until this job's own run resumes it (Hydra writes its files again
-        # then), or refuses it, the folder keeps the run's `.hydra/`, which Hydra has just written over
         restore_hydra_files(folder)
-    if refused is not None:
-        return refused
-    if action == "resume":
+        return first_line(exc)
+    if found.action == "done":
+        settle_hydra_files(folder, found.record or {}, plan.config)  # as its own run, next, settles them
+        return Finished()
+    if found.action == "resume":
+        restore_hydra_files(folder)
         return "its folder holds this run, stopped or shorter: it resumes alone"
     try:
         datamodule, module = build(cfg, plan, loaded, metrics=False)
