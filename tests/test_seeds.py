@@ -65,7 +65,8 @@ def hydra_files(sweep_folder: Path, job: str) -> dict[str, str]:
     hydra = yaml.safe_load(files["hydra.yaml"])["hydra"]
     hydra.pop("launcher")
     hydra["runtime"]["choices"].pop("hydra/launcher")
-    hydra["overrides"]["hydra"] = [o for o in hydra["overrides"]["hydra"] if o != "hydra/launcher=seeds"]
+    launcher = ("hydra/launcher=", "hydra.launcher.")
+    hydra["overrides"]["hydra"] = [o for o in hydra["overrides"]["hydra"] if not o.startswith(launcher)]
     return {**files, "hydra.yaml": json.dumps(hydra, sort_keys=True)}
 
 
@@ -114,8 +115,7 @@ def test_each_member_equals_its_separate_run_and_the_report_agrees(tmp_path: Pat
     log = together.stdout + together.stderr
     assert "6 runs: seeds [1, 2, 3] of 2 arms (loss=bce_logits, loss=bce) train as one vectorized model" in log
     assert "seeds [1, 2, 3] of one configuration train as one vectorized model" in log  # ce
-    assert "#6, #7, #8 train as a group of their own: they differ from #0's in head, number of logits" in log
-    # one config composed per configuration; Hydra's check of the batch and the launch get copies of it
+    # one config composed per loss; the other jobs (seeds, loss.pos_weight) are copies of it
     assert "job configs: 3 composed, 15 copied from a composed one" in log
     assert "`Trainer.fit` stopped" not in log  # Lightning's info lines stay in the job logs
     assert_same_runs(records(tmp_path / "together"), records(tmp_path / "alone"))
@@ -1013,3 +1013,161 @@ def test_a_member_without_checkpoints_of_a_killed_group_points_to_the_sweep(tmp_
     refused = train_py_in_process(*QUIET, f"hydra.run.dir={member}", "optimizer.lr=-1")  # before Lightning loads
     assert refused.returncode == 2 and "optimizer.lr=-1 is not valid" in refused.stderr
     assert {name: (member / ".hydra" / name).read_text() for name in owner} == owner
+
+
+# ---- worker processes (hydra.launcher.workers) ------------------------------------------------------
+
+
+def sweep_processes(folder: Path) -> list[int]:
+    """The PIDs of the processes whose command line names the sweep folder (the sweep and its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def started_sweep(folder: Path, *overrides: str) -> subprocess.Popen:
+    """A sweep with two worker processes in a process of its own, once both groups have saved an epoch."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *QUIET, "hydra/launcher=seeds", f"hydra.sweep.dir={folder}",
+         "~hydra.callbacks.report", "hydra.launcher.workers=2", "loss=bce_logits,ce", "seed=1,2", *overrides],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while len(group_files(folder)) < 2:
+        assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    return process
+
+
+@pytest.mark.slow
+def test_workers_share_the_groups_and_each_member_equals_its_run_in_one_process(tmp_path: Path) -> None:
+    """Two worker processes take the sweep's units (here the one-logit arm and the softmax arm, which
+    can never stack, prepared apart): every member's numbers and files are those of the same sweep
+    in one process, and the workers' console lines reach the sweep's console."""
+    overrides = ["loss=bce_logits,ce", "loss.pos_weight=null,auto", "seed=1,2", "trainer.max_epochs=2"]
+    shared = sweep(tmp_path / "shared", *overrides, "hydra.launcher.workers=2")
+    alone = sweep(tmp_path / "alone", *overrides, "hydra.launcher.workers=1")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    log, one = shared.stdout + shared.stderr, alone.stdout + alone.stderr
+    assert "Launching 8 jobs, those of one network shape together (hydra/launcher=seeds), in 2 worker processes" in log
+    assert "worker processes" not in one
+    assert "#4, #5, #6, #7 train as a group of their own: they differ from #0's in head, number of logits" in one
+    for text in (log, one):  # one composition per loss; seeds and pos_weight values are copies of it
+        assert "job configs: 2 composed, 14 copied from a composed one" in text
+        assert text.count("train as one vectorized model") == 2
+    assert_same_runs(records(tmp_path / "shared"), records(tmp_path / "alone"))
+    for job in map(str, range(8)):
+        assert hydra_files(tmp_path / "shared", job) == hydra_files(tmp_path / "alone", job)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_stop_sent_to_the_sweep_alone_reaches_every_worker(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    process = started_sweep(folder, "trainer.max_epochs=100000")
+    workers = workers_of(process.pid)
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)  # to the sweep's process only, as `kill PID` sends it
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err[-3000:]
+    assert "interrupted by SIGTERM: the workers recorded their running jobs as interrupted" in err
+    assert [r["status"] for r in records(folder).values()] == ["interrupted"] * 4
+    assert sweep_processes(folder) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_whose_sweep_is_killed_record_their_stops(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    process = started_sweep(folder, "trainer.max_epochs=100000")
+    process.kill()  # SIGKILL: the sweep cannot pass it on
+    process.communicate(timeout=60)
+    deadline = time.time() + 30
+    while sweep_processes(folder):
+        assert time.time() < deadline, "the workers outlived their sweep"
+        time.sleep(0.2)
+    assert [r["status"] for r in records(folder).values()] == ["interrupted"] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_worker_ends_the_sweep_in_one_line_and_the_sweep_run_again_finishes_it(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    process = started_sweep(folder, "trainer.max_epochs=150")
+    killed = workers_of(process.pid)[0]
+    os.kill(killed, signal.SIGKILL)
+    _, err = process.communicate(timeout=120)  # the other worker finishes its group
+    assert process.returncode == 1, err[-3000:]
+    assert f"error: worker process {killed} was ended by SIGKILL before its jobs were recorded" in err
+    statuses = {job: r["status"] for job, r in records(folder).items()}
+    assert list(statuses.values()) == ["ok", "ok"]  # the other worker's two runs
+    again = sweep(folder, "loss=bce_logits,ce", "seed=1,2", "trainer.max_epochs=150", "hydra.launcher.workers=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["status"] for r in records(folder).values()] == ["ok"] * 4
+
+
+def test_jobs_whose_heads_differ_on_every_task_are_prepared_apart() -> None:
+    from hydra_plugins.lossheads_seeds.seeds_launcher import apart_by_head
+    from lossheads.config.pairing import head_on_each_task
+
+    heads = {"loss=bce": head_on_each_task("auto", "bce"), "loss=ce": head_on_each_task("auto", "ce"),
+             "loss=focal": head_on_each_task("auto", "focal"), "loss=unknown": None}  # fmt: skip
+    jobs = [(i, [loss, f"seed={s}"]) for i, (loss, s) in enumerate((n, s) for n in heads for s in (1, 2))]
+
+    def parts(names: list[str]) -> list[list[int]]:
+        chosen = [j for j in jobs if j[1][0] in names]
+        return [[i for i, _ in part] for part in apart_by_head(chosen, lambda o: heads[o[0]])]
+
+    assert heads["loss=bce"] == ("sigmoid", "ovr", "multilabel") and heads["loss=ce"] == ("softmax", "softmax", None)
+    assert parts(["loss=bce", "loss=ce"]) == [[0, 1], [2, 3]]  # sigmoid / ovr / multilabel against softmax
+    assert parts(["loss=bce", "loss=ce", "loss=focal"]) == [[0, 1, 2, 3, 4, 5]]  # focal may stack with either
+    assert parts(["loss=bce", "loss=ce", "loss=unknown"]) == [[0, 1, 2, 3, 6, 7]]  # not known: one part
+
+
+def test_worker_processes_by_default_one_per_core_on_a_cpu_and_one_elsewhere() -> None:
+    from lossheads.seeds.workers import cpu_cores, dealing_order, worker_count
+
+    cores = cpu_cores()
+    assert worker_count("auto", 100, on_cpu=True) == (min(cores, 100) if sys.platform.startswith("linux") else 1)
+    assert worker_count("auto", 100, on_cpu=False) == 1
+    assert worker_count(4, 3, on_cpu=True) == 3  # never more than the units
+    assert worker_count(1, 3, on_cpu=True) == 1
+    assert dealing_order([40, 20, 40, 20]) == [0, 2, 1, 3]  # the largest first, ties in sweep order
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_worker_count_is_refused_in_one_line(tmp_path: Path, value: str) -> None:
+    result = sweep(tmp_path / "sweep", "seed=1,2", f"hydra.launcher.workers={value}")
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: hydra.launcher.workers=") and value in line
+    assert "use auto (one process per CPU core on a CPU) or a whole number >= 1" in result.stderr
+    assert not list((tmp_path / "sweep").glob("*/metrics.json"))
+
+
+@pytest.mark.slow
+def test_jobs_that_differ_only_in_values_share_one_composition_and_get_hydras_files(tmp_path: Path) -> None:
+    """Values (a learning rate, a loss option, the seed) are set on a copy of one composed config as
+    Hydra sets them: every job's `.hydra/` files are those of Hydra's basic launcher. A list value
+    is merged into what is there, so its jobs are each composed."""
+    overrides = ["loss=ce", "optimizer.lr=0.001,0.01", "loss.pos_weight=null,auto", "seed=1", "trainer.max_epochs=1"]
+    copied = sweep(tmp_path / "copied", *overrides)
+    composed = sweep(tmp_path / "composed", *overrides, seeds=False)
+    assert copied.returncode == 0 and composed.returncode == 0, copied.stderr[-3000:] + composed.stderr[-3000:]
+    assert "job configs: 1 composed, 7 copied from a composed one" in copied.stdout + copied.stderr
+    for job in map(str, range(4)):
+        assert hydra_files(tmp_path / "copied", job) == hydra_files(tmp_path / "composed", job)
+    lists = sweep(tmp_path / "lists", "loss=ce", "loss.weight=[1.0,2.0]", "seed=1,2", "trainer.max_epochs=1")
+    assert lists.returncode == 0, lists.stderr[-3000:]
+    assert "job configs: 2 composed, 2 copied from a composed one" in lists.stdout + lists.stderr

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.lossheads_seeds.prepared_jobs import run_prepared_job
 from hydra_plugins.lossheads_seeds.shared_configs import SeedSharingConfigLoader, group_key
+from lossheads.seeds.workers import worker_count
 
 log = logging.getLogger(__name__)
+Job = tuple[int, Sequence[str]]  # a job's number and overrides
 
 
 def launch_key(overrides: Sequence[str]) -> tuple[str, ...]:
@@ -41,9 +45,54 @@ def launch_key(overrides: Sequence[str]) -> tuple[str, ...]:
     return tuple(o for o in group_key(overrides) if not is_arm(o))
 
 
+def trains_on_cpu(config: DictConfig) -> bool:
+    """Whether the sweep's jobs train on the CPU (`trainer.accelerator` cpu, or auto on a machine
+    without CUDA or MPS): only there are the groups shared among forked workers by default."""
+    accelerator = str(OmegaConf.select(config, "trainer.accelerator", default="auto"))
+    if accelerator != "auto":
+        return accelerator == "cpu"
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+
+
+def apart_by_head(jobs: list[Job], heads: Callable[[Sequence[str]], tuple[str | None, ...] | None]) -> list[list[Job]]:
+    """`jobs` (of one launch key) in parts that cannot stack together whatever the data's task: two
+    jobs whose heads (`heads(overrides)`) differ on every task never share a stack (`members.stack_key`),
+    so preparing them apart changes no group. Jobs whose heads agree on some task, or are not known,
+    stay in one part. A dataset's sigmoid arms and its softmax arms become two units, which the
+    workers take one at a time (one unit per dataset would leave a worker idle while another trains)."""
+    parts: list[tuple[list[tuple[str | None, ...] | None], list[Job]]] = []
+    for job in jobs:
+        own = heads(job[1])
+        joined = [p for p in parts if own is None or any(h is None or _share_a_head(own, h) for h in p[0])]
+        merged: tuple[list[Any], list[Job]] = ([own], [job])
+        for part in joined:  # the job joins every part it may stack with, and so those parts join too
+            merged[0].extend(part[0])
+            merged[1].extend(part[1])
+            parts.remove(part)
+        parts.append(merged)
+    return [sorted(part[1]) for part in sorted(parts, key=lambda p: min(p[1]))]
+
+
+def _share_a_head(ours: tuple[str | None, ...], theirs: tuple[str | None, ...]) -> bool:
+    return any(a is not None and a == b for a, b in zip(ours, theirs, strict=True))
+
+
+def sent_back(returns: dict[int, JobReturn]) -> dict[int, JobReturn]:
+    """A worker's JobReturns as the sweep process gets them: without `hydra_cfg`, the job's Hydra config,
+    which the sweepers do not read (they read `return_value`, `status` and `overrides`) and which is
+    three quarters of the bytes; the Hydra callbacks' `on_job_end` had it in the worker."""
+    for result in returns.values():
+        result.hydra_cfg = None
+    return returns
+
+
 class SeedsLauncher(Launcher):
-    def __init__(self, max_members: int = 64) -> None:
+    def __init__(self, max_members: int = 64, workers: Any = "auto") -> None:
         self.max_members = max_members
+        self.workers = workers
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -60,24 +109,80 @@ class SeedsLauncher(Launcher):
         try:
             require(is_int(self.max_members) and self.max_members >= 2, "hydra.launcher.max_members", self.max_members,
                     "use a whole number >= 2: the most jobs prepared, and so stacked, at once")  # fmt: skip
+            require(self.workers == "auto" or (is_int(self.workers) and self.workers >= 1), "hydra.launcher.workers",
+                    self.workers, "use auto (one process per CPU core on a CPU) or a whole number >= 1")  # fmt: skip
+            require(self.workers in ("auto", 1) or hasattr(os, "fork"), "hydra.launcher.workers", self.workers,
+                    "use 1 or auto: worker processes are forked, and this system has no fork")  # fmt: skip
         except ConfigError as error:  # the entry point's one line, before any job starts
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         setup_globals()
         self._sweep_logging()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs, those of one network shape together (hydra/launcher=seeds)")
+        on_cpu = trains_on_cpu(self.config)
+        parallel = worker_count(self.workers, len(job_overrides), on_cpu) > 1
         groups: dict[tuple[str, ...], list[tuple[int, Sequence[str]]]] = {}
         for i, overrides in enumerate(job_overrides):
             groups.setdefault(launch_key(overrides), []).append((initial_job_idx + i, overrides))
-        returns: dict[int, JobReturn] = {}
-        for jobs in groups.values():
-            for start in range(0, len(jobs), self.max_members):
-                returns.update(self._launch_group(jobs[start : start + self.max_members], len(jobs)))
-        loader = self.hydra_context.config_loader
-        if isinstance(loader, SeedSharingConfigLoader):
-            log.info(f"job configs: {loader.composed} composed, {loader.copied} copied from a composed one")
+        if parallel:  # more, smaller units, which the workers share more evenly
+            groups = {(*key, str(n)): part for key, jobs in groups.items()
+                      for n, part in enumerate(apart_by_head(jobs, self._heads))}  # fmt: skip
+        units = [(jobs[start : start + self.max_members], len(jobs))
+                 for jobs in groups.values() for start in range(0, len(jobs), self.max_members)]  # fmt: skip
+        workers = worker_count(self.workers, len(units), on_cpu)
+        in_workers = f", in {workers} worker processes (hydra.launcher.workers={self.workers})" if workers > 1 else ""
+        log.info(f"Launching {len(job_overrides)} jobs, those of one network shape together (hydra/launcher=seeds)"
+                 f"{in_workers}")  # fmt: skip
+        if workers > 1:
+            returns, (composed, copied) = self._launch_in_workers(units, workers)
+        else:
+            returns = {}
+            for jobs, of in units:
+                returns.update(self._launch_group(jobs, of))
+            composed, copied = self._config_counts()
+        if isinstance(self.hydra_context.config_loader, SeedSharingConfigLoader):
+            log.info(f"job configs: {composed} composed, {copied} copied from a composed one")
         return [returns[initial_job_idx + i] for i in range(len(job_overrides))]
+
+    def _launch_in_workers(self, units: list[tuple[list[tuple[int, Sequence[str]]], int]],
+                           workers: int) -> tuple[dict[int, JobReturn], tuple[int, int]]:  # fmt: skip
+        """The launch units dealt to forked worker processes (`lossheads.seeds.workers`); the sweep ends
+        as the first worker that did not finish ended (its line said why), after all have ended."""
+        import lossheads.seeds.group  # noqa: F401 -- imported once here, not once in each worker
+        from lossheads.seeds.workers import run_in_workers
+
+        before = self._config_counts()
+        outcome = run_in_workers(units, [len(jobs) for jobs, _ in units], workers,
+                                 lambda unit: sent_back(self._launch_group(*unit)), self._config_counts)  # fmt: skip
+        if outcome.stop is not None:
+            from lossheads.run.stops import EXIT_SIGINT, EXIT_SIGTERM, NAMES
+
+            print(f"interrupted by {NAMES[outcome.stop]}: the workers recorded their running jobs as "
+                  "interrupted; run the same command again to continue the sweep (finished jobs are kept)",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(EXIT_SIGTERM if outcome.stop == signal.SIGTERM else EXIT_SIGINT)
+        if outcome.exit_code:
+            sys.exit(outcome.exit_code)
+        composed = before[0] + sum(counts[0] - before[0] for counts in outcome.summaries)
+        copied = before[1] + sum(counts[1] - before[1] for counts in outcome.summaries)
+        return outcome.returns, (composed, copied)
+
+    def _heads(self, overrides: Sequence[str]) -> tuple[str | None, ...] | None:
+        """The head the job's composed config resolves to on each kind of task (None: not known)."""
+        from lossheads.config.pairing import head_on_each_task, loss_name
+
+        loader = self.hydra_context.config_loader if self.hydra_context else None
+        if not isinstance(loader, SeedSharingConfigLoader) or self.config is None:
+            return None
+        head, loss = (loader.composed_value(self.config, list(overrides), key) for key in ("head", "loss"))
+        if head is None or loss is None:
+            return None
+        return head_on_each_task(str(head.get("name")), loss_name(loss))
+
+    def _config_counts(self) -> tuple[int, int]:
+        """The job configs composed and copied so far (by this process: a worker counts its own)."""
+        loader = self.hydra_context.config_loader if self.hydra_context else None
+        return (loader.composed, loader.copied) if isinstance(loader, SeedSharingConfigLoader) else (0, 0)
 
     def _sweep_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None

@@ -7,7 +7,7 @@ head or loss takes part without an edit here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from omegaconf import OmegaConf
 from torch import Tensor
@@ -73,6 +73,18 @@ def resolve(head_name: str, loss: str, task: Task) -> tuple[type[Head], type[Los
         fix = f"use head={other_heads[0]} or loss={losses}" if other_heads else f"use loss={losses}"
         raise ConfigError(f"loss={loss} needs head={wanted}, got head={head_name}: {fix}")
     return head, loss_cls
+
+
+def head_on_each_task(head_name: str, loss: str) -> tuple[str | None, ...]:
+    """The head the pair resolves to on binary, multi-class and multi-label data (None: it fits none
+    there); before the data is read, two runs whose heads differ on every task never share a head."""
+    heads: list[str | None] = []
+    for task in get_args(Task):
+        try:
+            heads.append(resolve(head_name, loss, task)[0].name)
+        except (ConfigError, KeyError):
+            heads.append(None)
+    return tuple(heads)
 
 
 def build_head_for(head_cfg: Mapping[str, Any], loss_cfg: Mapping[str, Any], task: Task, num_classes: int,

@@ -21,6 +21,14 @@ SUMMARY_KEYS = ("seed", "steps_per_call", "threshold", "optimizer.lr", "data.bat
                 "trainer.precision", "early_stopping.patience", "test_on")  # fmt: skip
 
 
+_BARS = {"here": True}  # whether this process draws terminal bars (of a sweep's workers, one does)
+
+
+def draw_bars_here(draw: bool) -> None:
+    """Whether this process draws a terminal bar: two processes redrawing one terminal line garble it."""
+    _BARS["here"] = draw
+
+
 class _LightningInfoInLogOnly(logging.Filter):
     """On a console handler: Lightning's info lines (GPU/TPU available, "`Trainer.fit` stopped", its
     tips) are dropped; its warnings and errors, and every line of lossheads, stay."""
@@ -165,7 +173,7 @@ class StepProgressBar(ProgressBar):
             return
         self._epoch_line(trainer)
         self._epoch, self._started, self._steps = trainer.current_epoch, time.perf_counter(), 0
-        if sys.stdout.isatty():
+        if sys.stdout.isatty() and _BARS["here"]:
             from tqdm import tqdm
 
             total = pl_module.optimizer_steps_per_epoch() if hasattr(pl_module, "optimizer_steps_per_epoch") else None

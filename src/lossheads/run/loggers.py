@@ -33,6 +33,7 @@ from torch import Tensor
 from lossheads.config.validators import ConfigError, first_line, instantiate_checked
 from lossheads.run.atomic import write_text
 from lossheads.run.folder import owns_training_record
+from lossheads.run.stops import deferred_stops
 
 # the package each optional logger needs, and the extra that installs it
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
@@ -133,6 +134,22 @@ class TensorBoard(TensorBoardLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        with deferred_stops():  # the writer's queue whole (`run.stops.deferred_stops`)
+            self._log_metrics(metrics, step)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        with deferred_stops():
+            super().log_graph(model, input_array)
+
+    def save(self) -> None:
+        with deferred_stops():
+            super().save()
+
+    def finalize(self, status: str) -> None:
+        with deferred_stops():
+            super().finalize(status)
+
+    def _log_metrics(self, metrics: dict[str, Any], step: int | None) -> None:
         """One event for the call's numbers, each the `simple_value` that `SummaryWriter.add_scalar`
         writes, under Lightning's prefix: ~3 µs a number instead of ~25 (a seeds group logs a dozen
         numbers per member twice an epoch). TensorBoard reads them alike (tests/test_loggers.py)."""
@@ -151,11 +168,13 @@ class TensorBoard(TensorBoardLogger):
     def log_hyperparams(self, params: Any, metrics: dict[str, float] | None = None, step: int | None = None) -> None:
         self._hparams_metrics = True  # Lightning logs `metrics` as scalars too: they exist already
         try:
-            super().log_hyperparams(params, metrics, step)
+            with deferred_stops():
+                super().log_hyperparams(params, metrics, step)
         finally:
             self._hparams_metrics = False
         if metrics:
-            self.experiment.add_custom_scalars(LAYOUT)
+            with deferred_stops():
+                self.experiment.add_custom_scalars(LAYOUT)
 
 
 @contextlib.contextmanager

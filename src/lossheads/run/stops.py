@@ -82,13 +82,17 @@ def _raise_stop() -> NoReturn:
 @contextlib.contextmanager
 def deferred_stops() -> Iterator[None]:
     """A stop that comes within (under `caught`) is raised when the block ends, so that what the block
-    does (taking a folder's lock: its file, its flock, its registration) is done whole or not at all."""
+    does (taking a folder's lock: its file, its flock, its registration; a TensorBoard writer's queue,
+    whose lock an exception raised inside `Condition.wait` leaves released under the thread holding it,
+    after which a write can go unnoticed by the writer thread for up to its `flush_secs`) is done whole
+    or not at all. A stop that came before the block (its records being written) is not raised again."""
+    outer, before = StopSignals.deferring, StopSignals.received
     StopSignals.deferring = True
     try:
         yield
     finally:
-        StopSignals.deferring = False
-    if StopSignals.received is not None:
+        StopSignals.deferring = outer
+    if not outer and before is None and StopSignals.received is not None:
         _raise_stop()
 
 
@@ -218,9 +222,14 @@ def stop_sweep_on_signal(sweep_dir: Path) -> Callable[[], None]:
               "sweep (finished jobs are kept)", file=sys.stderr)  # fmt: skip
         sys.exit(StopSignals.exit_code())
 
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     StopSignals.received = None
     (sweep_dir / STOPPING).unlink(missing_ok=True)  # a stop of an earlier run of this sweep
+    return handle_stops(handler)
+
+
+def handle_stops(handler: Callable[[int, Any], None]) -> Callable[[], None]:
+    """`handler` for SIGINT and SIGTERM; returns the function that puts the handlers found before back."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in before:
         signal.signal(sig, handler)
 
