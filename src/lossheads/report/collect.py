@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
+import yaml
 
 from lossheads.report.arms import label
 from lossheads.run.resume import meaning, parsed_overrides
@@ -80,8 +80,8 @@ class Run:
 def read_overrides(folder: Path) -> dict[str, str]:
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = {}
-    if overrides_file.is_file():
-        for item in OmegaConf.load(overrides_file):
+    if overrides_file.is_file():  # a list of `key=value` strings: libyaml reads it in a tenth of OmegaConf's time
+        for item in yaml.load(overrides_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or []:
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value
     return overrides
