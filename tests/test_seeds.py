@@ -1171,3 +1171,41 @@ def test_jobs_that_differ_only_in_values_share_one_composition_and_get_hydras_fi
     lists = sweep(tmp_path / "lists", "loss=ce", "loss.weight=[1.0,2.0]", "seed=1,2", "trainer.max_epochs=1")
     assert lists.returncode == 0, lists.stderr[-3000:]
     assert "job configs: 2 composed, 2 copied from a composed one" in lists.stdout + lists.stderr
+
+
+@pytest.mark.slow
+def test_workers_of_a_process_that_ran_parallel_ops_finish(tmp_path: Path) -> None:
+    """OpenMP's thread pool does not survive a fork: a worker of a process that has run a parallel op
+    hangs in its first op with more than one thread. A sweep started from such a process (a notebook,
+    a test runner, an earlier batch of an Optuna study) finishes."""
+    script = (
+        "import sys, torch\n"
+        "torch.set_num_threads(4)\n"
+        "x = torch.randn(1500, 1500)\n"
+        "(x @ x).relu().sum()\n"
+        "from lossheads.cli.train import train\n"
+        f"sys.argv = ['train.py', '-m', *{QUIET!r}, 'hydra/launcher=seeds', 'hydra.launcher.workers=2',\n"
+        f"            '~hydra.callbacks.report', 'hydra.sweep.dir={tmp_path / 'sweep'}', 'loss=bce_logits,ce',\n"
+        "            'seed=1,2', 'trainer.max_epochs=1']\n"
+        "train()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["status"] for r in records(tmp_path / "sweep").values()] == ["ok"] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_second_stop_kills_the_workers_and_the_sweep_run_again_finishes(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    process = started_sweep(folder, "trainer.max_epochs=60")
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # two signals at once are one
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err[-3000:]
+    assert "a second stop: the workers are killed; run the same command again to continue the sweep" in err
+    assert sweep_processes(folder) == []
+    again = sweep(folder, "loss=bce_logits,ce", "seed=1,2", "trainer.max_epochs=60", "hydra.launcher.workers=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["status"] for r in records(folder).values()] == ["ok"] * 4

@@ -157,9 +157,10 @@ class SeedsLauncher(Launcher):
         if outcome.stop is not None:
             from lossheads.run.stops import EXIT_SIGINT, EXIT_SIGTERM, NAMES
 
-            print(f"interrupted by {NAMES[outcome.stop]}: the workers recorded their running jobs as "
-                  "interrupted; run the same command again to continue the sweep (finished jobs are kept)",
-                  file=sys.stderr)  # fmt: skip
+            if not outcome.killed:  # else the second stop's line said what happened
+                print(f"interrupted by {NAMES[outcome.stop]}: the workers recorded their running jobs as "
+                      "interrupted; run the same command again to continue the sweep (finished jobs are kept)",
+                      file=sys.stderr)  # fmt: skip
             sys.exit(EXIT_SIGTERM if outcome.stop == signal.SIGTERM else EXIT_SIGINT)
         if outcome.exit_code:
             sys.exit(outcome.exit_code)

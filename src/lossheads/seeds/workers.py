@@ -1,10 +1,11 @@
 """A sweep's groups shared among forked worker processes, one per CPU core (`hydra.launcher.workers`).
 
 A group's stacked step is small: on a CPU, one process keeps about one core busy, and a second
-thread per operation gains nothing. Two groups trained at once in two processes, each with its share
-of the cores, finish in about the time of one. Workers are forked after the imports, so they start in
-milliseconds and with the parent's modules; each prepares, trains, tests and records its share of the
-launch units exactly as the launcher would in process, and sends back its jobs' `JobReturn`s.
+thread per operation gains nothing. Two groups trained at once in two processes, one thread each,
+finish in about the time of one. Workers are forked after the imports, so they start in milliseconds
+and with the parent's modules; each takes the next launch unit when it is done with its last,
+prepares, trains, tests and records it exactly as the launcher would in process, and sends back its
+jobs' `JobReturn`s.
 
 Stops: a signal to the sweep process is passed on to every worker; each records its members' stops
 as a group does in process, and the sweep exits with the stop's code once all have ended. A worker
@@ -73,8 +74,10 @@ class Outcome:
     summaries: list[Any] = field(default_factory=list)
     exit_code: int = 0
     stop: signal.Signals | None = None
+    killed: bool = False  # a second stop killed the workers
 
 
+ORPHAN_GRACE = 60.0  # seconds a worker whose sweep is gone has to record its stops before it ends anyway
 RECORD = struct.Struct(">I")  # a unit's index in the queue pipe
 QUEUED_AT_MOST = 65536 // RECORD.size  # what a pipe holds before a writer blocks (Linux's default)
 
@@ -86,7 +89,6 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int,
     Returns when every worker has ended."""
     if len(units) > QUEUED_AT_MOST:
         raise ValueError(f"{len(units)} launch units: at most {QUEUED_AT_MOST} are shared among workers")
-    threads = threads_per_worker(count)
     queue, queued = os.pipe()
     os.write(queued, b"".join(RECORD.pack(i) for i in dealing_order(costs)))
     os.close(queued)  # the workers read to its end
@@ -100,7 +102,7 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int,
                 os.close(read)
                 for earlier in workers:
                     os.close(earlier.results)
-                _serve(slot, units, queue, work, summary, write, threads, consoles)
+                _serve(slot, units, queue, work, summary, write, consoles)
             os.close(write)
             workers.append(Worker(slot, pid, read))
         os.close(queue)
@@ -158,15 +160,6 @@ class Captured:
             self.stream.write(text)
 
 
-def threads_per_worker(count: int) -> int:
-    """Each worker's share of the parent's intra-op threads: more threads than cores, in processes that
-    each spin their own, cost several times the work (measured: 3× the time with 2 threads in each
-    of 2 processes on 2 cores)."""
-    import torch
-
-    return max(1, torch.get_num_threads() // count)
-
-
 @contextlib.contextmanager
 def blocked(signals: Sequence[signal.Signals]) -> Iterator[None]:
     before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
@@ -176,17 +169,21 @@ def blocked(signals: Sequence[signal.Signals]) -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _pass_stops_on(workers: Sequence[Worker[Any]], outcome: Outcome) -> Callable[[], None]:
+def _pass_stops_on(workers: Sequence[Worker], outcome: Outcome) -> Callable[[], None]:
     """In the sweep process while its workers run: a stop is passed on to each (a terminal's Ctrl-C
-    reaches them anyway; a SIGTERM to the sweep alone would not), and the sweep waits for them."""
+    reaches them anyway; a SIGTERM to the sweep alone would not), and the sweep waits for them. A
+    second stop kills the workers that are still recording the first: each group resumes from its
+    last saved epoch when the sweep runs again."""
 
     def handler(signum: int, frame: Any) -> None:
-        if outcome.stop is not None:
-            return
-        outcome.stop = signal.Signals(signum)
+        again = outcome.stop is not None
+        outcome.stop, outcome.killed = outcome.stop or signal.Signals(signum), again
+        if again:
+            print("a second stop: the workers are killed; run the same command again to continue the sweep "
+                  "(each group resumes from its last saved epoch)", file=sys.stderr)  # fmt: skip
         for worker in workers:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signum)
+                os.kill(worker.pid, signal.SIGKILL if again else signum)
 
     from lossheads.run.stops import handle_stops
 
@@ -194,7 +191,7 @@ def _pass_stops_on(workers: Sequence[Worker[Any]], outcome: Outcome) -> Callable
 
 
 def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], dict[int, Any]],
-           summary: Callable[[], Any], results: int, threads: int, consoles: list[Captured]) -> NoReturn:  # fmt: skip
+           summary: Callable[[], Any], results: int, consoles: list[Captured]) -> NoReturn:  # fmt: skip
     """The worker: units from the queue one after another, as the launcher runs them in process; its
     results and captured console text down the pipe; then `os._exit`, so that nothing of the parent's
     (its atexit work, a test runner's frames) runs here."""
@@ -209,7 +206,11 @@ def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], di
         _stop_when_gone(parent)
         import torch
 
-        torch.set_num_threads(threads)
+        # one intra-op thread, as PyTorch's DataLoader workers: OpenMP's thread pool does not survive a
+        # fork (a worker of a parent that ran parallel ops hangs in its first one with two threads), and
+        # at a group's size a second thread gains nothing (two processes each spinning two threads on
+        # two cores took 3x the time)
+        torch.set_num_threads(1)
         returns: dict[int, Any] = {}
         with caught():  # between units: a stop ends the worker as it would end the launcher
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
@@ -262,5 +263,7 @@ def _stop_when_gone(parent: int) -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE)  # still here: stuck where no signal handler runs; no worker outlives its sweep
+        os._exit(143)
 
     threading.Thread(target=watch, name="lossheads-sweep-watch", daemon=True).start()
