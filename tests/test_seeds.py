@@ -1171,6 +1171,15 @@ def test_jobs_that_differ_only_in_values_share_one_composition_and_get_hydras_fi
     lists = sweep(tmp_path / "lists", "loss=ce", "loss.weight=[1.0,2.0]", "seed=1,2", "trainer.max_epochs=1")
     assert lists.returncode == 0, lists.stderr[-3000:]
     assert "job configs: 2 composed, 2 copied from a composed one" in lists.stdout + lists.stderr
+    # a later item on the same key wins, as in Hydra: the value is not set again on a copy
+    for name, later in (("forced", "++optimizer.lr=0.5"), ("deleted", "~optimizer.lr")):
+        ours = sweep(tmp_path / name, "optimizer.lr=0.01,0.1", later, "seed=1", "trainer.max_epochs=1")
+        theirs = sweep(tmp_path / f"{name}-basic", "optimizer.lr=0.01,0.1", later, "seed=1", "trainer.max_epochs=1",
+                       seeds=False)  # fmt: skip
+        assert ours.returncode == theirs.returncode == 0, ours.stderr[-3000:]
+        assert "Traceback" not in ours.stderr
+        for job in ("0", "1"):
+            assert hydra_files(tmp_path / name, job) == hydra_files(tmp_path / f"{name}-basic", job)
 
 
 @pytest.mark.slow
@@ -1209,3 +1218,14 @@ def test_a_second_stop_kills_the_workers_and_the_sweep_run_again_finishes(tmp_pa
     again = sweep(folder, "loss=bce_logits,ce", "seed=1,2", "trainer.max_epochs=60", "hydra.launcher.workers=2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in records(folder).values()] == ["ok"] * 4
+
+
+@pytest.mark.slow
+def test_the_job_config_count_of_a_sweep_in_batches_counts_the_workers(tmp_path: Path) -> None:
+    overrides = ["loss=bce_logits,ce", "seed=1,2,3", "hydra.sweeper.max_batch_size=4", "trainer.max_epochs=1"]
+    logs = []
+    for workers in (2, 1):
+        result = sweep(tmp_path / f"w{workers}", *overrides, f"hydra.launcher.workers={workers}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        logs.append(re.findall(r"job configs: \d+ composed, \d+ copied", result.stdout + result.stderr))
+    assert logs[0] == logs[1] == ["job configs: 2 composed, 6 copied", "job configs: 2 composed, 10 copied"]

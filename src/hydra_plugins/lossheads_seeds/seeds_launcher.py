@@ -134,26 +134,34 @@ class SeedsLauncher(Launcher):
         log.info(f"Launching {len(job_overrides)} jobs, those of one network shape together (hydra/launcher=seeds)"
                  f"{in_workers}")  # fmt: skip
         if workers > 1:
-            returns, (composed, copied) = self._launch_in_workers(units, workers)
+            returns = self._launch_in_workers(units, workers)
         else:
             returns = {}
             for jobs, of in units:
                 returns.update(self._launch_group(jobs, of))
-            composed, copied = self._config_counts()
-        if isinstance(self.hydra_context.config_loader, SeedSharingConfigLoader):
-            log.info(f"job configs: {composed} composed, {copied} copied from a composed one")
+        loader = self.hydra_context.config_loader
+        if isinstance(loader, SeedSharingConfigLoader):
+            log.info(f"job configs: {loader.composed} composed, {loader.copied} copied from a composed one")
         return [returns[initial_job_idx + i] for i in range(len(job_overrides))]
 
-    def _launch_in_workers(self, units: list[tuple[list[tuple[int, Sequence[str]]], int]],
-                           workers: int) -> tuple[dict[int, JobReturn], tuple[int, int]]:  # fmt: skip
+    def _launch_in_workers(self, units: list[tuple[list[Job], int]], workers: int) -> dict[int, JobReturn]:
         """The launch units dealt to forked worker processes (`lossheads.seeds.workers`); the sweep ends
         as the first worker that did not finish ended (its line said why), after all have ended."""
         import lossheads.seeds.group  # noqa: F401 -- imported once here, not once in each worker
         from lossheads.seeds.workers import run_in_workers
 
-        before = self._config_counts()
+        loader = self.hydra_context.config_loader if self.hydra_context else None
+        shared = isinstance(loader, SeedSharingConfigLoader)
+
+        def counts() -> tuple[int, int]:  # the job configs a worker composed and copied
+            return (loader.composed, loader.copied) if shared else (0, 0)  # type: ignore[union-attr]
+
+        before = counts()
         outcome = run_in_workers(units, [len(jobs) for jobs, _ in units], workers,
-                                 lambda unit: sent_back(self._launch_group(*unit)), self._config_counts)  # fmt: skip
+                                 lambda unit: sent_back(self._launch_group(*unit)), counts)  # fmt: skip
+        if shared:  # the workers' own, added to this process's count
+            loader.composed += sum(c[0] - before[0] for c in outcome.summaries)  # type: ignore[union-attr]
+            loader.copied += sum(c[1] - before[1] for c in outcome.summaries)  # type: ignore[union-attr]
         if outcome.stop is not None:
             from lossheads.run.stops import EXIT_SIGINT, EXIT_SIGTERM, NAMES
 
@@ -164,9 +172,7 @@ class SeedsLauncher(Launcher):
             sys.exit(EXIT_SIGTERM if outcome.stop == signal.SIGTERM else EXIT_SIGINT)
         if outcome.exit_code:
             sys.exit(outcome.exit_code)
-        composed = before[0] + sum(counts[0] - before[0] for counts in outcome.summaries)
-        copied = before[1] + sum(counts[1] - before[1] for counts in outcome.summaries)
-        return outcome.returns, (composed, copied)
+        return outcome.returns
 
     def _heads(self, overrides: Sequence[str]) -> tuple[str | None, ...] | None:
         """The head the job's composed config resolves to on each kind of task (None: not known)."""
@@ -179,11 +185,6 @@ class SeedsLauncher(Launcher):
         if head is None or loss is None:
             return None
         return head_on_each_task(str(head.get("name")), loss_name(loss))
-
-    def _config_counts(self) -> tuple[int, int]:
-        """The job configs composed and copied so far (by this process: a worker counts its own)."""
-        loader = self.hydra_context.config_loader if self.hydra_context else None
-        return (loader.composed, loader.copied) if isinstance(loader, SeedSharingConfigLoader) else (0, 0)
 
     def _sweep_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None

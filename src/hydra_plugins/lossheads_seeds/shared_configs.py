@@ -87,8 +87,25 @@ def _value_positions(config: DictConfig, overrides: Sequence[str]) -> frozenset[
     choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
     if _override_dirname(config, list(config.hydra.overrides.task)) != config.hydra.job.override_dirname:
         return None
-    values = frozenset(i for i, o in enumerate(overrides) if (key := _value_key(o)) is not None and key not in choices)
+    # what each item sets, adds or deletes: a config group choice (`loss=ce`) sets none of the values
+    keys = [None if _value_key(o) in choices else _parsed(o)[0] for o in overrides]
+    values = frozenset(
+        i for i, o in enumerate(overrides)
+        if (key := _value_key(o)) is not None and key not in choices and not _touched_elsewhere(keys, i)
+    )  # fmt: skip
     return None if any(_parsed(overrides[i])[2] is NOT_PLAIN for i in values) else values
+
+
+def _touched_elsewhere(keys: Sequence[str | None], position: int) -> bool:
+    """Whether another item sets, adds or deletes the key at `position`, a key under it or above it
+    (`optimizer.lr=0.01,0.1 ++optimizer.lr=0.5`, `~optimizer`): which item wins then depends on their
+    order, which setting this one again on a copy would not keep. None: an item that sets no value."""
+    ours = str(keys[position])
+    return any(
+        k is not None and (k == ours or k.startswith(f"{ours}.") or ours.startswith(f"{k}."))
+        for i, k in enumerate(keys)
+        if i != position
+    )
 
 
 class SeedSharingConfigLoader(ConfigLoader):
