@@ -158,7 +158,8 @@ class SeedsLauncher(Launcher):
 
         before = counts()
         outcome = run_in_workers(units, [len(jobs) for jobs, _ in units], workers,
-                                 lambda unit: sent_back(self._launch_group(*unit)), counts)  # fmt: skip
+                                 lambda unit: sent_back(self._launch_group(*unit)), counts,
+                                 meanwhile=self._before_report)  # fmt: skip
         if shared:  # the workers' own, added to this process's count
             loader.composed += sum(c[0] - before[0] for c in outcome.summaries)  # type: ignore[union-attr]
             loader.copied += sum(c[1] - before[1] for c in outcome.summaries)  # type: ignore[union-attr]
@@ -173,6 +174,14 @@ class SeedsLauncher(Launcher):
         if outcome.exit_code:
             sys.exit(outcome.exit_code)
         return outcome.returns
+
+    def _before_report(self) -> None:
+        """While the workers train, this process imports what the sweep's report will draw with."""
+        callbacks = OmegaConf.select(self.config, "hydra.callbacks", default=None) or {}
+        if any(str(c.get("_target_", "")).startswith("lossheads.report") for c in callbacks.values()):
+            from lossheads.report.plots import warm_up
+
+            warm_up()
 
     def _heads(self, overrides: Sequence[str]) -> tuple[str | None, ...] | None:
         """The head the job's composed config resolves to on each kind of task (None: not known)."""

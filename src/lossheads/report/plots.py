@@ -57,6 +57,14 @@ def dataset_figures(section: Section, out: Path, slugs: set[str]) -> list[Callab
     return calls
 
 
+def warm_up() -> None:
+    """Import now what drawing imports late (scikit-learn's curves, TensorBoard's event reader: ~0.5 s
+    on 2 cores): a sweep whose process waits for its workers calls this, so that neither of the two
+    processes that draw the figures pays it."""
+    import sklearn.metrics  # noqa: F401
+    import tensorboard.backend.event_processing.event_file_loader  # noqa: F401
+
+
 def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
     """Each call's figure. matplotlib draws in one thread, and a sweep's report spends most of its
     time there (~4 s for two datasets on 2 cores); on Linux with two cores or more, a forked copy of

@@ -82,10 +82,11 @@ RECORD = struct.Struct(">I")  # a unit's index in the queue pipe
 QUEUED_AT_MOST = 65536 // RECORD.size  # what a pipe holds before a writer blocks (Linux's default)
 
 
-def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int,
-                   work: Callable[[Unit], dict[int, Any]], summary: Callable[[], Any]) -> Outcome:  # fmt: skip
+def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, work: Callable[[Unit], dict[int, Any]],
+                   summary: Callable[[], Any], meanwhile: Callable[[], None] = lambda: None) -> Outcome:  # fmt: skip
     """`work(unit)` for every unit, in `count` forked processes that take the units one at a time,
-    largest first; `summary()` once in each after its last unit (counts the parent cannot see).
+    largest first; `summary()` once in each after its last unit (counts the parent cannot see);
+    `meanwhile()` in this process while they work (what it would do after them and may do before).
     Returns when every worker has ended."""
     if len(units) > QUEUED_AT_MOST:
         raise ValueError(f"{len(units)} launch units: at most {QUEUED_AT_MOST} are shared among workers")
@@ -109,6 +110,8 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int,
         outcome = Outcome()
         restore = _pass_stops_on(workers, outcome)
     try:
+        with contextlib.suppress(Exception):  # what it does is done again later, where it can fail in full
+            meanwhile()
         for worker in workers:  # a worker blocked on a full pipe waits only for this read
             with os.fdopen(worker.results, "rb") as pipe:
                 worker.message = pipe.read()
