@@ -1229,3 +1229,15 @@ def test_the_job_config_count_of_a_sweep_in_batches_counts_the_workers(tmp_path:
         assert result.returncode == 0, result.stderr[-3000:]
         logs.append(re.findall(r"job configs: \d+ composed, \d+ copied", result.stdout + result.stderr))
     assert logs[0] == logs[1] == ["job configs: 2 composed, 6 copied", "job configs: 2 composed, 10 copied"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers are forked")
+def test_workers_take_every_unit_once_however_many() -> None:
+    """More units than a pipe holds at once (16,384 indices): each is taken by one worker, exactly once."""
+    from lossheads.seeds.workers import run_in_workers
+
+    units = list(range(20_000))
+    outcome = run_in_workers(units, [1.0] * len(units), 2, lambda u: {u: os.getpid()}, os.getpid)
+    assert outcome.exit_code == 0 and outcome.stop is None
+    assert sorted(outcome.returns) == units
+    assert set(outcome.returns.values()) == set(outcome.summaries) and len(outcome.summaries) == 2

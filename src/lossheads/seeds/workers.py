@@ -79,7 +79,6 @@ class Outcome:
 
 ORPHAN_GRACE = 60.0  # seconds a worker whose sweep is gone has to record its stops before it ends anyway
 RECORD = struct.Struct(">I")  # a unit's index in the queue pipe
-QUEUED_AT_MOST = 65536 // RECORD.size  # what a pipe holds before a writer blocks (Linux's default)
 
 
 def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, work: Callable[[Unit], dict[int, Any]],
@@ -88,11 +87,7 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
     largest first; `summary()` once in each after its last unit (counts the parent cannot see);
     `meanwhile()` in this process while they work (what it would do after them and may do before).
     Returns when every worker has ended."""
-    if len(units) > QUEUED_AT_MOST:
-        raise ValueError(f"{len(units)} launch units: at most {QUEUED_AT_MOST} are shared among workers")
     queue, queued = os.pipe()
-    os.write(queued, b"".join(RECORD.pack(i) for i in dealing_order(costs)))
-    os.close(queued)  # the workers read to its end
     consoles = [Captured.of(sys.stdout), Captured.of(sys.stderr)]
     workers: list[Worker] = []
     with blocked(STOPS):  # a stop before the handlers below are in place waits for them, in either process
@@ -100,15 +95,17 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
             read, write = os.pipe()
             pid = os.fork()
             if pid == 0:
-                os.close(read)
-                for earlier in workers:
-                    os.close(earlier.results)
+                for fd in (read, queued, *(earlier.results for earlier in workers)):
+                    os.close(fd)
                 _serve(slot, units, queue, work, summary, write, consoles)
             os.close(write)
             workers.append(Worker(slot, pid, read))
         os.close(queue)
         outcome = Outcome()
         restore = _pass_stops_on(workers, outcome)
+    # the queue: every unit's index, largest first, then its end; written by a thread, as a pipe holds
+    # 16,384 of them before its writer waits for the workers to read
+    threading.Thread(target=_deal, args=(queued, dealing_order(costs)), name="lossheads-deal", daemon=True).start()
     try:
         with contextlib.suppress(Exception):  # what it does is done again later, where it can fail in full
             meanwhile()
@@ -120,7 +117,7 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
     finally:
         restore()
     for worker in workers:
-        body, printed = pickle.loads(worker.message) if worker.message else (None, ("", ""))
+        body, printed = _unpacked(worker.message)
         for console, text in zip(consoles, printed, strict=True):
             console.show(text)
         results = pickle.loads(body) if body is not None else None
@@ -134,6 +131,29 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
                       "before its jobs were recorded: run the same command again to continue the sweep "
                       "(finished jobs are kept)", file=sys.stderr)  # fmt: skip
     return outcome
+
+
+def _deal(queued: int, order: list[int]) -> None:
+    with contextlib.suppress(OSError), os.fdopen(queued, "wb") as pipe:  # OSError: every worker has ended
+        pipe.write(b"".join(RECORD.pack(i) for i in order))
+
+
+def _next_unit(queue: int) -> int | None:
+    """The index of the next unit in the queue, or None at its end (every unit taken)."""
+    record = b""
+    while len(record) < RECORD.size and (more := os.read(queue, RECORD.size - len(record))):
+        record += more
+    return RECORD.unpack(record)[0] if len(record) == RECORD.size else None
+
+
+def _unpacked(message: bytes) -> tuple[bytes | None, tuple[str, str]]:
+    """A worker's message: its pickled results (None: it has none) and its captured console text. A
+    message cut short (the worker killed while it wrote it) counts as none."""
+    try:
+        body, printed = pickle.loads(message)
+        return body, printed
+    except Exception:  # noqa: BLE001 -- empty or cut short
+        return None, ("", "")
 
 
 @dataclass
@@ -217,8 +237,8 @@ def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], di
         returns: dict[int, Any] = {}
         with caught():  # between units: a stop ends the worker as it would end the launcher
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
-            while record := os.read(queue, RECORD.size):
-                returns.update(work(units[RECORD.unpack(record)[0]]))
+            while (index := _next_unit(queue)) is not None:
+                returns.update(work(units[index]))
         for sig in STOPS:  # every job is recorded: a stop now would only lose the results
             signal.signal(sig, signal.SIG_IGN)
         done = (returns, summary())
