@@ -7,7 +7,9 @@ in `lossheads.seeds`, the config copies in `shared_configs`, the members' Hydra 
 (`lossheads.seeds.members.partition`); each job still gets its own folder, Hydra files and number,
 as under the basic launcher. A job that cannot join a group
 (`lossheads.seeds.members.why_not_vectorized` says why, in the log) or is alone in its group runs
-through the task function itself, one after another, as the basic launcher runs every job.
+through the task function itself, one after another, as the basic launcher runs every job. On a CPU
+the units of jobs prepared together are shared among forked worker processes, one per core
+(`hydra.launcher.workers`, `lossheads.seeds.workers`).
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class SeedsLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         on_cpu = trains_on_cpu(self.config)
         parallel = worker_count(self.workers, len(job_overrides), on_cpu) > 1
-        groups: dict[tuple[str, ...], list[tuple[int, Sequence[str]]]] = {}
+        groups: dict[tuple[str, ...], list[Job]] = {}
         for i, overrides in enumerate(job_overrides):
             groups.setdefault(launch_key(overrides), []).append((initial_job_idx + i, overrides))
         if parallel:  # more, smaller units, which the workers share more evenly
