@@ -1241,3 +1241,17 @@ def test_workers_take_every_unit_once_however_many() -> None:
     assert outcome.exit_code == 0 and outcome.stop is None
     assert sorted(outcome.returns) == units
     assert set(outcome.returns.values()) == set(outcome.summaries) and len(outcome.summaries) == 2
+
+
+@pytest.mark.slow
+def test_a_head_swept_as_a_value_keeps_its_jobs_in_one_unit(tmp_path: Path) -> None:
+    """`head.name=...` is a value set on each job's copy: which head a job has is not known before its
+    config is made, so no job is prepared apart from another (two units would keep two jobs that
+    stack from stacking)."""
+    result = sweep(tmp_path / "sweep", "head.name=sigmoid,softmax", "loss=ce,bce_logits", "seed=1",
+                   "trainer.max_epochs=1", "hydra.launcher.workers=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "4 jobs composed and prepared" in log and "worker processes" not in log
+    statuses = sorted(r["status"] for r in records(tmp_path / "sweep").values())
+    assert statuses == ["ok", "ok"]  # loss=ce with the sigmoid head and bce_logits with softmax are refused

@@ -192,10 +192,11 @@ class SeedsLauncher(Launcher):
         loader = self.hydra_context.config_loader if self.hydra_context else None
         if not isinstance(loader, SeedSharingConfigLoader) or self.config is None:
             return None
-        head, loss = (loader.composed_value(self.config, list(overrides), key) for key in ("head", "loss"))
-        if head is None or loss is None:
+        head, name, target = (loader.composed_value(self.config, list(overrides), key)
+                              for key in ("head.name", "loss.name", "loss._target_"))  # fmt: skip
+        if head is None or (name is None and target is None):
             return None
-        return head_on_each_task(str(head.get("name")), loss_name(loss))
+        return head_on_each_task(str(head), loss_name({"name": name, "_target_": target}))
 
     def _sweep_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None

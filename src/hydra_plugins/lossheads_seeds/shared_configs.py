@@ -161,8 +161,12 @@ class SeedSharingConfigLoader(ConfigLoader):
 
     def composed_value(self, master_config: DictConfig, sweep_overrides: list[str], key: str) -> Any:
         """`key`'s value in the config composed for the job `sweep_overrides` (or for another job of
-        its configuration), without composing one: None where none was composed."""
-        configuration, _ = self._configuration(master_config, sweep_overrides)
+        its configuration), without composing one: None where none was composed, or where one of the
+        job's own values sets `key`, a key under it or above it."""
+        configuration, values = self._configuration(master_config, sweep_overrides)
+        own = [_parsed(sweep_overrides[i])[0] for i in values]
+        if _touched_elsewhere([key, *own], 0):
+            return None  # a value of this job's own sets it (`head.name=softmax`): the copy is not made here
         found = self.first.get(configuration) or self.seen.get((id(master_config), tuple(sweep_overrides)))
         if found is None:
             return None
