@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import QUICK, compose_config
+from conftest import QUICK, QUIET, compose_config, train_py_in_process
 from lossheads.config.validators import ConfigError
 from lossheads.data import ImageFolder, TableData
 
@@ -288,3 +288,23 @@ def test_a_label_that_is_no_class_index_is_refused_in_one_line(tmp_path, cell, s
     (tmp_path / "t.csv").write_text("a,label\n" + "\n".join(rows) + "\n")
     with pytest.raises(ConfigError, match=rf"label column 'label' holds {shown} \(data row 5\), not a class index"):
         TableData(path=str(tmp_path / "t.csv")).setup()
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [[], ["hydra/launcher=seeds", "hydra.launcher.workers=1"], ["hydra/launcher=seeds", "hydra.launcher.workers=2"]],
+    ids=["basic", "seeds", "seeds-workers"],
+)
+def test_a_file_where_a_job_folder_goes_stops_the_sweep_in_one_line(tmp_path: Path, launcher: list[str]) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "1").write_text("not a folder")
+    result = train_py_in_process("-m", *QUIET, "~hydra.callbacks.report", f"hydra.sweep.dir={sweep}", *launcher,
+                                 "loss=bce_logits,ce", "seed=1", "trainer.max_epochs=1")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: a job's folder '{sweep / '1'}' cannot be made: it is a file, not a folder: choose another "
+        "folder, or move the file"
+    )
+    assert "Traceback" not in result.stderr
+    assert (sweep / "1").read_text() == "not a folder"

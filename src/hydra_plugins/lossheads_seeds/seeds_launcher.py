@@ -258,6 +258,7 @@ class SeedsLauncher(Launcher):
         """`jobs`: a group of the `of` jobs of one configuration (more: hydra.launcher.max_members split them)."""
         from lossheads.config.validators import EXIT_BAD_INPUT
         from lossheads.run.atomic import StorageError
+        from lossheads.run.guards import unusable_job_folder
         from lossheads.run.stops import StopSignals
         from lossheads.seeds.group import run_members
         from lossheads.seeds.members import Finished, Member, Stopped, differences, failure, partition, prepare, stacked
@@ -274,6 +275,11 @@ class SeedsLauncher(Launcher):
             except StorageError as error:  # its `.hydra/` files: one line and exit 2, as its run alone stops
                 self._sweep_logging()
                 print(f"error: {error}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            except (FileExistsError, NotADirectoryError) as error:  # its folder's path is a file
+                if (line := unusable_job_folder(error)) is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
                 sys.exit(EXIT_BAD_INPUT)
             finally:
                 self._sweep_logging()

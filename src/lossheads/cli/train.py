@@ -23,7 +23,7 @@ from lossheads.cli.collector import collect_less
 from lossheads.cli.help import composition_error, config_dir, help_page
 from lossheads.config.validators import EXIT_BAD_INPUT
 from lossheads.run.atomic import quiet_disk_errors_in_threads
-from lossheads.run.guards import restore_hydra_files
+from lossheads.run.guards import restore_hydra_files, unusable_job_folder
 from lossheads.run.lock import HELD, LOCK_NAME
 
 
@@ -48,6 +48,12 @@ def train() -> None:
         entry()
     except (MissingConfigException, ConfigCompositionException, OverrideParseException) as exc:
         print(f"error: {composition_error(exc)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except (FileExistsError, NotADirectoryError) as exc:  # Hydra's `mkdir` of a sweep job's folder
+        line = unusable_job_folder(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except SystemExit as exit_:
         if exit_.code == EXIT_BAD_INPUT:

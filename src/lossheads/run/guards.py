@@ -38,6 +38,17 @@ def unusable_folder(path: Path) -> str | None:
     return None
 
 
+def unusable_job_folder(exc: OSError) -> str | None:
+    """The one line for a sweep job whose folder Hydra (or the seeds launcher) could not make because
+    its path, or a parent, is a file or a link to nothing: no callback runs before that `mkdir`, so
+    the entry point answers the error it raises. None: `exc` is another error."""
+    if not isinstance(exc, (FileExistsError, NotADirectoryError)) or not exc.filename:
+        return None
+    path = Path(str(exc.filename))
+    reason = unusable_folder(path)
+    return f"a job's folder {str(path)!r} cannot be made: {reason}" if reason else None
+
+
 def refuse_unusable_folder(key: str, path: Path) -> None:
     reason = unusable_folder(path)
     if reason:
