@@ -83,3 +83,28 @@ def test_the_multirun_flag_may_come_after_the_overrides(tmp_path):
                                  f"hydra.sweep.dir={tmp_path / 'sweep'}", "~hydra.callbacks.report")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_the_command_starts_is_one_line_and_leaves_no_run_folder(tmp_path, delay):
+    """Before a run handles its own stops (its imports loading, its config composed), Ctrl-C is one line
+    and exit 130; the run folder Hydra made holds only Hydra's files, and goes. Later, the run's own
+    stop handling answers it (`tests/test_durability.py`)."""
+    import signal
+    import time
+
+    folder = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}",
+                                "print_config=false", "trainer.max_epochs=1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    if last == "interrupted by Ctrl-C (SIGINT) while the command started: nothing was trained":
+        assert not folder.exists()
+    else:  # a fast machine: the run had started, and recorded its stop
+        assert last.startswith("interrupted by Ctrl-C (SIGINT)")
