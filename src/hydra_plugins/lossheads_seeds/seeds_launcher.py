@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -166,13 +165,13 @@ class SeedsLauncher(Launcher):
             loader.composed += sum(c[0] - before[0] for c in outcome.summaries)  # type: ignore[union-attr]
             loader.copied += sum(c[1] - before[1] for c in outcome.summaries)  # type: ignore[union-attr]
         if outcome.stop is not None:
-            from lossheads.run.stops import EXIT_SIGINT, EXIT_SIGTERM, NAMES
+            from lossheads.run.stops import NAMES, exit_code_of
 
             if not outcome.killed:  # else the second stop's line said what happened
                 print(f"interrupted by {NAMES[outcome.stop]}: the workers recorded their running jobs as "
                       "interrupted; run the same command again to continue the sweep (finished jobs are kept)",
                       file=sys.stderr)  # fmt: skip
-            sys.exit(EXIT_SIGTERM if outcome.stop == signal.SIGTERM else EXIT_SIGINT)
+            sys.exit(exit_code_of(outcome.stop))
         if outcome.exit_code:
             sys.exit(outcome.exit_code)
         return outcome.returns
@@ -250,8 +249,7 @@ class SeedsLauncher(Launcher):
             except (KeyboardInterrupt, SIGTERMException):
                 if StopSignals.received is None:
                     raise
-                print(f"interrupted by {StopSignals.name()} between the seeds' jobs: run the sweep again to "
-                      "continue it (finished jobs are kept)", file=sys.stderr)  # fmt: skip
+                print(StopSignals.between_seeds_jobs(), file=sys.stderr)
                 sys.exit(StopSignals.exit_code())
 
     def _launch_prepared(self, jobs: list[tuple[int, Sequence[str]]], of: int) -> dict[int, JobReturn]:

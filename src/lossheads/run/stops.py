@@ -58,7 +58,18 @@ class StopSignals:
 
     @classmethod
     def exit_code(cls) -> int:
-        return EXIT_SIGTERM if cls.received == signal.SIGTERM else EXIT_SIGINT
+        return exit_code_of(cls.received)
+
+    @classmethod
+    def between_seeds_jobs(cls) -> str:
+        """The seeds launcher's line for a stop that came between its jobs (in one process or a worker)."""
+        return (f"interrupted by {cls.name()} between the seeds' jobs: run the sweep again to continue it "
+                "(finished jobs are kept)")  # fmt: skip
+
+
+def exit_code_of(stop: signal.Signals | None) -> int:
+    """The exit code of a command that a stop ended: 143 for SIGTERM, else 130 (Ctrl-C)."""
+    return EXIT_SIGTERM if stop == signal.SIGTERM else EXIT_SIGINT
 
 
 def _handler(signum: int, frame: Any) -> None:

@@ -267,8 +267,7 @@ def _exit_code(error: BaseException) -> int:
 
     if StopSignals.received is not None:  # KeyboardInterrupt, Lightning's SIGTERMException, or a stop's exit
         if not isinstance(error, SystemExit) or isinstance(error, SIGTERMException):  # not yet said
-            print(f"interrupted by {StopSignals.name()} between the seeds' jobs: run the sweep again to continue "
-                  "it (finished jobs are kept)", file=sys.stderr)  # fmt: skip
+            print(StopSignals.between_seeds_jobs(), file=sys.stderr)
         return StopSignals.exit_code()
     if isinstance(error, SystemExit):
         if isinstance(error.code, str):
@@ -282,11 +281,13 @@ def _stop_when_gone(parent: int) -> None:
     """A sweep process that is gone (a SIGKILL, which it cannot pass on) stops this worker as a SIGTERM
     would: its members record their stops."""
 
+    from lossheads.run.stops import EXIT_SIGTERM
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(ORPHAN_GRACE)  # still here: stuck where no signal handler runs; no worker outlives its sweep
-        os._exit(143)
+        os._exit(EXIT_SIGTERM)
 
     threading.Thread(target=watch, name="lossheads-sweep-watch", daemon=True).start()
