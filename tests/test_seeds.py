@@ -85,6 +85,32 @@ def test_hydra_files_text_is_omegaconfs() -> None:
         assert hydra_file_text(node) == OmegaConf.to_yaml(node)
 
 
+def test_a_prepared_jobs_hydra_config_is_set_configs() -> None:
+    """The Hydra config a prepared job makes current shares the job's `hydra` node instead of copying
+    it, and is otherwise what `HydraConfig.set_config` makes: the same YAML, types, flags and parent
+    (interpolations from the `hydra` node resolve in the job's config). Fails the day OmegaConf's
+    `no_deepcopy_set_nodes` or `_set_parent` changes."""
+    import pickle
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.lossheads_seeds.prepared_jobs import job_hydra_config
+
+    config = compose_with_hydra(["seed=3", "loss=focal"])
+    shared = pickle.loads(pickle.dumps(config))
+    HydraConfig.instance().set_config(config)
+    hydras = HydraConfig.instance().cfg, job_hydra_config(shared)
+    assert hydras[1].hydra is shared.hydra
+    assert OmegaConf.to_yaml(hydras[1]) == OmegaConf.to_yaml(hydras[0])
+    for node, job in ((hydras[0].hydra, config), (hydras[1].hydra, shared)):
+        assert node._get_parent() is job
+        assert node._get_flag("readonly") and OmegaConf.get_type(node).__name__ == "HydraConf"
+        assert node._key() == "hydra" and node._metadata.ref_type == hydras[0].hydra._metadata.ref_type
+    assert hydras[1]._get_flag("no_deepcopy_set_nodes") is None and hydras[1]._metadata == hydras[0]._metadata
+    assert OmegaConf.select(hydras[1], "hydra.job.name") == OmegaConf.select(hydras[0], "hydra.job.name")
+
+
 def saved_state(path: Path, sweep_folder: Path) -> str:
     """A checkpoint's loops, epoch, step and callback records (numbers to 4 decimals; the sweep folder
     left out of paths), to compare a member's file with its run's."""

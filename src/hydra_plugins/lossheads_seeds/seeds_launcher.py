@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, env_override, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.lossheads_seeds.prepared_jobs import run_prepared_job
 from hydra_plugins.lossheads_seeds.shared_configs import SeedSharingConfigLoader, group_key
+from lossheads.seeds.job_logs import JobLogging
 from lossheads.seeds.workers import worker_count
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class SeedsLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self._sweep_log: JobLogging | None = None  # the sweep's logging as it was set up, to put back after each job
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -118,7 +120,7 @@ class SeedsLauncher(Launcher):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         setup_globals()
-        self._sweep_logging()
+        self._sweep_logging(afresh=True)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         on_cpu = trains_on_cpu(self.config)
         parallel = worker_count(self.workers, len(job_overrides), on_cpu) > 1
@@ -230,9 +232,14 @@ class SeedsLauncher(Launcher):
         finally:
             hydra.cfg = before
 
-    def _sweep_logging(self) -> None:
+    def _sweep_logging(self, *, afresh: bool = False) -> None:
+        """The sweep's own logging (Hydra's `hydra_logging`): set up as the launch starts, put back after
+        each job (`JobLogging`)."""
         assert self.config is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if afresh or self._sweep_log is None:
+            self._sweep_log = JobLogging.set_up(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        else:
+            self._sweep_log.use()
 
     def _launch_group(self, jobs: list[tuple[int, Sequence[str]]], of: int) -> dict[int, JobReturn]:
         """Ctrl-C or SIGTERM while the group is prepared: the job being prepared records it, as its

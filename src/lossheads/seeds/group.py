@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import configure_log
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, Trainer
 from torch import nn
@@ -46,6 +45,7 @@ from lossheads.seeds.checkpoints import (
     write_member_files,
 )
 from lossheads.seeds.data import StackedData
+from lossheads.seeds.job_logs import switch_logging
 from lossheads.seeds.members import Member, current_job, is_arm
 from lossheads.seeds.module import SeedsModule
 from lossheads.seeds.testing import test_members
@@ -214,13 +214,14 @@ def record_members(
 
     tested: dict[int, str | None] = {}
     for k, member in enumerate(members):
-        with current_job(member):
-            if k in module.diverged:  # its record and its line, as its run alone's job in a sweep
+        if k in module.diverged:  # its record and its line, as its run alone's job in a sweep
+            with current_job(member):
                 record_diverged_job(member.cfg, Diverged(module.diverged[k]))
-                continue
-            try:
-                tested[k] = weights_to_test(member.cfg, member.callbacks)
-            except ConfigError as error:
+            continue
+        try:
+            tested[k] = weights_to_test(member.cfg, member.callbacks)
+        except ConfigError as error:
+            with current_job(member):
                 record_status(member.cfg, "invalid", str(error))
                 log.warning("invalid job: %s", error)
     found = test_members(members, module, trainer, data, trained, tested) if tested else {}
@@ -266,7 +267,7 @@ def group_logging(members: list[Member]) -> Iterator[None]:
     and for each of the others a handler on the files its job's logging opened (`Member.log_files`)."""
     root = logging.getLogger()
     last = members[-1].hydra_config.hydra
-    configure_log(last.job_logging, last.verbose)
+    switch_logging(members[-1].job_logging, last.job_logging, last.verbose)
     copies: list[logging.Handler] = []
     for member in members[:-1]:
         for path, encoding, formatter, level in member.log_files:

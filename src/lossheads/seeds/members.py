@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import configure_log
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
@@ -28,6 +27,7 @@ from lossheads.run.folder import claim, settle_hydra_files
 from lossheads.run.guards import restore_hydra_files
 from lossheads.run.stops import StopSignals
 from lossheads.seeds.data import StackedData
+from lossheads.seeds.job_logs import JobLogging, switch_logging
 from lossheads.seeds.module import SeedsModule, why_not_elementwise
 from lossheads.seeds.stack import why_not_stackable
 from lossheads.training.callbacks import LastCheckpoint
@@ -53,6 +53,7 @@ class Member:
     config: dict[str, Any]  # `resolved(cfg)`: what each of its checkpoints carries
     # its job log's files, as Hydra's logging set them up for its job: (path, encoding, format, level)
     log_files: list[tuple[str, str | None, logging.Formatter | None, int]] = field(default_factory=list)
+    job_logging: JobLogging | None = None  # its job's logging as Hydra set it up, to put back (None: set up again)
     # what Lightning logs as the group's Trainer is built (devices found), as its run alone's log has it
     trainer_lines: list[tuple[str, int, str]] = field(default_factory=list)
 
@@ -74,7 +75,8 @@ def current_job(member: Member) -> Iterator[None]:
     member's resume command, which comes from it)."""
     before = HydraConfig.instance().cfg
     HydraConfig.instance().cfg = member.hydra_config
-    configure_log(member.hydra_config.hydra.job_logging, member.hydra_config.hydra.verbose)  # its log file
+    job = member.hydra_config.hydra
+    switch_logging(member.job_logging, job.job_logging, job.verbose)  # its log file
     try:
         yield
     finally:
@@ -237,6 +239,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
     member.log_files = [(h.baseFilename, h.encoding, h.formatter, h.level) for h in logging.getLogger().handlers
                         if isinstance(h, logging.FileHandler)]  # fmt: skip
+    member.job_logging = JobLogging.current(job.hydra.job_logging)
     member.trainer_lines = loaded.get(TRAINER_LINES, [])
     reason = why_not_vectorized(cfg, member)
     if reason:
