@@ -122,3 +122,15 @@ def test_seed_sets_init_and_order_and_split_seed_only_the_split(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(init_1, init_3, strict=True))  # ...the same initialization
     default = compose_config(["seed=9"], tmp_path / "d")
     assert default.data.split_seed == 9  # split_seed follows seed unless pinned
+
+
+def test_a_seeds_groups_runs_hash_the_shared_samples_once() -> None:
+    """The members of a seeds group share the loaded arrays (`keep_loaded`); each sample's hash, which
+    split.json records, is computed once for them, and is the hash a run alone records."""
+    from lossheads.data.base import LabeledArrays
+    from lossheads.run.splits import sample_hashes
+
+    rng = np.random.default_rng(0)
+    data = LabeledArrays(rng.normal(size=(50, 3)), rng.integers(0, 2, size=50), "binary", 2)
+    assert data.hashes == sample_hashes(data.features, data.targets)
+    assert data.hashes is data.hashes  # cached

@@ -6,6 +6,7 @@ model's step at small sizes; slicing a per-epoch permuted copy costs a few us a 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,6 +112,12 @@ class LabeledArrays:
     targets: np.ndarray
     task: Task
     num_classes: int
+
+    @functools.cached_property
+    def hashes(self) -> list[str]:
+        """Each sample's hash (`run.splits.sample_hashes`), computed once for the runs of a seeds group,
+        which share these arrays."""
+        return sample_hashes(self.features, self.targets)
 
     @property
     def hard_labels(self) -> np.ndarray | None:
@@ -277,7 +284,7 @@ class ArrayDataModule(LightningDataModule):
         self.input_shape = tuple(data.features.shape[1:])
         self.num_features = math.prod(self.input_shape)
         train, val, test = self.split(data.hard_labels, len(data.features))
-        hashes = sample_hashes(data.features, data.targets)
+        hashes = data.hashes
         self.split_record = split_record(self.name, hashes, {"train": train, "val": val, "test": test})
         features = self.prepare_features(data.features, train)
         targets = torch.as_tensor(data.targets)
