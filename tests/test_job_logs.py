@@ -101,3 +101,12 @@ def test_a_logging_not_put_back_exactly_is_set_up_each_time(tmp_path: Path, chan
     for handler in logging.getLogger().handlers:
         handler.flush()
     assert "logged" in Path(file).read_text()
+
+
+def test_hydras_disabled_logging_is_left_as_it_is(tmp_path: Path) -> None:
+    """`hydra/job_logging=disabled` (no root): `configure_log` touches nothing, and neither does a switch."""
+    kept = JobLogging.set_up(job_logging(tmp_path / "a.log"), False)
+    assert kept is not None
+    disabled = OmegaConf.create({"version": 1, "root": None, "disable_existing_loggers": False})
+    assert JobLogging.set_up(disabled, False) is None
+    assert tuple(logging.getLogger().handlers) == kept.handlers

@@ -11,7 +11,8 @@ again, appending, for its next line, so that a group of a thousand members holds
 files. Only set-ups that this restores exactly are kept (`JobLogging.current`): root handlers that
 are plain `StreamHandler`s and `FileHandler`s appending to their file, named loggers given only a
 level or `propagate` (Hydra's own `hydra_logging` has one), and `disable_existing_loggers: false`
-(as Hydra's configs have it). Any other is set up by `configure_log` each time.
+(as Hydra's configs have it). Any other is set up by `configure_log` each time, and Hydra's
+`disabled` logging (no `root`), which `configure_log` leaves as it finds it, is left so.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class JobLogging:
         """The root logger's set-up now, which `log_config` has just made; None where `use` could not
         put it back exactly."""
         root = logging.getLogger()
-        if log_config is None or log_config.get("disable_existing_loggers", True) is not False:
+        if log_config is None or log_config.get("root") is None:  # Hydra's `disabled`: configure_log leaves all as is
+            return None
+        if log_config.get("disable_existing_loggers", True) is not False:
             return None
         named = log_config.get("loggers") or {}
         if any(set(named[name] or {}) - {"level", "propagate"} for name in named):
