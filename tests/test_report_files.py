@@ -168,6 +168,38 @@ def test_figures_drawn_by_a_forked_child_come_back_in_order_and_a_dead_child_is_
         draw([lambda: drawn("g"), broken])
 
 
+def test_a_figure_is_saved_with_the_pixels_of_bbox_inches_tight(tmp_path):
+    """`plots._save` measures the tight box itself instead of letting `savefig(bbox_inches="tight")`
+    draw the figure once more first: the same pixels, for figures laid out by `tight_layout` with a
+    legend right of the axes and a title wider than the figure, and for a colorbar's. Fails the day
+    matplotlib's tight box changes under us."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from lossheads.report.plots import DPI, _legend_right, _save
+
+    def figures() -> list:
+        lines, axes = plt.subplots(2, 3, figsize=(6, 4))
+        for axis in axes.flat:
+            axis.plot([0, 1, 2], [2, 0, 1], label="loss=bce_logits loss.pos_weight=null")
+            axis.set(title="val/nll: mean over seeds", ylabel="val/nll")
+        _legend_right(lines, axes[0][0])
+        lines.suptitle("a dataset with a long name: arm − control, adjusted intervals; grey band ±margin " * 2)
+        lines.tight_layout()
+        matrix, axes = plt.subplots(1, 2, figsize=(6, 3))
+        image = axes[0].imshow(np.eye(3), cmap="Blues")
+        matrix.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+        return [lines, matrix]
+
+    for k, (ours, theirs) in enumerate(zip(figures(), figures(), strict=True)):
+        _save(ours, tmp_path / f"ours-{k}.png")
+        theirs.savefig(tmp_path / f"theirs-{k}.png", format="png", dpi=DPI, bbox_inches="tight")
+        plt.close(theirs)
+        pixels = [np.asarray(Image.open(tmp_path / f"{who}-{k}.png")) for who in ("ours", "theirs")]
+        assert pixels[0].shape == pixels[1].shape and (pixels[0] == pixels[1]).all()
+
+
 def test_a_recipes_baseline_with_no_finished_run_is_no_error(tmp_path):
     """A distillation sweep run again longer: every job refused, none finished, so its recipe's control
     (`hard-label student`) names no arm; the report is written (nothing judged), not refused."""

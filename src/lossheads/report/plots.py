@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lossheads.report.verdicts import Section
 
 BINS = 15  # the bins of the logged ECE
+DPI = 110
 MOST = 8  # arms drawn in line plots and panels: the first in sweep order
 CURVE_TAGS = (("val/nll", "val/brier"), ("val/acc",))  # first of each group that the runs logged
 Configs = dict[str, list["Run"]]
@@ -112,11 +113,16 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     """Cut to what is drawn: legends right of the axes, and titles wider than the figure that
-    `tight_layout` leaves outside it, are kept whole."""
+    `tight_layout` leaves outside it, are kept whole. The box is measured here at the saving dpi, as
+    `bbox_inches="tight"` measures it, but without the draw that `savefig` makes first for layouts
+    done while drawing (ours is done by then): the same pixels in ~10% less time
+    (tests/test_report_files.py)."""
     from lossheads.run.atomic import write_atomic  # a stop while it is drawn leaves the old file, not half of one
 
     try:
-        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"),
+        figure.set_dpi(DPI)
+        box = figure.get_tightbbox(figure.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
+        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=DPI, bbox_inches=box),
                      durable=False)  # fmt: skip
     finally:
         plt.close(figure)
