@@ -937,6 +937,28 @@ def test_a_group_file_is_resumed_only_by_its_own_jobs_on_their_own_data(tmp_path
     assert resumable(path, ours) is None and "is damaged" in caplog.text
 
 
+def test_a_group_file_in_either_torch_format_is_read_whole(tmp_path: Path) -> None:
+    """`group_bytes` writes torch's pre-zip format (faster for a group's many small tensors); a group
+    file in the zip format, as earlier versions wrote it, is read alike, tensors and records whole,
+    under `weights_only=True`. Fails the day torch.save drops `_use_new_zipfile_serialization`."""
+    import io
+
+    from lossheads.seeds.checkpoints import group_bytes, read_group_file, write_group_file
+
+    state = {"epoch": 3, "state_dict": {"net.0.weight": torch.randn(40, 8, 4)}, "values": [{"val/nll": 0.25}] * 40,
+             "scores": {k: torch.tensor(k / 10) for k in range(40)}}  # fmt: skip
+    zipped = io.BytesIO()
+    torch.save(state, zipped)
+    for name, payload in (("pre-zip", group_bytes(state)), ("zip", zipped.getbuffer())):
+        path = tmp_path / f"{name}.ckpt"
+        write_group_file(path, payload)
+        back = read_group_file(path)
+        assert back["epoch"] == 3 and back["values"] == state["values"], name
+        assert torch.equal(back["state_dict"]["net.0.weight"], state["state_dict"]["net.0.weight"]), name
+        assert all(torch.equal(back["scores"][k], state["scores"][k]) for k in range(40)), name
+    assert not bytes(group_bytes(state)[:4]).startswith(b"PK"), "a zip archive: the faster format is gone"
+
+
 def test_members_checkpoints_packed_into_the_group_file_come_back_whole() -> None:
     """`pack` stacks the members' tensors path by path for the group file; `unpack` gives each member's
     checkpoint back, tensors, int keys and plain values alike, also through torch.save/load."""

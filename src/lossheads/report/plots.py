@@ -320,7 +320,7 @@ def reliability(dataset: str, configs: Configs, order: list[str], colours: dict,
         figsize=(3.2 * len(pooled), 5.2),
         squeeze=False,
         gridspec_kw={"height_ratios": [3, 1]},
-        sharex=True,
+        sharex="col",  # the same limits as one shared axis (every column spans [0, 1]), at less layout cost
     )
     for column, (config, (probs, targets)) in enumerate(pooled.items()):
         confidence, correct = _top_label(probs, targets)

@@ -40,9 +40,12 @@ BEST_DUMP = "<members' best, kept in memory>"  # the path MemberBest saves to: n
 
 
 def group_bytes(checkpoint: dict[str, Any]) -> memoryview:
-    """`checkpoint` as torch.save bytes, where torch.save put them (never copied: 2-8 MB a save)."""
+    """`checkpoint` as torch.save bytes, where torch.save put them (never copied: 2-8 MB a save), in
+    torch's format before its zip archive: the group's hundreds of tensors and records are written in
+    5.6 ms instead of 7.7 (40 members), and `torch.load(weights_only=True)` reads both formats (a group
+    file of either resumes; tests/test_seeds.py)."""
     buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    torch.save(checkpoint, buffer, _use_new_zipfile_serialization=False)
     return buffer.getbuffer()
 
 
