@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from lossheads.config.validators import ConfigError
 from lossheads.report.panel import METRICS, Metric
 
@@ -80,11 +78,9 @@ def _margin(value: Any, key: str) -> float:
 
 def of_sweep(sweep_dir: Path) -> dict[str, Any]:
     """The `report:` node the sweep ran with (multirun.yaml), as plain values; empty where there is none."""
-    file = sweep_dir / "multirun.yaml"
-    if not file.is_file():
+    from lossheads.report.sweeps import multirun_record
+
+    found = (multirun_record(sweep_dir) or {}).get("report")
+    if not isinstance(found, dict):
         return {}
-    node = OmegaConf.load(file).get("report")
-    if node is None:
-        return {}
-    found = OmegaConf.to_container(node, resolve=False)
     return {k: v for k, v in found.items() if k in ("metric", "baseline", "metrics", "margin") and v is not None}

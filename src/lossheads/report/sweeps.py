@@ -5,6 +5,8 @@ first job."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,31 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]] | None:
     `params` and the command line's overrides, as `BasicSweeper.sweep` combines them; a job's folder
     is its number under the default `hydra.sweep.subdir`. tests/test_durability.py checks it on a
     killed sweep, so a change in Hydra shows there."""
-    file = sweep_dir / "multirun.yaml"
-    if not file.is_file():
+    record = multirun_record(sweep_dir)
+    if record is None:
         return None
-    hydra = OmegaConf.to_container(OmegaConf.load(file).hydra, resolve=False)
+    hydra = record["hydra"]
     overrides = grid(hydra)
     if overrides is None or hydra["sweep"].get("subdir") != "${hydra.job.num}":
         return None
     (jobs,) = BasicSweeper.split_arguments(overrides, None)
     return [(str(number), job) for number, job in enumerate(jobs)]
+
+
+def multirun_record(sweep_dir: Path) -> dict[str, Any] | None:
+    """The sweep's multirun.yaml as plain values, unresolved (None: the folder has none). A report
+    reads it three times (its grid twice, its settings once), and OmegaConf takes ~40 ms to read it:
+    read once per version of the file, a copy handed out each time."""
+    file = sweep_dir / "multirun.yaml"
+    if not file.is_file():
+        return None
+    stat = file.stat()
+    return copy.deepcopy(_read_multirun(str(file), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_multirun(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
 
 
 def grid(hydra: dict[str, Any]) -> list[Override] | None:
