@@ -9,6 +9,7 @@ never each arm's own loss.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import os
@@ -76,9 +77,14 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
     if not theirs:
         return [call() for call in ours]
     read, write = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12 warns of fork() in a process with threads: none draws
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    gc.freeze()  # neither process's collections walk (and the child's copy) the objects alive now
+    try:
+        with warnings.catch_warnings():  # Python 3.12 warns of fork() in a process with threads: none draws
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except BaseException:
+        gc.unfreeze()
+        raise
     if pid == 0:  # the child: its figures, their paths on the pipe, and out without any cleanup of the parent's
         code = 1
         try:
@@ -99,6 +105,7 @@ def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
         with os.fdopen(read, "rb") as pipe:
             answer = pipe.read()
         _, status = os.waitpid(pid, 0)
+        gc.unfreeze()
     try:
         theirs_made = [Path(p) if p else None for p in json.loads(answer)] if status == 0 else None
     except ValueError:
