@@ -88,6 +88,7 @@ def test_named_loggers_levels_come_back(tmp_path: Path) -> None:
         ({"handlers": {"file": {"class": "logging.FileHandler", "filename": "X", "mode": "w"}}}, "a closed 'w' file"),
         ({"disable_existing_loggers": True}, "loggers disabled on each set-up"),
         ({"loggers": {"x": {"handlers": ["file"]}}}, "a named logger's own handler"),
+        ({"filters": {"f": {"name": "lossheads"}}, "root": {"filters": ["f"]}}, "a filter on the root logger"),
         ({"handlers": {"file": {"class": "logging.handlers.RotatingFileHandler", "filename": "X"}}}, "another class"),
     ],
 )

@@ -46,8 +46,8 @@ class JobLogging:
         root = logging.getLogger()
         if log_config is None or log_config.get("root") is None:  # Hydra's `disabled`: configure_log leaves all as is
             return None
-        if log_config.get("disable_existing_loggers", True) is not False:
-            return None
+        if log_config.get("disable_existing_loggers", True) is not False or log_config.root.get("filters"):
+            return None  # loggers disabled, or filters on the root logger, at each set-up
         named = log_config.get("loggers") or {}
         if any(set(named[name] or {}) - {"level", "propagate"} for name in named):
             return None  # handlers or filters of their own
