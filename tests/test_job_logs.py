@@ -30,9 +30,13 @@ def job_logging(file: Path, **changes: object) -> DictConfig:
 
 @pytest.fixture(autouse=True)
 def root_logging_restored() -> Iterator[None]:
+    from lossheads.seeds import job_logs
+
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    job_logs._SWITCHED["exactly"] = True  # as in a fresh process
     yield
+    job_logs._SWITCHED["exactly"] = True
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
@@ -104,10 +108,30 @@ def test_a_logging_not_put_back_exactly_is_set_up_each_time(tmp_path: Path, chan
     assert "logged" in Path(file).read_text()
 
 
-def test_hydras_disabled_logging_is_left_as_it_is(tmp_path: Path) -> None:
-    """`hydra/job_logging=disabled` (no root): `configure_log` touches nothing, and neither does a switch."""
+def test_hydras_none_logging_is_left_as_it_is(tmp_path: Path) -> None:
+    """`hydra/job_logging=none` (no root): `configure_log` touches nothing, and neither does a switch."""
     kept = JobLogging.set_up(job_logging(tmp_path / "a.log"), False)
     assert kept is not None
-    disabled = OmegaConf.create({"version": 1, "root": None, "disable_existing_loggers": False})
-    assert JobLogging.set_up(disabled, False) is None
+    none = OmegaConf.create({"version": 1, "root": None, "disable_existing_loggers": False})
+    assert JobLogging.set_up(none, False) is None
     assert tuple(logging.getLogger().handlers) == kept.handlers
+    kept.use()
+    assert tuple(logging.getLogger().handlers) == kept.handlers
+
+
+def test_after_hydras_disabled_logging_every_switch_sets_up_again(tmp_path: Path) -> None:
+    """`hydra/hydra_logging=disabled` disables every existing logger at each set-up; Hydra's set-up of a
+    job's logging enables them again, which putting back its handlers would not: once such a set-up was
+    made, a switch is Hydra's set-up again, and a job's lines reach its file."""
+    logger = logging.getLogger(f"lossheads.test.{tmp_path.name}")
+    kept = JobLogging.set_up(job_logging(tmp_path / "job.log"), False)
+    assert kept is not None
+    disabled = OmegaConf.create({"version": 1, "root": {"level": "ERROR"}, "disable_existing_loggers": True})
+    assert JobLogging.set_up(disabled, False) is None
+    assert logger.disabled
+    kept.use()
+    assert not logger.disabled
+    logger.info("the job's line")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "the job's line" in (tmp_path / "job.log").read_text()

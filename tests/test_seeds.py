@@ -1303,3 +1303,15 @@ def test_a_head_swept_as_a_value_keeps_its_jobs_in_one_unit(tmp_path: Path) -> N
     assert "4 jobs composed and prepared" in log and "worker processes" not in log
     statuses = sorted(r["status"] for r in records(tmp_path / "sweep").values())
     assert statuses == ["ok", "ok"]  # loss=ce with the sigmoid head and bce_logits with softmax are refused
+
+
+def test_with_hydras_disabled_sweep_logging_each_members_log_keeps_its_lines(tmp_path: Path) -> None:
+    """`hydra/hydra_logging=disabled` disables every logger each time the sweep's logging is set up;
+    each member's log still gets its group's lines and the Trainer's, and the console the sweep's
+    `#N` lines, as when Hydra sets up each job's logging again."""
+    result = sweep(tmp_path, "hydra/hydra_logging=disabled", "seed=1,2", "loss=bce_logits,bce",
+                   "trainer.max_epochs=1", "hydra.launcher.workers=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for job in ("0", "1", "2", "3"):
+        job_log = (tmp_path / job / "train.log").read_text()
+        assert "train as one vectorized model" in job_log and "GPU available: " in job_log, job

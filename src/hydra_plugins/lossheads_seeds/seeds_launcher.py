@@ -214,7 +214,7 @@ class SeedsLauncher(Launcher):
             return run_job(hydra_context=self.hydra_context, task_function=task, config=config,
                            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
         finally:
-            self._sweep_logging()
+            self._sweep_logging(afresh=True)  # run_job set up the job's logging, which a switch may not undo
 
     def _job_callbacks(self, member: Any, config: DictConfig, result: JobReturn | None = None) -> None:
         """The Hydra callbacks' `on_job_start` (no `result`: as the group starts) or `on_job_end` for a

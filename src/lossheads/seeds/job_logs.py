@@ -11,14 +11,16 @@ again, appending, for its next line, so that a group of a thousand members holds
 files. Only set-ups that this restores exactly are kept (`JobLogging.current`): root handlers that
 are plain `StreamHandler`s and `FileHandler`s appending to their file, named loggers given only a
 level or `propagate` (Hydra's own `hydra_logging` has one), and `disable_existing_loggers: false`
-(as Hydra's configs have it). Any other is set up by `configure_log` each time, and Hydra's
-`disabled` logging (no `root`), which `configure_log` leaves as it finds it, is left so.
+(as Hydra's configs have it). Once any other was set up (Hydra's `disabled` disables every logger),
+every switch in the process is Hydra's `configure_log` again, as before; Hydra's `none` logging (no
+`root`), which `configure_log` leaves as it finds it, is left so.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.utils import configure_log
 from omegaconf import DictConfig
@@ -31,38 +33,50 @@ def _put_back_exactly(handler: logging.Handler) -> bool:
     return type(handler) is logging.StreamHandler
 
 
+_SWITCHED = {"exactly": True}  # False once a set-up that a switch cannot put back was made in this process
+
+
 @dataclass(frozen=True)
 class JobLogging:
-    """What one Hydra logging config set up on the root logger."""
+    """What one Hydra logging config set up on the root logger (and the config, to set it up again)."""
 
     handlers: tuple[logging.Handler, ...]
     level: int
     loggers: tuple[tuple[str, int, bool], ...]  # the config's named loggers: (name, level, propagate)
+    config: DictConfig = field(compare=False)
+    verbose: Any = field(compare=False)
 
     @staticmethod
-    def current(log_config: DictConfig | None) -> JobLogging | None:
+    def current(log_config: DictConfig | None, verbose: Any) -> JobLogging | None:
         """The root logger's set-up now, which `log_config` has just made; None where `use` could not
-        put it back exactly."""
+        put it back exactly. Such a set-up (loggers disabled, say) changes what every other set-up
+        left, so from then on every switch in this process is Hydra's own set-up again."""
         root = logging.getLogger()
-        if log_config is None or log_config.get("root") is None:  # Hydra's `disabled`: configure_log leaves all as is
+        if log_config is None or log_config.get("root") is None:  # Hydra's `none`: configure_log leaves all as is
             return None
-        if log_config.get("disable_existing_loggers", True) is not False or log_config.root.get("filters"):
-            return None  # loggers disabled, or filters on the root logger, at each set-up
         named = log_config.get("loggers") or {}
-        if any(set(named[name] or {}) - {"level", "propagate"} for name in named):
-            return None  # handlers or filters of their own
-        if not all(map(_put_back_exactly, root.handlers)):
+        exact = (
+            log_config.get("disable_existing_loggers", True) is False  # else each set-up disables loggers
+            and not log_config.root.get("filters")
+            and not any(set(named[name] or {}) - {"level", "propagate"} for name in named)  # own handlers or filters
+            and all(map(_put_back_exactly, root.handlers))
+        )
+        if not exact:
+            _SWITCHED["exactly"] = False
             return None
         loggers = tuple((str(n), logging.getLogger(str(n)).level, logging.getLogger(str(n)).propagate) for n in named)
-        return JobLogging(tuple(root.handlers), root.level, loggers)
+        return JobLogging(tuple(root.handlers), root.level, loggers, log_config, verbose)
 
     @staticmethod
-    def set_up(log_config: DictConfig | None, verbose: bool | str | list[str]) -> JobLogging | None:
+    def set_up(log_config: DictConfig | None, verbose: Any) -> JobLogging | None:
         """Hydra's own set-up of `log_config`, kept where `use` can put it back."""
-        configure_log(log_config, verbose)  # type: ignore[arg-type]
-        return JobLogging.current(log_config)
+        configure_log(log_config, verbose)
+        return JobLogging.current(log_config, verbose)
 
     def use(self) -> None:
+        if not _SWITCHED["exactly"]:
+            configure_log(self.config, self.verbose)
+            return
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -77,9 +91,9 @@ class JobLogging:
             logger.propagate = propagate
 
 
-def switch_logging(kept: JobLogging | None, log_config: DictConfig | None, verbose: bool | str | list[str]) -> None:
+def switch_logging(kept: JobLogging | None, log_config: DictConfig | None, verbose: Any) -> None:
     """`kept` put back, or where none was kept, Hydra's set-up of `log_config` made again."""
     if kept is not None:
         kept.use()
     else:
-        configure_log(log_config, verbose)  # type: ignore[arg-type]
+        configure_log(log_config, verbose)

@@ -239,7 +239,7 @@ def _prepare(cfg: DictConfig, folders: dict[Path, int], loaded: dict[str, Any]) 
     member = Member(cfg, job, datamodule, module, loggers, plan.callbacks, best, plan.config)
     member.log_files = [(h.baseFilename, h.encoding, h.formatter, h.level) for h in logging.getLogger().handlers
                         if isinstance(h, logging.FileHandler)]  # fmt: skip
-    member.job_logging = JobLogging.current(job.hydra.job_logging)
+    member.job_logging = JobLogging.current(job.hydra.job_logging, job.hydra.verbose)
     member.trainer_lines = loaded.get(TRAINER_LINES, [])
     reason = why_not_vectorized(cfg, member)
     if reason:
