@@ -86,7 +86,7 @@ def test_the_multirun_flag_may_come_after_the_overrides(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.3, 1.0])
+@pytest.mark.parametrize("delay", [0.1, 0.3, 1.0])  # 0.1: while train.py imports Hydra
 def test_ctrl_c_while_the_command_starts_is_one_line_and_leaves_no_run_folder(tmp_path, delay):
     """Before a run handles its own stops (its imports loading, its config composed), Ctrl-C is one line
     and exit 130; the run folder Hydra made holds only Hydra's files, and goes. Later, the run's own

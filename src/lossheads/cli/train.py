@@ -28,18 +28,8 @@ from lossheads.run.lock import HELD, LOCK_NAME
 
 
 def train() -> None:
-    """Entry point of `python train.py` and `lossheads-train`. A Ctrl-C before a run or sweep handles
-    its own stops (while the imports load) is one line and exit 130, not a traceback from wherever
-    the import was."""
-    try:
-        _train()
-    except KeyboardInterrupt:
-        NewRunFolder.remove_if_refused()  # only Hydra's files in it: nothing that looks like a result
-        print("interrupted by Ctrl-C (SIGINT) while the command started: nothing was trained", file=sys.stderr)
-        sys.exit(130)
-
-
-def _train() -> None:
+    """`python train.py` and `lossheads-train`, through `cli.entry` (which answers a Ctrl-C that comes
+    before a run or sweep handles its own stops)."""
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         print(help_page(config_dir()))
         return
