@@ -96,6 +96,43 @@ def test_embedded_datasets_equal_scikit_learns_loaders_without_importing_it():
         assert features.dtype == expected_features.dtype and labels.dtype == expected_labels.dtype
 
 
+@pytest.mark.parametrize("n_samples", [50, 2000])
+def test_synthetic_generators_equal_scikit_learns_without_importing_it(n_samples):
+    """The synthetic sets draw scikit-learn's make_classification and make_multilabel_classification
+    themselves (its import costs ~0.7 s a run): the same arrays, dtypes included, over sizes, class counts,
+    weights and every branch of the hypercube's vertex draw (a permutation, draws until unseen, a
+    reservoir, more than 30 informative features)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import make_classification, make_multilabel_classification
+
+    from lossheads.data.generators import gaussian_clusters, word_counts
+
+    code = ("import sys; from lossheads.data import SyntheticLongTail, SyntheticMultilabel, SyntheticBinary; "
+            "[d(val_fraction=0.1, test_fraction=0.1).load() for d in (SyntheticLongTail, SyntheticMultilabel, "
+            "SyntheticBinary)]; print('sklearn' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    long_tail = [0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.05, 0.03, 0.02, 0.01]
+    cases = [(1, 1, 2, None), (3, 1, 2, [0.9]), (20, 10, 2, [0.1]), (20, 10, 5, None), (4, 2, 4, [0.4, 0.3, 0.2]),
+             (20, 10, 10, long_tail), (64, 32, 3, None), (7, 7, 3, None)]  # fmt: skip
+    for n_features, informative, classes, weights in cases:
+        for seed in (0, 5):
+            expected = make_classification(n_samples=n_samples, n_features=n_features, n_informative=informative,
+                                           n_redundant=0, n_classes=classes, n_clusters_per_class=1, weights=weights,
+                                           flip_y=0.0, random_state=seed)  # fmt: skip
+            for ours, theirs in zip(gaussian_clusters(n_samples, n_features, informative, classes, weights, seed),
+                                    expected, strict=True):  # fmt: skip
+                np.testing.assert_array_equal(ours, theirs)
+                assert ours.dtype == theirs.dtype
+    for n_features, classes, seed in [(20, 5, 0), (1, 2, 3), (5, 30, 1)]:
+        expected = make_multilabel_classification(n_samples=n_samples, n_features=n_features, n_classes=classes,
+                                                  n_labels=2, random_state=seed)  # fmt: skip
+        for ours, theirs in zip(word_counts(n_samples, n_features, classes, 2, seed), expected, strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+            assert ours.dtype == theirs.dtype
+
+
 def test_digits_multilabel_labels_follow_the_digit():
     from sklearn.datasets import load_digits
 

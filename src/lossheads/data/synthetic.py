@@ -12,6 +12,7 @@ import numpy as np
 
 from lossheads.config.validators import require, require_fraction, require_int
 from lossheads.data.base import ArrayDataModule, LabeledArrays
+from lossheads.data.generators import gaussian_clusters, word_counts
 
 
 class _Synthetic(ArrayDataModule):
@@ -32,24 +33,13 @@ class _Synthetic(ArrayDataModule):
         self.label_noise, self.generator_seed = label_noise, generator_seed
 
     def _clusters(self, num_classes: int, weights: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Gaussian clusters, one per class, on informative features (sklearn's make_classification)."""
-        from sklearn.datasets import make_classification
-
+        """Gaussian clusters, one per class, on informative features (scikit-learn's make_classification)."""
         needed = math.ceil(math.log2(num_classes))
         require(self.n_features >= needed, "data.n_features", self.n_features,
                 f"{num_classes} classes need at least {needed} features")  # fmt: skip
         informative = max(needed, self.n_features // 2)
-        return make_classification(
-            n_samples=self.n_samples,
-            n_features=self.n_features,
-            n_informative=informative,
-            n_redundant=0,
-            n_classes=num_classes,
-            n_clusters_per_class=1,
-            weights=weights,
-            flip_y=0.0,
-            random_state=self.generator_seed,
-        )
+        seed = self.generator_seed
+        return gaussian_clusters(self.n_samples, self.n_features, informative, num_classes, weights, seed)
 
     def _with_noise(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
         """Move a `label_noise` fraction of the samples to a different class, chosen uniformly."""
@@ -110,7 +100,7 @@ class SyntheticLongTail(SyntheticMulticlass):
 
 
 class SyntheticMultilabel(_Synthetic):
-    """`num_classes` labels per sample (sklearn's make_multilabel_classification, about 2 on per
+    """`num_classes` labels per sample (scikit-learn's make_multilabel_classification, about 2 on per
     sample); `label_noise` flips each label bit with that probability."""
 
     name = "synthetic_multilabel"
@@ -121,15 +111,7 @@ class SyntheticMultilabel(_Synthetic):
         self.n_classes = num_classes
 
     def load(self) -> LabeledArrays:
-        from sklearn.datasets import make_multilabel_classification
-
-        features, labels = make_multilabel_classification(
-            n_samples=self.n_samples,
-            n_features=self.n_features,
-            n_classes=self.n_classes,
-            n_labels=2,
-            random_state=self.generator_seed,
-        )
+        features, labels = word_counts(self.n_samples, self.n_features, self.n_classes, 2, self.generator_seed)
         rng = np.random.default_rng(self.generator_seed + 1)
         flips = rng.random(labels.shape) < self.label_noise
         labels = np.where(flips, 1 - labels, labels).astype(np.float32)
