@@ -141,11 +141,11 @@ def test_a_resumed_runs_curve_holds_its_epochs_before_and_after_the_resume(tmp_p
 
 
 def test_figures_drawn_by_a_forked_child_come_back_in_order_and_a_dead_child_is_covered(tmp_path):
-    """`plots.draw` hands every other figure to a forked copy of the process; their paths come back in
+    """`drawing.draw` hands every other figure to a forked copy of the process; their paths come back in
     the calls' order, a child that dies leaves its figures to the parent, and an error is the parent's."""
     import os
 
-    from lossheads.report.plots import draw
+    from lossheads.report.drawing import draw
 
     parent = os.getpid()
 

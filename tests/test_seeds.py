@@ -1098,6 +1098,61 @@ def started_sweep(folder: Path, *overrides: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+def test_the_figures_drawn_while_the_last_group_trains_are_the_reports_own(tmp_path: Path) -> None:
+    """Two datasets, one group each, two workers: the worker that ends first leaves a core free, and the
+    figures of its dataset are drawn then, in memory. The report writes them, and they are byte for byte
+    the figures that the report command draws afresh; a figure whose runs changed since is drawn again."""
+    import shutil
+
+    from lossheads.report import drawing
+    from lossheads.report.markdown import write
+    from lossheads.report.settings import of_sweep, settings
+
+    folder = tmp_path / "sweep"
+    result = sweep(folder, "data=breast_cancer,synthetic_binary", "loss.pos_weight=null,auto", "seed=1,2",
+                   "trainer.max_epochs=2", "hydra.launcher.workers=2", "hydra.verbose=lossheads.report.drawing",
+                   report=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    taken = re.search(r"figures drawn ahead: (\d+) taken, 0 drawn again", result.stdout + result.stderr)
+    assert taken and int(taken[1]) >= 4, (result.stdout + result.stderr)[-3000:]  # a dataset's four, at least
+    afresh = tmp_path / "afresh"
+    shutil.copytree(folder, afresh)
+    for figure in afresh.glob("*.png"):
+        figure.unlink()
+    assert result_of(["-m", "lossheads.report", str(afresh)]).returncode == 0
+    figures = sorted(p.name for p in folder.glob("*.png"))
+    assert figures == sorted(p.name for p in afresh.glob("*.png")) and len(figures) == 8
+    for name in figures:
+        assert (folder / name).read_bytes() == (afresh / name).read_bytes(), name
+    # drawn ahead again, then one run's predictions change: that dataset's figures are drawn again
+    chosen = settings(**of_sweep(afresh))
+    drawing.expect(afresh, chosen)
+    drawing.draw_ahead(afresh, running=set())
+    drawing._drawing.reader.join()  # the figures are drawn (its pipe closed) before the run changes
+    (afresh / "0" / "predictions.npz").touch()  # job 0: breast_cancer, the first dataset swept
+    drawn_now: list[str] = []
+    real_draw = drawing.draw
+
+    def draw(calls: list[Any]) -> list[Path | None]:
+        drawn_now.extend(drawing.path_of(call).name for call in calls)
+        return real_draw(calls)
+
+    drawing.draw = draw
+    try:
+        write(afresh, chosen)
+    finally:
+        drawing.draw = real_draw
+    names = ("forest", "curves", "roc_pr", "reliability", "confusion")  # confusion: none for binary data
+    assert sorted(drawn_now) == sorted(f"breast_cancer-{name}.png" for name in names)
+    for name in figures:
+        assert (folder / name).read_bytes() == (afresh / name).read_bytes(), name
+
+
+def result_of(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.slow
 def test_workers_share_the_groups_and_each_member_equals_its_run_in_one_process(tmp_path: Path) -> None:
     """Two worker processes take the sweep's units (here the one-logit arm and the softmax arm, which
     can never stack, prepared apart): every member's numbers and files are those of the same sweep

@@ -162,7 +162,8 @@ class SeedsLauncher(Launcher):
         before = counts()
         outcome = run_in_workers(units, [len(jobs) for jobs, _ in units], workers,
                                  lambda unit: sent_back(self._launch_group(*unit)), counts,
-                                 meanwhile=self._before_report)  # fmt: skip
+                                 meanwhile=self._before_report,
+                                 tail=lambda running: self._draw_ahead([units[i][0] for i in running]))  # fmt: skip
         if shared:  # the workers' own, added to this process's count
             loader.composed += sum(c[0] - before[0] for c in outcome.summaries)  # type: ignore[union-attr]
             loader.copied += sum(c[1] - before[1] for c in outcome.summaries)  # type: ignore[union-attr]
@@ -185,6 +186,16 @@ class SeedsLauncher(Launcher):
             from lossheads.report.plots import warm_up
 
             warm_up()
+
+    def _draw_ahead(self, running: list[list[Job]]) -> None:
+        """A worker is out of units: the report's figures of the datasets whose jobs have all ended are
+        drawn meanwhile (`lossheads.report.drawing`), where each job's folder is its number."""
+        assert self.config is not None
+        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != "${hydra.job.num}":
+            return
+        from lossheads.report.drawing import draw_ahead
+
+        draw_ahead(Path(str(self.config.hydra.sweep.dir)), {str(idx) for jobs in running for idx, _ in jobs})
 
     def _heads(self, overrides: Sequence[str]) -> tuple[str | None, ...] | None:
         """The head the job's composed config resolves to on each kind of task (None: not known)."""

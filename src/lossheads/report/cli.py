@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossheads.config.validators import EXIT_BAD_INPUT, ConfigError
 from lossheads.report.arms import check_baseline
+from lossheads.report.drawing import expect
 from lossheads.report.settings import DEFAULT_METRIC, of_sweep, settings
 from lossheads.report.sweeps import swept_values
 
@@ -29,13 +30,15 @@ class ReportCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            settings(**self.values)
+            chosen = settings(**self.values)
             if config is not None:
                 swept = swept_values(OmegaConf.to_container(config.hydra, resolve=False))
                 check_baseline(self.values["baseline"], swept or {})
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+        if config is not None:  # the seeds launcher may draw some of its figures ahead (`drawing`)
+            expect(Path(config.hydra.sweep.dir), chosen)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lossheads.report.markdown import write  # scipy and torch: not on every command's path

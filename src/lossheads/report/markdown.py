@@ -289,7 +289,7 @@ def write(sweep_dir: Path, chosen: Settings) -> tuple[Path, list[str]]:
         HOW_TO_READ.format(test=stats.TEST_NAME),
         "",
     ]
-    figures = draw_figures(analysis.sections, sweep_dir)
+    figures = draw_figures(analysis.sections, sweep_dir, runs)
     for section, drawn in zip(analysis.sections, figures, strict=True):
         lines += [f"## {section.dataset} ({section.task})", "", "### Verdicts", "", *verdict_table(section)]
         lines += ["### Runs", "", *runs_table(section, chosen.metric)]
@@ -331,18 +331,19 @@ def linked_figures(report: Path) -> set[str]:
     return {name for name in re.findall(r"^!\[[^\]]*\]\(([^()/\\]+\.png)\)$", text, re.MULTILINE)}
 
 
-def draw_figures(sections: list[Section], out: Path) -> list[list[str]]:
-    """Each dataset's figures, drawn together (`plots.draw`), as markdown image lines; matplotlib is optional."""
+def draw_figures(sections: list[Section], out: Path, runs: list[Run]) -> list[list[str]]:
+    """Each dataset's figures, drawn together (`drawing.drawn`), as markdown image lines; matplotlib is optional."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
     except ImportError:
         return [["matplotlib is not installed: `pip install lossheads[report]` for the plots.", ""]] * len(sections)
-    from lossheads.report import plots
+    from lossheads.report import drawing, plots
 
     slugs: set[str] = set()
     calls = [plots.dataset_figures(section, out, slugs) for section in sections]
-    made = iter(plots.draw([call for dataset in calls for call in dataset]))
+    of = [section for section, dataset in zip(sections, calls, strict=True) for _ in dataset]
+    made = iter(drawing.drawn([call for dataset in calls for call in dataset], of, runs, drawing.draw))
     found = [[p for p in (next(made) for _ in dataset) if p is not None] for dataset in calls]
     return [["### Plots", "", *(f"![{p.stem}]({p.name})" for p in paths), ""] if paths else [] for paths in found]

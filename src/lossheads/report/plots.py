@@ -9,14 +9,10 @@ never each arm's own loss.
 from __future__ import annotations
 
 import functools
-import gc
+import io
 import json
 import math
-import os
 import re
-import signal
-import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,57 +63,6 @@ def warm_up() -> None:
     import tensorboard.backend.event_processing.event_file_loader  # noqa: F401
 
 
-def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
-    """Each call's figure. matplotlib draws in one thread, and a sweep's report spends most of its
-    time there (~4 s for two datasets on 2 cores); on Linux with two cores or more, a forked copy of
-    this process draws every other figure meanwhile and hands back their paths through a pipe. A
-    child that fails or dies leaves its figures to this process, which then raises what they raise."""
-    theirs = calls[1::2] if len(calls) > 1 and sys.platform == "linux" and (os.cpu_count() or 1) > 1 else []
-    ours = calls[::2] if theirs else calls
-    if not theirs:
-        return [call() for call in ours]
-    read, write = os.pipe()
-    gc.freeze()  # neither process's collections walk (and the child's copy) the objects alive now
-    try:
-        with warnings.catch_warnings():  # Python 3.12 warns of fork() in a process with threads: none draws
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except BaseException:
-        gc.unfreeze()
-        raise
-    if pid == 0:  # the child: its figures, their paths on the pipe, and out without any cleanup of the parent's
-        code = 1
-        try:
-            # a stop ends it quietly (the parent says what stopped), as a KeyboardInterrupt: the file being
-            # written removes its temporary
-            for stop in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(stop, signal.default_int_handler)
-            os.close(read)
-            made = [call() for call in theirs]
-            os.write(write, json.dumps([str(p) if p else None for p in made]).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    try:
-        drawn = [call() for call in ours]
-    finally:
-        with os.fdopen(read, "rb") as pipe:
-            answer = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        gc.unfreeze()
-    try:
-        theirs_made = [Path(p) if p else None for p in json.loads(answer)] if status == 0 else None
-    except ValueError:
-        theirs_made = None
-    if theirs_made is None or len(theirs_made) != len(theirs):
-        theirs_made = [call() for call in theirs]
-    made: list[Path | None] = []
-    for k in range(len(calls)):
-        made.append(drawn[k // 2] if k % 2 == 0 else theirs_made[k // 2])
-    return made
-
-
 def _save(figure: plt.Figure, path: Path) -> Path:
     """Cut to what is drawn: legends right of the axes, and titles wider than the figure that
     `tight_layout` leaves outside it, are kept whole. The box is measured here at the saving dpi, as
@@ -129,11 +74,29 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     try:
         figure.set_dpi(DPI)
         box = figure.get_tightbbox(figure.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
-        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=DPI, bbox_inches=box),
-                     durable=False)  # fmt: skip
+        save = functools.partial(figure.savefig, format="png", dpi=DPI, bbox_inches=box)
+        if _held is not None:
+            _held[path] = io.BytesIO()
+            save(_held[path])
+        else:
+            write_atomic(path, save, durable=False)
     finally:
         plt.close(figure)
     return path
+
+
+_held: dict[Path, io.BytesIO] | None = None  # set by `in_memory`: figures kept as PNG bytes, not written
+
+
+def in_memory(call: Callable[[], Path | None]) -> bytes | None:
+    """The PNG bytes of `call`'s figure, not written (None: nothing to show)."""
+    global _held
+    _held = {}
+    try:
+        path = call()
+        return _held[path].getvalue() if path is not None else None
+    finally:
+        _held = None
 
 
 def _legend_right(figure: plt.Figure, axis: plt.Axes) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import selectors
 import signal
 import struct
 import sys
@@ -82,12 +83,16 @@ RECORD = struct.Struct(">I")  # a unit's index in the queue pipe
 
 
 def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, work: Callable[[Unit], dict[int, Any]],
-                   summary: Callable[[], Any], meanwhile: Callable[[], None] = lambda: None) -> Outcome:  # fmt: skip
+                   summary: Callable[[], Any], meanwhile: Callable[[], None] = lambda: None,
+                   tail: Callable[[set[int]], None] = lambda running: None) -> Outcome:  # fmt: skip
     """`work(unit)` for every unit, in `count` forked processes that take the units one at a time,
     largest first; `summary()` once in each after its last unit (counts the parent cannot see);
-    `meanwhile()` in this process while they work (what it would do after them and may do before).
-    Returns when every worker has ended."""
+    `meanwhile()` in this process while they work (what it would do after them and may do before);
+    `tail(running)` once, when a worker has ended while others still work and no stop came: the
+    indices of the units not finished then (a core is free from here on). Returns when every worker
+    has ended."""
     queue, queued = os.pipe()
+    finished, done = os.pipe()  # each worker writes a unit's index here once its jobs are recorded
     consoles = [Captured.of(sys.stdout), Captured.of(sys.stderr)]
     workers: list[Worker] = []
     with blocked(STOPS):  # a stop before the handlers below are in place waits for them, in either process
@@ -95,12 +100,13 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
             read, write = os.pipe()
             pid = os.fork()
             if pid == 0:
-                for fd in (read, queued, *(earlier.results for earlier in workers)):
+                for fd in (read, queued, finished, *(earlier.results for earlier in workers)):
                     os.close(fd)
-                _serve(slot, units, queue, work, summary, write, consoles)
+                _serve(slot, units, queue, work, summary, write, consoles, done)
             os.close(write)
             workers.append(Worker(slot, pid, read))
         os.close(queue)
+        os.close(done)
         outcome = Outcome()
         restore = _pass_stops_on(workers, outcome)
     # the queue: every unit's index, largest first, then its end; written by a thread, as a pipe holds
@@ -109,9 +115,7 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
     try:
         with contextlib.suppress(Exception):  # what it does is done again later, where it can fail in full
             meanwhile()
-        for worker in workers:  # a worker blocked on a full pipe waits only for this read
-            with os.fdopen(worker.results, "rb") as pipe:
-                worker.message = pipe.read()
+        _read_messages(workers, finished, len(units), lambda running: outcome.stop is None and tail(running))
         for worker in workers:
             worker.status = os.waitstatus_to_exitcode(os.waitpid(worker.pid, 0)[1])
     finally:
@@ -131,6 +135,47 @@ def run_in_workers(units: Sequence[Unit], costs: Sequence[float], count: int, wo
                       "before its jobs were recorded: run the same command again to continue the sweep "
                       "(finished jobs are kept)", file=sys.stderr)  # fmt: skip
     return outcome
+
+
+def _read_messages(workers: Sequence[Worker], finished: int, units: int, tail: Callable[[set[int]], None]) -> None:
+    """Each worker's message, read as it comes (a worker blocked on a full pipe waits only for this
+    read), and the units' ends from the `finished` pipe; `tail(running)` once, when a worker has sent
+    its message while another still works. Closes the pipes."""
+    ended: set[int] = set()
+    parts: dict[int, list[bytes]] = {worker.results: [] for worker in workers}
+    told = len(workers) < 2
+    with selectors.DefaultSelector() as selector:
+        selector.register(finished, selectors.EVENT_READ)
+        for worker in workers:
+            selector.register(worker.results, selectors.EVENT_READ, worker)
+        while any(key.data is not None for key in selector.get_map().values()):
+            for key, _ in selector.select():
+                if key.data is None:  # units' ends; none left to read once every worker has ended
+                    if not _read_ends(finished, ended):
+                        selector.unregister(finished)
+                elif chunk := os.read(key.fd, 1 << 16):
+                    parts[key.fd].append(chunk)
+                else:
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    key.data.message = b"".join(parts[key.fd])
+                    if not told and any(k.data is not None for k in selector.get_map().values()):
+                        told = True
+                        os.set_blocking(finished, False)  # what the ended worker wrote before its message
+                        with contextlib.suppress(BlockingIOError):
+                            _read_ends(finished, ended)
+                        os.set_blocking(finished, True)
+                        with contextlib.suppress(Exception):  # a head start only: the sweep goes on without it
+                            tail(set(range(units)) - ended)
+    os.close(finished)
+
+
+def _read_ends(finished: int, ended: set[int]) -> bool:
+    """The units' ends in the `finished` pipe (whole records: each is written at once), into `ended`;
+    False at the pipe's end."""
+    chunk = os.read(finished, RECORD.size * 1024)
+    ended.update(index for (index,) in RECORD.iter_unpack(chunk))
+    return bool(chunk)
 
 
 def _deal(queued: int, order: list[int]) -> None:
@@ -214,9 +259,10 @@ def _pass_stops_on(workers: Sequence[Worker], outcome: Outcome) -> Callable[[], 
 
 
 def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], dict[int, Any]],
-           summary: Callable[[], Any], results: int, consoles: list[Captured]) -> NoReturn:  # fmt: skip
-    """The worker: units from the queue one after another, as the launcher runs them in process; its
-    results and captured console text down the pipe; then `os._exit`, so that nothing of the parent's
+           summary: Callable[[], Any], results: int, consoles: list[Captured], ends: int) -> NoReturn:  # fmt: skip
+    """The worker: units from the queue one after another, as the launcher runs them in process, each
+    one's index on `ends` once its jobs are recorded; its results and captured console text down the
+    pipe; then `os._exit`, so that nothing of the parent's
     (its atexit work, a test runner's frames) runs here."""
     from lossheads.run.console import draw_bars_here
     from lossheads.run.stops import SWEEP_PID, caught
@@ -239,6 +285,7 @@ def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], di
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
             while (index := _next_unit(queue)) is not None:
                 returns.update(work(units[index]))
+                os.write(ends, RECORD.pack(index))
         for sig in STOPS:  # every job is recorded: a stop now would only lose the results
             signal.signal(sig, signal.SIG_IGN)
         done = (returns, summary())
