@@ -1346,6 +1346,21 @@ def test_workers_take_every_unit_once_however_many() -> None:
     assert set(outcome.returns.values()) == set(outcome.summaries) and len(outcome.summaries) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers are forked")
+def test_when_a_worker_runs_out_of_units_the_sweep_hears_which_still_run() -> None:
+    """The long unit goes first (largest first), to one worker; the other takes the three short ones and
+    ends first: `tail` hears, once, that only the long one still runs. With one worker it never does."""
+    from lossheads.seeds.workers import run_in_workers
+
+    heard: list[set[int]] = []
+    seconds = [0.05, 0.05, 1.5, 0.05]
+    units = list(range(len(seconds)))
+    outcome = run_in_workers(units, seconds, 2, lambda u: {u: time.sleep(seconds[u])}, os.getpid, tail=heard.append)
+    assert outcome.exit_code == 0 and sorted(outcome.returns) == units and heard == [{2}]
+    run_in_workers(units, seconds, 1, lambda u: {u: None}, os.getpid, tail=heard.append)
+    assert heard == [{2}]
+
+
 @pytest.mark.slow
 def test_a_head_swept_as_a_value_keeps_its_jobs_in_one_unit(tmp_path: Path) -> None:
     """`head.name=...` is a value set on each job's copy: which head a job has is not known before its

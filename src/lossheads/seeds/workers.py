@@ -262,8 +262,8 @@ def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], di
            summary: Callable[[], Any], results: int, consoles: list[Captured], ends: int) -> NoReturn:  # fmt: skip
     """The worker: units from the queue one after another, as the launcher runs them in process, each
     one's index on `ends` once its jobs are recorded; its results and captured console text down the
-    pipe; then `os._exit`, so that nothing of the parent's
-    (its atexit work, a test runner's frames) runs here."""
+    pipe; then `os._exit`, so that nothing of the parent's (its atexit work, a test runner's frames)
+    runs here."""
     from lossheads.run.console import draw_bars_here
     from lossheads.run.stops import SWEEP_PID, caught
 
@@ -285,7 +285,8 @@ def _serve(slot: int, units: Sequence[Any], queue: int, work: Callable[[Any], di
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
             while (index := _next_unit(queue)) is not None:
                 returns.update(work(units[index]))
-                os.write(ends, RECORD.pack(index))
+                with contextlib.suppress(OSError):  # the sweep process is gone: this worker stops anyway
+                    os.write(ends, RECORD.pack(index))
         for sig in STOPS:  # every job is recorded: a stop now would only lose the results
             signal.signal(sig, signal.SIG_IGN)
         done = (returns, summary())
