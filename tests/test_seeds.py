@@ -1148,6 +1148,31 @@ def test_the_figures_drawn_while_the_last_group_trains_are_the_reports_own(tmp_p
         assert (folder / name).read_bytes() == (afresh / name).read_bytes(), name
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="figures are drawn ahead on Linux")
+def test_a_sweep_killed_while_figures_are_drawn_ahead_leaves_no_drawing_process_and_its_folder_free(tmp_path: Path):
+    """The drawing process holds none of the sweep's folder locks and dies with the sweep: after a
+    SIGKILL (which the sweep cannot pass on) the same command can write the folder at once."""
+    from lossheads.run.lock import is_held
+
+    folder = tmp_path / "sweep"
+    code = (f"import time; from pathlib import Path; from lossheads.run.lock import acquire; "
+            f"from lossheads.report import drawing; from lossheads.report.settings import settings\n"
+            f"folder = Path({str(folder)!r}); acquire(folder, 'hydra.sweep.dir')\n"
+            f"drawing._draw = lambda expected, running: time.sleep(60) or {{}}  # a long drawing\n"
+            f"drawing.expect(folder, settings()); drawing.draw_ahead(folder, set())\n"
+            f"print(drawing._drawing.pid, flush=True); time.sleep(60)\n")  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(process.stdout.readline())
+    time.sleep(0.5)  # the drawing process has closed its copy of the lock's file
+    assert is_held(folder)
+    process.kill()
+    process.wait()
+    deadline = time.time() + 5
+    while Path(f"/proc/{child}").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() and not is_held(folder)
+
+
 def result_of(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
 

@@ -133,6 +133,7 @@ def draw_ahead(sweep_dir: Path, running: set[str]) -> None:
     if _expected is None or _expected.sweep_dir != sweep_dir.absolute() or _drawing or sys.platform != "linux":
         return
     read, write = os.pipe()
+    parent = os.getpid()
     gc.freeze()  # what is alive now is shared with the child, not copied by its collections
     try:
         pid = os.fork()
@@ -141,6 +142,7 @@ def draw_ahead(sweep_dir: Path, running: set[str]) -> None:
     if pid == 0:
         code = 1
         try:
+            _end_with(parent)
             for stop in (signal.SIGINT, signal.SIGTERM):  # a stop ends it quietly: the sweep says what stopped
                 signal.signal(stop, signal.SIG_DFL)
             os.close(read)
@@ -155,6 +157,21 @@ def draw_ahead(sweep_dir: Path, running: set[str]) -> None:
     _drawing.reader = threading.Thread(target=_receive, args=(read, _drawing.received), daemon=True)
     _drawing.reader.start()
     atexit.register(_end, _drawing)
+
+
+def _end_with(parent: int) -> None:
+    """The drawing process ends with the sweep process: Linux's parent-death signal (a SIGKILL of the
+    sweep, which nothing can pass on), and no folder lock of the sweep's kept open here, so that the
+    same command run again at once is not refused."""
+    from lossheads.run.lock import close_inherited
+
+    close_inherited()
+    with contextlib.suppress(Exception):  # PR_SET_PDEATHSIG (1): no such call outside Linux's C library
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    if os.getppid() != parent:  # gone before the signal was asked for
+        os._exit(1)
 
 
 def _receive(read: int, into: list[bytes]) -> None:

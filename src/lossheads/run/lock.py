@@ -196,6 +196,17 @@ def holding(folder: Path, key: str, *, inside_own: bool = False) -> Iterator[Fol
         lock.release()
 
 
+def close_inherited() -> None:
+    """In a forked process that writes nothing (the report's drawing ahead): its copies of the locks'
+    files are closed, so that each lock ends with the process that took it, not with the last of its
+    children (`release` would let the parent's lock go too: the two share the file)."""
+    for lock in list(HELD.values()):
+        with contextlib.suppress(OSError):
+            os.close(lock.fd)
+        lock.fd = -1
+    HELD.clear()
+
+
 @atexit.register
 def _release_all() -> None:
     for lock in list(HELD.values()):
