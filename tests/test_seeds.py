@@ -1128,7 +1128,7 @@ def test_the_figures_drawn_while_the_last_group_trains_are_the_reports_own(tmp_p
     chosen = settings(**of_sweep(afresh))
     drawing.expect(afresh, chosen)
     drawing.draw_ahead(afresh, running=set())
-    drawing._drawing.reader.join()  # the figures are drawn (its pipe closed) before the run changes
+    drawing._drawing.forked.reader.join()  # the figures are drawn (its pipe closed) before the run changes
     (afresh / "0" / "predictions.npz").touch()  # job 0: breast_cancer, the first dataset swept
     drawn_now: list[str] = []
     real_draw = drawing.draw
@@ -1160,7 +1160,7 @@ def test_a_sweep_killed_while_figures_are_drawn_ahead_leaves_no_drawing_process_
             f"folder = Path({str(folder)!r}); acquire(folder, 'hydra.sweep.dir')\n"
             f"drawing._draw = lambda expected, running: time.sleep(60) or {{}}  # a long drawing\n"
             f"drawing.expect(folder, settings()); drawing.draw_ahead(folder, set())\n"
-            f"print(drawing._drawing.pid, flush=True); time.sleep(60)\n")  # fmt: skip
+            f"print(drawing._drawing.forked.pid, flush=True); time.sleep(60)\n")  # fmt: skip
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = int(process.stdout.readline())
     time.sleep(0.5)  # the drawing process has closed its copy of the lock's file

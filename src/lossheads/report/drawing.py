@@ -10,25 +10,22 @@ process could not draw) is drawn again.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
 import gc
 import hashlib
 import json
 import logging
 import os
-import pickle
 import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lossheads.report.settings import Settings
+from lossheads.run.forked import Forked, forked
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +40,8 @@ class _Expected:
 
 @dataclass
 class _Drawing:
-    pid: int
+    forked: Forked[dict[str, tuple[str, bytes | None]]]  # path -> (inputs' key, PNG bytes or None: nothing to show)
     running: set[str]  # the job folders that were still running
-    received: list[bytes] = field(default_factory=list)
-    reader: threading.Thread | None = None
-    reaped: bool = False  # its PID may be another process's from then on
-
-    def figures(self) -> dict[str, tuple[str, bytes | None]]:
-        """path -> (inputs' key, PNG bytes or None for nothing to show); empty where the process failed."""
-        if self.reader is not None:
-            self.reader.join()
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
-        try:
-            return pickle.loads(b"".join(self.received)) if status == 0 else {}
-        except Exception:  # noqa: BLE001 -- cut short: drawn again
-            return {}
 
 
 def draw(calls: list[Callable[[], Path | None]]) -> list[Path | None]:
@@ -122,72 +105,20 @@ def expect(sweep_dir: Path, chosen: Settings) -> None:
     global _expected, _drawing
     _expected = _Expected(sweep_dir.absolute(), chosen)
     if _drawing is not None:
-        _end(_drawing)
+        _drawing.forked.end()
         _drawing = None
 
 
 def draw_ahead(sweep_dir: Path, running: set[str]) -> None:
-    """In a forked process, the figures of the datasets none of whose jobs runs in the job folders
-    `running` (names in `sweep_dir`), kept in memory for the report (Linux only: a fork)."""
+    """In a forked process (`run.forked`), the figures of the datasets none of whose jobs runs in the job
+    folders `running` (names in `sweep_dir`), kept in memory for the report."""
     global _drawing
-    if _expected is None or _expected.sweep_dir != sweep_dir.absolute() or _drawing or sys.platform != "linux":
+    if _expected is None or _expected.sweep_dir != sweep_dir.absolute() or _drawing is not None:
         return
-    read, write = os.pipe()
-    parent = os.getpid()
-    gc.freeze()  # what is alive now is shared with the child, not copied by its collections
-    try:
-        pid = os.fork()
-    finally:
-        gc.unfreeze()
-    if pid == 0:
-        code = 1
-        try:
-            _end_with(parent)
-            for stop in (signal.SIGINT, signal.SIGTERM):  # a stop ends it quietly: the sweep says what stopped
-                signal.signal(stop, signal.SIG_DFL)
-            os.close(read)
-            payload = pickle.dumps(_draw(_expected, running), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(write, "wb") as pipe:
-                pipe.write(payload)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    _drawing = _Drawing(pid, set(running))
-    _drawing.reader = threading.Thread(target=_receive, args=(read, _drawing.received), daemon=True)
-    _drawing.reader.start()
-    atexit.register(_end, _drawing)
-
-
-def _end_with(parent: int) -> None:
-    """The drawing process ends with the sweep process: Linux's parent-death signal (a SIGKILL of the
-    sweep, which nothing can pass on), and no folder lock of the sweep's kept open here, so that the
-    same command run again at once is not refused."""
-    from lossheads.run.lock import close_inherited
-
-    close_inherited()
-    with contextlib.suppress(Exception):  # PR_SET_PDEATHSIG (1): no such call outside Linux's C library
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-    if os.getppid() != parent:  # gone before the signal was asked for
-        os._exit(1)
-
-
-def _receive(read: int, into: list[bytes]) -> None:
-    with os.fdopen(read, "rb") as pipe:
-        while chunk := pipe.read(1 << 16):
-            into.append(chunk)
-
-
-def _end(drawing: _Drawing) -> None:
-    """At exit (a sweep stopped before its report): the drawing process does not outlive it."""
-    if drawing.reaped:
-        return
-    drawing.reaped = True
-    with contextlib.suppress(ChildProcessError, ProcessLookupError):
-        os.kill(drawing.pid, signal.SIGKILL)
-        os.waitpid(drawing.pid, 0)
+    expected = _expected
+    process = forked(lambda: _draw(expected, running))
+    if process is not None:
+        _drawing = _Drawing(process, set(running))
 
 
 def _draw(expected: _Expected, running: set[str]) -> dict[str, tuple[str, bytes | None]]:
@@ -246,7 +177,7 @@ def drawn(calls: list[Call], sections: list[Any], runs: list[Any], draw: Callabl
     busy = _busy(runs, drawing.running)
     ahead = [section.dataset not in busy for section in sections]
     now = iter(draw([call for call, taken in zip(calls, ahead, strict=True) if not taken]))
-    figures = drawing.figures()
+    figures = drawing.forked.result() or {}
     made: list[Path | None] = []
     again: list[int] = []
     for k, (call, section, taken) in enumerate(zip(calls, sections, ahead, strict=True)):
