@@ -202,7 +202,8 @@ def main() -> None:
     parser.add_argument(
         "--repeats",
         type=count,
-        help="measured pairs per batch size (default 5); --verdict: sweeps per launcher (default 1)",
+        help="measured pairs per batch size (default 5); --verdict: basic sweeps, each between two vectorized "
+        "ones (default 1)",
     )
     parser.add_argument("--images", action="store_true", help="the image and table data paths (scripts/bench_data.py)")
     parser.add_argument("--distill", action="store_true", help="the teacher's outputs (scripts/bench_distill.py)")

@@ -1,14 +1,17 @@
 """Benchmark: the wait for a verdict. `python train.py -m experiment=compare_binary 'seed=range(1,11)'`
 (12 arms x 10 seeds = 120 runs, then the report) under Hydra's basic launcher and under
-`hydra/launcher=seeds`, one after the other in one bench run, each in a fresh process and a fresh sweep folder.
+`hydra/launcher=seeds`, in one bench run, each in a fresh process and a fresh sweep folder. Each basic
+sweep runs between two vectorized ones (V B V B V ... for --repeats), and its speed-up divides it by
+their mean: a machine whose speed drifts during the minutes of a basic sweep moves both alike.
 
 The time is the sweep's own, from Hydra's multirun start to the end of the report (scripts/bench_seeds.py's
 SweepTimer). Both sweeps must finish every job (metrics.json status ok) and write report.md; where the two
 reports' verdicts (comparisons.csv, per dataset, arm and metric) differ, a warning line says which.
-Last line: `bench-verdict: basic=...s vectorized=...s speedup=...` (basic / seeds launcher).
+Last line: `bench-verdict: basic=...s vectorized=...s speedup=...` (medians of the times, and the median
+of the speed-ups).
 
     python scripts/bench_verdict.py                   # 10 seeds, about 3 minutes on 2 cores
-    python scripts/bench_verdict.py --repeats 3       # medians of 3 sweeps each, interleaved
+    python scripts/bench_verdict.py --repeats 3       # 3 basic sweeps, each between two vectorized ones: medians
     python scripts/bench_verdict.py trainer.max_epochs=5 data.n_samples=4000   # overrides for both sweeps
     python scripts/bench_verdict.py 'seed=range(1,21)'   # 20 seeds: an override typed here wins over the default
     python scripts/bench_verdict.py --device cuda     # on a GPU, data resident there
@@ -75,7 +78,8 @@ def differences(basic: Verdicts, vectorized: Verdicts) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (trainer.accelerator)")
-    parser.add_argument("--repeats", type=int, default=1, help="sweeps per launcher, interleaved: medians (default 1)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="basic sweeps, each between two vectorized ones (default 1)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help=f"{' '.join(QUICK)}: seconds, to keep the script working")
     parser.add_argument("overrides", nargs="*", help="train.py overrides for both sweeps, e.g. trainer.max_epochs=5")
     args = parser.parse_args(argv)
@@ -86,24 +90,35 @@ def main(argv: list[str] | None = None) -> None:
     compile_project()
     sweeps: dict[str, list[Sweep]] = {launcher: [] for launcher in LAUNCHERS}
     warnings: list[str] = []
+
+    def run(launcher: str, folder: Path) -> Sweep:
+        done = sweeps[launcher]
+        done.append(run_sweep(folder / f"{launcher}-{len(done)}", launcher, args.device, overrides))
+        print(f"{launcher:>10} launcher, sweep {len(done)}: {done[-1].jobs} jobs ok, report.md with "
+              f"{len(done[-1].verdicts)} comparisons, {done[-1].seconds:.1f} s", flush=True)  # fmt: skip
+        return done[-1]
+
+    ratios = []
     with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(args.repeats):  # interleaved: a change of load touches both alike
-            for launcher, done in sweeps.items():
-                done.append(run_sweep(Path(tmp) / f"{launcher}-{repeat}", launcher, args.device, overrides))
-                print(f"{launcher:>10} launcher, sweep {repeat + 1}: {done[-1].jobs} jobs ok, report.md with "
-                      f"{len(done[-1].verdicts)} comparisons, {done[-1].seconds:.1f} s", flush=True)  # fmt: skip
-            pair = sweeps["basic"][-1], sweeps["vectorized"][-1]
-            if pair[0].jobs != pair[1].jobs:
-                raise SystemExit(f"the basic sweep ran {pair[0].jobs} jobs, the vectorized one {pair[1].jobs}")
-            warnings += [line for line in differences(pair[0].verdicts, pair[1].verdicts) if line not in warnings]
+        before = run("vectorized", Path(tmp))
+        for _ in range(args.repeats):  # each basic sweep between two vectorized ones: a drift of speed cancels
+            basic = run("basic", Path(tmp))
+            after = run("vectorized", Path(tmp))
+            if basic.jobs != after.jobs:
+                raise SystemExit(f"the basic sweep ran {basic.jobs} jobs, the vectorized one {after.jobs}")
+            warnings += [line for line in differences(basic.verdicts, after.verdicts) if line not in warnings]
+            ratios.append(basic.seconds / statistics.fmean([before.seconds, after.seconds]))
+            before = after
     agree = f"verdicts: the two reports agree on all {len(sweeps['basic'][0].verdicts)} comparisons"
     print("\n".join(warnings) or agree)
-    basic, vectorized = (statistics.median(s.seconds for s in sweeps[launcher]) for launcher in LAUNCHERS)
-    if args.repeats > 1:
-        for launcher, done in sweeps.items():
-            times = [s.seconds for s in done]
-            print(f"{launcher}: median of {args.repeats} sweeps, {min(times):.1f}-{max(times):.1f} s")
-    print(f"bench-verdict: basic={basic:.1f}s vectorized={vectorized:.1f}s speedup={basic / vectorized:.2f}")
+    basic_time, vectorized_time = (statistics.median(s.seconds for s in sweeps[launcher]) for launcher in LAUNCHERS)
+    for launcher, done in sweeps.items():
+        times = [s.seconds for s in done]
+        print(f"{launcher}: median of {len(done)} sweeps, {min(times):.1f}-{max(times):.1f} s")
+    print(f"speed-ups, each basic sweep against the mean of the vectorized sweeps before and after it: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}")  # fmt: skip
+    print(f"bench-verdict: basic={basic_time:.1f}s vectorized={vectorized_time:.1f}s "
+          f"speedup={statistics.median(ratios):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

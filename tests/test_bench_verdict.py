@@ -96,8 +96,9 @@ def test_bench_py_refuses_an_override_without_verdict(monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_the_verdict_benchmark_prints_its_line():
-    """Both launchers run the quick sweep (8 jobs: 4 arms, 2 seeds, 1 epoch), finish every job and write a
-    report. bench_verdict.py itself, without bench.py's imports of torch and Lightning."""
+    """Both launchers run the quick sweep (8 jobs: 4 arms, 2 seeds, 1 epoch), the basic one between two
+    vectorized ones, finish every job and write a report. bench_verdict.py itself, without bench.py's
+    imports of torch and Lightning."""
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_verdict.py"), "--quick"],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -105,5 +106,9 @@ def test_the_verdict_benchmark_prints_its_line():
     for launcher in ("basic", "vectorized"):
         assert any(re.fullmatch(rf" *{launcher} launcher, sweep 1: 8 jobs ok, report\.md with \d+ comparisons, "
                                 r"\d+\.\d s", line) for line in lines), lines  # fmt: skip
-    assert re.fullmatch(r"verdicts: the two reports agree on all \d+ comparisons", lines[-2])
+    assert any(re.fullmatch(r"verdicts: the two reports agree on all \d+ comparisons", line) for line in lines)
+    assert sum(line.startswith("vectorized launcher, sweep") for line in lines) == 2  # before and after the basic one
+    ratios = re.fullmatch(r"speed-ups, each basic sweep against the mean of the vectorized sweeps before and after "
+                          r"it: (\d+\.\d\d)", lines[-2])  # fmt: skip
+    assert ratios, lines
     assert re.fullmatch(r"bench-verdict: basic=\d+\.\ds vectorized=\d+\.\ds speedup=\d+\.\d\d", lines[-1])
