@@ -292,6 +292,39 @@ def test_a_write_is_all_or_nothing_and_leaves_no_temporary_file(tmp_path, monkey
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
+def test_writes_made_durable_together_are_flushed_once_at_the_blocks_end(tmp_path, monkeypatch):
+    """A seeds group's member checkpoints: no fsync per file inside `durable_together`, one flush of the
+    filesystem as the block ends (also when it ends by an error), before what follows it; outside the
+    block each durable write fsyncs its file and folder as before."""
+    calls: list[str] = []
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(atomic, "sync_filesystem", lambda folder: calls.append(f"sync {folder.name}"))
+    with atomic.durable_together():
+        for name in ("last.ckpt", "best.ckpt"):
+            atomic.write_text(tmp_path / name, name)
+        with atomic.durable_together():  # nested: the outer block's end makes it durable
+            atomic.write_text(tmp_path / "inner.ckpt", "inner")
+        atomic.write_bytes(tmp_path / "log", b"x", durable=False)
+        assert calls == []
+    assert calls == [f"sync {tmp_path.name}"] and (tmp_path / "best.ckpt").read_text() == "best.ckpt"
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt), atomic.durable_together():
+        atomic.write_text(tmp_path / "last.ckpt", "again")
+        raise KeyboardInterrupt
+    assert calls == [f"sync {tmp_path.name}"]
+    calls.clear()
+    atomic.write_text(tmp_path / "metrics.json", "{}")
+    assert calls == ["fsync", "fsync"]  # the file, then its folder
+    with atomic.durable_together():
+        pass
+    assert calls == ["fsync", "fsync"]  # nothing written: nothing to flush
+
+
+def test_sync_filesystem_flushes_a_folders_filesystem(tmp_path):
+    atomic.sync_filesystem(tmp_path)  # syncfs on Linux, os.sync elsewhere: it returns
+    atomic.sync_filesystem(tmp_path / "gone")  # a folder removed since: os.sync
+
+
 KILLED_WRITER = """
 import sys, torch
 from lossheads.run.checkpoints import RunCheckpointIO

@@ -28,7 +28,7 @@ from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from lossheads.config.validators import ConfigError
-from lossheads.run.atomic import StorageError, storage_error
+from lossheads.run.atomic import StorageError, durable_together, storage_error
 from lossheads.run.checkpoints import GROUP_FOLDER
 from lossheads.run.execute import record_diverged_job
 from lossheads.run.folder import fingerprint
@@ -165,8 +165,9 @@ def train_group(members: list[Member], module: SeedsModule) -> list[dict[str, An
         end_member_logs(members, module, failed=failure is not None)
         trained_at = time.perf_counter()
         if failure is None or StopSignals.received is not None:
-            try:  # each member's last.ckpt and best file, as its run leaves them
-                write_member_files(members, module, io_plugin)
+            try:  # each member's last.ckpt and best file, as its run leaves them, durable before the group file goes
+                with durable_together():
+                    write_member_files(members, module, io_plugin)
                 io_plugin.remove_checkpoint(path)  # each member's folder holds its state now, and resumes from it
             except StorageError as error:
                 stop_for_storage(members, error)
