@@ -320,9 +320,16 @@ def test_writes_made_durable_together_are_flushed_once_at_the_blocks_end(tmp_pat
     assert calls == ["fsync", "fsync"]  # nothing written: nothing to flush
 
 
-def test_sync_filesystem_flushes_a_folders_filesystem(tmp_path):
+def test_sync_filesystem_flushes_a_folders_filesystem_and_a_late_full_disk_is_one_line(tmp_path, monkeypatch):
+    import ctypes
+    from types import SimpleNamespace
+
     atomic.sync_filesystem(tmp_path)  # syncfs on Linux, os.sync elsewhere: it returns
     atomic.sync_filesystem(tmp_path / "gone")  # a folder removed since: os.sync
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: SimpleNamespace(syncfs=lambda fd: -1))
+    monkeypatch.setattr(ctypes, "get_errno", lambda: errno.ENOSPC)
+    with pytest.raises(atomic.StorageError, match=f"^cannot write {re.escape(str(tmp_path))}: the disk is full: "):
+        atomic.sync_filesystem(tmp_path)
 
 
 KILLED_WRITER = """

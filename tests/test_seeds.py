@@ -301,12 +301,12 @@ def test_a_full_disk_while_the_group_trains_stops_the_sweep_in_one_line_and_lose
                  "trainer.max_epochs=3", "~hydra.callbacks.report"]  # fmt: skip
     full = f"""
 import errno, os, runpy, sys
-real = os.fsync
-def fsync(fd):  # job 1's last.ckpt finds the disk full
-    if ".last.ckpt." in os.readlink(f"/proc/self/fd/{{fd}}") and "{folder}/1/" in os.readlink(f"/proc/self/fd/{{fd}}"):
+real = os.replace
+def replace(source, target, *args, **kwargs):  # job 1's last.ckpt finds the disk full
+    if str(target).endswith("/checkpoints/last.ckpt") and "{folder}/1/" in str(target):
         raise OSError(errno.ENOSPC, "No space left on device")
-    return real(fd)
-os.fsync = fsync
+    return real(source, target, *args, **kwargs)
+os.replace = replace
 sys.argv = ["train.py", *{overrides!r}]
 runpy.run_path("train.py", run_name="__main__")
 """
@@ -362,8 +362,9 @@ def test_a_diverging_member_is_recorded_and_its_siblings_finish(tmp_path: Path) 
 @pytest.mark.slow
 def test_members_whose_outputs_blow_up_are_recorded_diverged_as_their_runs_alone(tmp_path: Path) -> None:
     """bce saturates (its log is clamped), so the training loss can stay finite while the weights blow
-    up: NaN outputs at the test. Each member is then `diverged`, as its run alone, not a crash of the
-    group; and its best checkpoint is kept as ModelCheckpoint keeps a NaN score (its first)."""
+    up: NaN outputs at the test (on some CPUs the loss turns NaN first). Each member is then `diverged`,
+    as its run alone, not a crash of the group; and its best checkpoint is kept as ModelCheckpoint keeps
+    a NaN score (its first)."""
     overrides = ("data=synthetic_multiclass", "head=ovr", "loss=bce", "seed=1,2", "optimizer=sgd",
                  "optimizer.lr=1e15", "trainer.max_epochs=2")  # fmt: skip
     for name, seeds in (("together", True), ("alone", False)):
@@ -374,13 +375,15 @@ def test_members_whose_outputs_blow_up_are_recorded_diverged_as_their_runs_alone
     ours, theirs = records(tmp_path / "together"), records(tmp_path / "alone")
     assert [r["status"] for r in ours.values()] == ["diverged", "diverged"]
     assert ours == theirs
-    assert "outputs are not finite (NaN or inf) after 2 epochs" in ours["0"]["reason"]
+    # which comes first depends on the CPU's arithmetic at lr=1e15: the outputs at the test, or the loss
+    assert re.search(r"outputs are not finite \(NaN or inf\) after 2 epochs|the loss became nan", ours["0"]["reason"])
+    at_the_test = "outputs are not finite" in ours["0"]["reason"]
     for run in ("together", "alone"):  # the run's own warning line, named as under the basic launcher
         assert "[lossheads.run.execute][WARNING] - diverged job: " in (tmp_path / run / "0" / "train.log").read_text()
     for job in ("0", "1"):
         files = [sorted(p.name for p in (tmp_path / run / job / "checkpoints").iterdir())
                  for run in ("together", "alone")]  # fmt: skip
-        assert files[0] == files[1] == ["best-epoch000.ckpt", "last.ckpt"]
+        assert files[0] == files[1] == (["best-epoch000.ckpt", "last.ckpt"] if at_the_test else [])
     binary = sweep(tmp_path / "binary", "loss=bce", "seed=1,2", "optimizer=sgd", "optimizer.lr=1e15",
                    "trainer.max_epochs=2")  # fmt: skip
     assert binary.returncode == 0, binary.stderr[-3000:]

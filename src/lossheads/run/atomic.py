@@ -90,19 +90,26 @@ def durable_together() -> Iterator[None]:
 
 
 def sync_filesystem(folder: Path) -> None:
-    """Everything written to `folder`'s filesystem, durable: Linux's `syncfs`, elsewhere `os.sync`."""
-    try:
-        import ctypes
+    """Everything written to `folder`'s filesystem, durable: Linux's `syncfs`, elsewhere `os.sync`. A
+    write that failed only now (a full disk found late, an I/O error) is a `StorageError` naming `folder`."""
+    import ctypes
 
+    try:
         fd = os.open(folder, os.O_RDONLY)
-        try:
-            if ctypes.CDLL(None, use_errno=True).syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):  # no such folder any more, or no syncfs in this C library
-        pass
-    os.sync()
+    except OSError:  # no such folder any more
+        os.sync()
+        return
+    try:
+        synced = ctypes.CDLL(None, use_errno=True).syncfs(fd)
+    except AttributeError:  # no syncfs in this C library
+        synced = None
+    finally:
+        os.close(fd)
+    if synced is None or (synced != 0 and ctypes.get_errno() not in (*DISK_ERRORS, errno.EIO)):
+        os.sync()
+    elif synced != 0:
+        failed = ctypes.get_errno()
+        raise storage_error(folder, OSError(failed, os.strerror(failed)))
 
 
 def write_atomic(path: Path | str, write: Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
