@@ -70,12 +70,12 @@ _together: list[Path] | None = None  # inside `durable_together`: the folders wr
 
 @contextlib.contextmanager
 def durable_together() -> Iterator[None]:
-    """The durable writes inside are made durable together when the block ends (one flush of their
-    filesystem, `syncfs`), not each as it is written (two fsyncs a file, each of which waits for a
-    journal commit of everything the machine has written: on a busy 2-core machine 2-3 ms). For a
-    seeds group's many members: what follows the block (training, removing the group file) finds
-    every file of it durable, as before; a power loss inside the block can leave some of its files
-    empty, which the block's next run writes again."""
+    """The durable writes inside are made durable together when the block ends (one flush of each
+    filesystem written, `syncfs`), not each as it is written (two fsyncs a file, each of which waits
+    for a journal commit of everything the machine has written: on a busy 2-core machine 2-3 ms). For
+    a seeds group's member checkpoints: what follows the block (the group file removed) finds every
+    file of it durable, as before; a power loss inside the block can leave some of them empty, and the
+    group file, still there, makes the sweep run again write them again."""
     global _together
     if _together is not None:  # inside another: its end makes these durable too
         yield
@@ -83,10 +83,22 @@ def durable_together() -> Iterator[None]:
     _together = []
     try:
         yield
-    finally:
-        folders, _together = _together, None
-        if folders:
-            sync_filesystem(folders[0])
+    except BaseException:
+        with contextlib.suppress(Exception):  # what was written is made durable; the first error is the one said
+            _sync_together()
+        raise
+    _sync_together()
+
+
+def _sync_together() -> None:
+    global _together
+    folders, _together = _together or [], None
+    by_filesystem: dict[int, Path] = {}
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            by_filesystem.setdefault(os.stat(folder).st_dev, folder)
+    for folder in by_filesystem.values():
+        sync_filesystem(folder)
 
 
 def sync_filesystem(folder: Path) -> None:
