@@ -190,10 +190,12 @@ class SeedsLauncher(Launcher):
     def _draw_ahead(self, running: list[list[Job]]) -> None:
         """A worker is out of units: the report's figures of the datasets whose jobs have all ended are
         drawn meanwhile (`lossheads.report.drawing`), where each job's folder is its number."""
-        assert self.config is not None
-        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != "${hydra.job.num}":
-            return
         from lossheads.report.drawing import draw_ahead
+        from lossheads.report.sweeps import numbered_folders
+
+        assert self.config is not None
+        if not numbered_folders(OmegaConf.to_container(self.config.hydra, resolve=False)):  # type: ignore[arg-type]
+            return
 
         draw_ahead(Path(str(self.config.hydra.sweep.dir)), {str(idx) for jobs in running for idx, _ in jobs})
 

@@ -29,10 +29,16 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]] | None:
         return None
     hydra = record["hydra"]
     overrides = grid(hydra)
-    if overrides is None or hydra["sweep"].get("subdir") != "${hydra.job.num}":
+    if overrides is None or not numbered_folders(hydra):
         return None
     (jobs,) = BasicSweeper.split_arguments(overrides, None)
     return [(str(number), job) for number, job in enumerate(jobs)]
+
+
+def numbered_folders(hydra: dict[str, Any]) -> bool:
+    """Whether each job's folder is its number (`hydra.sweep.subdir`'s default), in a sweep's `hydra`
+    node as plain unresolved values."""
+    return (hydra.get("sweep") or {}).get("subdir") == "${hydra.job.num}"
 
 
 def multirun_record(sweep_dir: Path) -> dict[str, Any] | None:

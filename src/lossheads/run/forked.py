@@ -1,9 +1,9 @@
 """A computation in a forked process, for the process that forks it: used where a core would otherwise
-wait (a sweep's configs composed while Hydra checks the batch, the report's figures drawn while the last
-groups train). The forked process writes nothing, keeps none of its parent's folder locks, ends with
-its parent (Linux's parent-death signal, so a SIGKILL of the sweep leaves none behind) and quietly on a
-stop; its result comes back pickled through a pipe, read by a thread so that it never waits on a full
-pipe. Linux only: elsewhere `forked` gives None and the caller computes in its own process."""
+wait (the report's figures drawn while a sweep's last groups train). The forked process writes
+nothing, keeps none of its parent's folder locks, ends with its parent (Linux's parent-death signal, so
+a SIGKILL of the sweep leaves none behind) and quietly on a stop; its result comes back pickled through
+a pipe, read by a thread so that it never waits on a full pipe. Linux only: elsewhere `forked` gives
+None and the caller computes in its own process."""
 
 from __future__ import annotations
 

@@ -148,18 +148,18 @@ def _read_messages(workers: Sequence[Worker], finished: int, units: int, tail: C
         selector.register(finished, selectors.EVENT_READ)
         for worker in workers:
             selector.register(worker.results, selectors.EVENT_READ, worker)
-        while any(key.data is not None for key in selector.get_map().values()):
+        while parts:
             for key, _ in selector.select():
                 if key.data is None:  # units' ends; none left to read once every worker has ended
                     if not _read_ends(finished, ended):
                         selector.unregister(finished)
                 elif chunk := os.read(key.fd, 1 << 16):
                     parts[key.fd].append(chunk)
-                else:
+                else:  # the worker's end: its message whole
                     selector.unregister(key.fd)
                     os.close(key.fd)
-                    key.data.message = b"".join(parts[key.fd])
-                    if not told and any(k.data is not None for k in selector.get_map().values()):
+                    key.data.message = b"".join(parts.pop(key.fd))
+                    if not told and parts:  # another worker still works
                         told = True
                         os.set_blocking(finished, False)  # what the ended worker wrote before its message
                         with contextlib.suppress(BlockingIOError):
